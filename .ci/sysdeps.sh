@@ -1,0 +1,22 @@
+#!/bin/sh
+# Install the system libraries cadenza needs, when missing. Idempotent and quick when present.
+#   sh .ci/sysdeps.sh fluidsynth [chromium]
+need=""
+for what in "$@"; do
+  case "$what" in
+    fluidsynth)
+      if ! ldconfig -p 2>/dev/null | grep -q 'libfluidsynth\.so'; then need="$need libfluidsynth3"; fi ;;
+    chromium)
+      if ! command -v chromium >/dev/null 2>&1; then need="$need chromium"; fi ;;
+  esac
+done
+[ -z "$need" ] && exit 0
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing system packages:$need"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null || exit 1
+else
+  echo "cadenza needs system packages that are missing. Run:"
+  echo "  sudo apt-get install -y$need"
+  echo "(on macOS: brew install fluid-synth)"
+fi

@@ -1,0 +1,109 @@
+"""``cadenza corpus list|export|stats``: the built-in corpora and user directories."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("corpus", help="list, export and describe corpora")
+    sub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
+    ls = sub.add_parser("list", help="built-in corpora: pieces and whether they are cached")
+    ls.set_defaults(func=run_list)
+    ex = sub.add_parser("export", help="export a corpus as MIDI files into a directory")
+    ex.add_argument("name")
+    ex.add_argument("dir")
+    ex.add_argument("--split", choices=("train", "valid", "test"))
+    ex.add_argument("--limit", type=int, help="only the first N source files")
+    ex.set_defaults(func=run_export)
+    st = sub.add_parser("stats", help="pieces, notes, hours, programs, pitch range, time signatures")
+    st.add_argument("name", help="built-in corpus name or a directory of MIDI files")
+    st.add_argument("--split", choices=("train", "valid", "test"))
+    st.add_argument("--limit", type=int)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=run_stats)
+
+
+def run_list(args) -> int:
+    from cadenza.data.corpora import BUILTIN, DESCRIPTIONS, BuiltinCorpus, cache_root
+
+    print(f"cache: {cache_root()}")
+    for name in BUILTIN:
+        corpus = BuiltinCorpus(name)
+        sources = corpus.sources()
+        if corpus.is_cached():
+            count = f"{len(corpus.pieces()):6d} pieces   cached"
+        else:
+            count = f"{len(sources):6d} files    not cached (exported on first use)"
+        print(f"  {name:14s} {count}   {DESCRIPTIONS[name]}")
+    return 0
+
+
+def _report(report, corpus) -> None:
+    if report.failed:
+        print(f"skipped {len(report.failed)} pieces that failed to convert:")
+        for piece_id, reason in report.failed[:20]:
+            print(f"  {piece_id}: {reason}")
+        if len(report.failed) > 20:
+            print(f"  ... and {len(report.failed) - 20} more")
+
+
+def run_export(args) -> int:
+    from tqdm import tqdm
+
+    from cadenza.data.corpora import open_corpus
+
+    corpus = open_corpus(args.name)
+    report = corpus.ensure(limit=args.limit)
+    _report(report, corpus)
+    pieces = corpus.pieces(split=args.split, limit=args.limit)
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for piece in tqdm(pieces, desc="copying", unit="piece"):
+        target = out / (piece.id.replace("#", "-") + ".mid")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(piece.path, target)
+    print(f"exported {len(pieces)} pieces of {args.name} to {out}")
+    return 0
+
+
+def run_stats(args) -> int:
+    import symusic
+    from tqdm import tqdm
+
+    from cadenza.data.info import corpus_stats, gm_program_name, pitch_name
+
+    from cadenza.data.corpora import open_corpus
+
+    from .common import print_json
+
+    corpus = open_corpus(args.name)
+    pieces = corpus.pieces(split=args.split, limit=args.limit)
+    broken: list[str] = []
+
+    def scores():
+        for piece in tqdm(pieces, desc="reading", unit="piece", leave=False):
+            try:
+                yield symusic.Score(str(piece.path))
+            except Exception:
+                broken.append(piece.id)
+
+    stats = corpus_stats(scores())
+    stats["broken"] = broken
+    if args.json:
+        print_json(stats)
+        return 0
+    print(f"{args.name}{' (' + args.split + ')' if args.split else ''}")
+    print(f"  pieces           {stats['pieces']}")
+    print(f"  notes            {stats['notes']}")
+    print(f"  hours            {stats['hours']:.2f}")
+    if stats["pitch_range"]:
+        lo, hi = stats["pitch_range"]
+        print(f"  pitch range      {pitch_name(lo)}-{pitch_name(hi)} ({lo}-{hi})")
+    progs = ", ".join(f"{'drums' if p == 'drums' else gm_program_name(p)} ({n})" for p, n in list(stats["programs"].items())[:8])
+    print(f"  programs         {progs}")
+    print(f"  time signatures  {', '.join(f'{k} ({v})' for k, v in stats['time_signatures'].items())}")
+    if broken:
+        print(f"  unreadable       {len(broken)} files skipped: {', '.join(broken[:5])}")
+    return 0

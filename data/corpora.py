@@ -1,0 +1,231 @@
+"""Built-in corpora from the music21 package, exported once to MIDI in a cache; user directories.
+
+Every piece has a stable id (``bwv66.6``, ``essenFolksong/altdeu10#3``) and a split decided by
+a hash of that id, identical on every machine and run. Export is incremental: each source
+file gets a small manifest once it is done, so an interrupted export resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .atomic import write_bytes_atomic, write_text_atomic
+from .errors import CorpusError
+from .io import MIDI_SUFFIXES
+
+SPLITS = ("train", "valid", "test")
+
+# corpus name -> (music21 corpus folders, suffixes, optional file-name prefix)
+BUILTIN: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
+    "bach-chorales": (("bach",), (".mxl", ".xml"), "bwv"),
+    "palestrina": (("palestrina",), (".krn",), ""),
+    "folk": (("essenFolksong", "ryansMammoth", "oneills1850"), (".abc",), ""),
+    "classical": (
+        ("beethoven", "haydn", "mozart", "schubert", "schumann_robert", "schumann_clara", "chopin",
+         "handel", "cpebach", "corelli", "weber", "joplin", "verdi", "beach"),
+        (".mxl", ".xml", ".krn", ".musicxml"),
+        "",
+    ),
+}
+
+DESCRIPTIONS = {
+    "bach-chorales": "J.S. Bach's four-part chorales",
+    "palestrina": "Palestrina's masses and motets (kern)",
+    "folk": "Essen, Ryan's Mammoth and O'Neill's folk tunes (ABC, monophonic)",
+    "classical": "quartets, sonatas and other works of Beethoven, Haydn, Mozart, Schubert, ...",
+}
+
+
+def split_of(piece_id: str) -> str:
+    """train / valid / test (90/5/5) by a stable hash of the piece id."""
+    bucket = int.from_bytes(hashlib.sha256(piece_id.encode("utf-8")).digest()[:8], "big") % 100
+    return "train" if bucket < 90 else "valid" if bucket < 95 else "test"
+
+
+def cache_root() -> Path:
+    """Where corpora are exported: $CADENZA_CACHE, else the platform's user cache dir."""
+    env = os.environ.get("CADENZA_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("cadenza"))
+
+
+@dataclass(frozen=True)
+class Piece:
+    id: str
+    path: Path
+
+    @property
+    def split(self) -> str:
+        return split_of(self.id)
+
+
+@dataclass
+class ExportReport:
+    exported: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped_sources: int = 0
+
+
+def _music21_corpus_dir() -> Path:
+    import music21
+
+    return Path(music21.__file__).parent / "corpus"
+
+
+def _safe_name(piece_id: str) -> str:
+    return piece_id.replace("#", "-").replace("/", "__")
+
+
+def _export_source(source: str, out_dir: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Parse one music21 corpus file (possibly an ABC collection) and write each piece as MIDI."""
+    import warnings
+
+    import music21
+
+    from .io import m21_to_score
+
+    warnings.simplefilter("ignore")
+    root = _music21_corpus_dir()
+    rel = Path(source)
+    base_id = str(rel.with_suffix("")) if len(rel.parts) > 2 else rel.stem
+    if rel.parts[0] == "bach":
+        base_id = rel.stem
+    ok: list[str] = []
+    failed: list[tuple[str, str]] = []
+    try:
+        parsed = music21.converter.parse(str(root / rel), forceSource=True)
+    except Exception as exc:  # a broken corpus file is skipped and reported
+        return ok, [(base_id, f"parse error: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}")]
+    if isinstance(parsed, music21.stream.Opus):
+        items = []
+        for number, sc in enumerate(parsed.scores):
+            ref = sc.metadata.number if sc.metadata is not None and sc.metadata.number else number + 1
+            items.append((f"{base_id}#{ref}", sc))
+    else:
+        items = [(base_id, parsed)]
+    seen: set[str] = set()
+    for piece_id, stream in items:
+        while piece_id in seen:
+            piece_id += "b"
+        seen.add(piece_id)
+        try:
+            score = m21_to_score(stream, source)
+            if score.note_num() == 0:
+                raise ValueError("no notes")
+            write_bytes_atomic(Path(out_dir) / (_safe_name(piece_id) + ".mid"), score.dumps_midi())
+            ok.append(piece_id)
+        except Exception as exc:
+            failed.append((piece_id, str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__))
+    return ok, failed
+
+
+class Corpus:
+    """A named collection of pieces with deterministic splits."""
+
+    name: str
+
+    def pieces(self, split: str | None = None, limit: int | None = None) -> list[Piece]:
+        raise NotImplementedError
+
+    def ensure(self, limit: int | None = None, workers: int | None = None, progress: bool = True) -> ExportReport:
+        return ExportReport()
+
+
+class BuiltinCorpus(Corpus):
+    """A corpus exported from the music21 package to MIDI files in the cache."""
+
+    def __init__(self, name: str):
+        if name not in BUILTIN:
+            raise CorpusError(f"unknown corpus {name!r}; built-in corpora: {', '.join(BUILTIN)}")
+        self.name = name
+        self.dir = cache_root() / "corpora" / name
+
+    def sources(self) -> list[str]:
+        folders, suffixes, prefix = BUILTIN[self.name]
+        root = _music21_corpus_dir()
+        found = []
+        for folder in folders:
+            for path in (root / folder).rglob("*"):
+                if path.suffix.lower() in suffixes and path.name.startswith(prefix):
+                    found.append(str(path.relative_to(root)))
+        return sorted(found)
+
+    def _manifest(self, source: str) -> Path:
+        return self.dir / "sources" / (source.replace("/", "__") + ".json")
+
+    def is_cached(self) -> bool:
+        return all(self._manifest(s).exists() for s in self.sources())
+
+    def ensure(self, limit: int | None = None, workers: int | None = None, progress: bool = True) -> ExportReport:
+        """Export the first ``limit`` source files (all by default) that are not yet in the cache."""
+        from tqdm import tqdm
+
+        sources = self.sources()[:limit]
+        todo = [s for s in sources if not self._manifest(s).exists()]
+        report = ExportReport(skipped_sources=len(sources) - len(todo))
+        if not todo:
+            return report
+        (self.dir / "midi").mkdir(parents=True, exist_ok=True)
+        (self.dir / "sources").mkdir(parents=True, exist_ok=True)
+        workers = workers or min(len(todo), os.cpu_count() or 1)
+        bar = tqdm(total=len(todo), desc=f"exporting {self.name}", unit="file", disable=not progress)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_export_source, s, str(self.dir / "midi")): s for s in todo}
+            for future in as_completed(futures):
+                source = futures[future]
+                ok, failed = future.result()
+                report.exported += len(ok)
+                report.failed.extend(failed)
+                write_text_atomic(self._manifest(source), json.dumps({"pieces": ok, "failed": failed}))
+                bar.update(1)
+        bar.close()
+        return report
+
+    def pieces(self, split: str | None = None, limit: int | None = None) -> list[Piece]:
+        """Exported pieces (exporting what is missing first), optionally of one split."""
+        self.ensure(limit=limit)
+        out = []
+        for source in self.sources()[:limit]:
+            manifest = json.loads(self._manifest(source).read_text())
+            out.extend(Piece(pid, self.dir / "midi" / (_safe_name(pid) + ".mid")) for pid in manifest["pieces"])
+        return [p for p in out if split is None or p.split == split]
+
+    def failures(self) -> list[tuple[str, str]]:
+        out = []
+        for source in self.sources():
+            m = self._manifest(source)
+            if m.exists():
+                out.extend(tuple(x) for x in json.loads(m.read_text())["failed"])
+        return out
+
+
+class DirectoryCorpus(Corpus):
+    """Every MIDI file under a directory, recursively; ids are paths relative to it."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.dir = Path(root)
+        self.name = self.dir.name
+        if not self.dir.is_dir():
+            raise CorpusError(f"{root}: not a directory and not a built-in corpus ({', '.join(BUILTIN)})")
+
+    def pieces(self, split: str | None = None, limit: int | None = None) -> list[Piece]:
+        files = sorted(p for p in self.dir.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+        if not files:
+            raise CorpusError(f"{self.dir}: no MIDI files found")
+        pieces = [Piece(str(p.relative_to(self.dir).with_suffix("")), p) for p in files[:limit]]
+        return [p for p in pieces if split is None or p.split == split]
+
+
+def open_corpus(name_or_dir: str | os.PathLike) -> Corpus:
+    """A built-in corpus by name, or a directory of MIDI files."""
+    if str(name_or_dir) in BUILTIN:
+        return BuiltinCorpus(str(name_or_dir))
+    return DirectoryCorpus(name_or_dir)

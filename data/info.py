@@ -1,0 +1,104 @@
+"""What a user wants to know about a piece or a corpus: duration, tracks, tempi, metre, key."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import symusic
+
+MAJOR_KEYS = ["Cb", "Gb", "Db", "Ab", "Eb", "Bb", "F", "C", "G", "D", "A", "E", "B", "F#", "C#"]
+MINOR_KEYS = ["ab", "eb", "bb", "f", "c", "g", "d", "a", "e", "b", "f#", "c#", "g#", "d#", "a#"]
+PITCH_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+
+
+def key_name(sharps: int, minor: bool) -> str:
+    """'A major' / 'f# minor' from a key signature's sharps (negative for flats) and mode."""
+    sharps = max(-7, min(7, int(sharps)))
+    return f"{MINOR_KEYS[sharps + 7]} minor" if minor else f"{MAJOR_KEYS[sharps + 7]} major"
+
+
+def pitch_name(pitch: int) -> str:
+    """MIDI pitch as a name with octave, middle C = C4."""
+    return f"{PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def gm_program_name(program: int) -> str:
+    import pretty_midi
+
+    return pretty_midi.program_to_instrument_name(int(program))
+
+
+def score_summary(score: symusic.Score) -> dict:
+    """A plain dict describing a Score (seconds, not ticks)."""
+    seconds = score.to("second")
+    tracks = []
+    for track in seconds.tracks:
+        pitches = track.notes.numpy()["pitch"] if track.notes else np.zeros(0, int)
+        tracks.append({
+            "name": track.name,
+            "program": int(track.program),
+            "instrument": "Drums" if track.is_drum else gm_program_name(track.program),
+            "is_drum": bool(track.is_drum),
+            "notes": len(track.notes),
+            "pitch_range": [int(pitches.min()), int(pitches.max())] if len(pitches) else None,
+        })
+    return {
+        "duration_seconds": round(float(seconds.end()), 3),
+        "ticks_per_quarter": int(score.ticks_per_quarter),
+        "notes": int(score.note_num()),
+        "tracks": tracks,
+        "tempos_qpm": sorted({round(float(t.qpm), 2) for t in score.tempos}),
+        "time_signatures": _unique([f"{ts.numerator}/{ts.denominator}" for ts in score.time_signatures]),
+        "keys": _unique([key_name(k.key, bool(k.tonality)) for k in score.key_signatures]),
+    }
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def format_summary(summary: dict, title: str) -> str:
+    lines = [title]
+    minutes, secs = divmod(summary["duration_seconds"], 60)
+    lines.append(f"  duration        {int(minutes)}:{secs:05.2f} ({summary['duration_seconds']:.2f} s)")
+    lines.append(f"  notes           {summary['notes']}")
+    lines.append(f"  tempo (qpm)     {', '.join(f'{q:g}' for q in summary['tempos_qpm']) or 'none (120 assumed)'}")
+    lines.append(f"  time signature  {', '.join(summary['time_signatures']) or 'none'}")
+    lines.append(f"  key             {', '.join(summary['keys']) or 'unknown'}")
+    lines.append(f"  tracks          {len(summary['tracks'])}")
+    for i, t in enumerate(summary["tracks"]):
+        rng = t["pitch_range"]
+        rng_text = f"{pitch_name(rng[0])}-{pitch_name(rng[1])}" if rng else "-"
+        prog = "drums" if t["is_drum"] else f"program {t['program']:3d} ({t['instrument']})"
+        lines.append(f"    {i:2d} {t['name'][:24]:24s} {prog:38s} {t['notes']:6d} notes  {rng_text}")
+    return "\n".join(lines)
+
+
+def corpus_stats(scores) -> dict:
+    """Aggregate statistics over an iterable of Scores."""
+    pieces = notes = 0
+    seconds = 0.0
+    programs: Counter = Counter()
+    time_sigs: Counter = Counter()
+    low, high = 127, 0
+    for score in scores:
+        pieces += 1
+        notes += score.note_num()
+        seconds += float(score.to("second").end())
+        for track in score.tracks:
+            if not track.notes:
+                continue
+            programs["drums" if track.is_drum else int(track.program)] += len(track.notes)
+            pitches = track.notes.numpy()["pitch"]
+            low, high = min(low, int(pitches.min())), max(high, int(pitches.max()))
+        for ts in score.time_signatures[:1]:
+            time_sigs[f"{ts.numerator}/{ts.denominator}"] += 1
+    return {
+        "pieces": pieces,
+        "notes": notes,
+        "hours": round(seconds / 3600, 3),
+        "programs": dict(programs.most_common()),
+        "pitch_range": [low, high] if notes else None,
+        "time_signatures": dict(time_sigs.most_common()),
+    }

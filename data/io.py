@@ -1,0 +1,157 @@
+"""Reading any music file into a ``symusic.Score`` and writing MIDI and MusicXML.
+
+MIDI is parsed by symusic (C++). Score formats (MusicXML, kern, ABC) go through
+music21 and reach symusic as an in-memory MIDI file, so tempo, time signatures
+and key signatures travel with the notes. music21 is imported only here, when needed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import symusic
+
+from .atomic import atomic_path
+from .errors import MusicFileError
+
+MIDI_SUFFIXES = (".mid", ".midi")
+SCORE_SUFFIXES = (".musicxml", ".xml", ".mxl", ".krn", ".abc")
+SUPPORTED_SUFFIXES = MIDI_SUFFIXES + SCORE_SUFFIXES
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise MusicFileError(path, "no such file")
+    if path.is_dir():
+        raise MusicFileError(path, "is a directory, not a music file")
+    if path.stat().st_size == 0:
+        raise MusicFileError(path, "empty file (0 bytes)")
+
+
+def read_score(path: str | os.PathLike, index: int = 0, allow_empty: bool = False) -> symusic.Score:
+    """Read a MIDI, MusicXML, kern or ABC file into a Score (ticks).
+
+    ``index`` chooses a tune in a file that holds several (ABC collections).
+    Raises MusicFileError, naming the file, for anything that is not readable music
+    or (unless ``allow_empty``) holds no notes.
+    """
+    path = Path(path)
+    _check_file(path)
+    suffix = path.suffix.lower()
+    if suffix in MIDI_SUFFIXES:
+        score = _read_midi(path)
+    elif suffix in SCORE_SUFFIXES:
+        score = m21_to_score(_parse_music21(path, index), path)
+    else:
+        raise MusicFileError(path, f"unsupported file type {suffix or '(none)'}; cadenza reads "
+                             + ", ".join(SUPPORTED_SUFFIXES))
+    if not allow_empty and score.note_num() == 0:
+        raise MusicFileError(path, "contains no notes")
+    return score
+
+
+def _read_midi(path: Path) -> symusic.Score:
+    data = path.read_bytes()
+    if not data.startswith(b"MThd"):
+        raise MusicFileError(path, "not a MIDI file (no MThd header)")
+    try:
+        return symusic.Score.from_midi(data)
+    except Exception as exc:  # symusic raises RuntimeError/ValueError with C++ messages
+        raise MusicFileError(path, f"corrupt or truncated MIDI file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
+
+
+def _parse_music21(path: Path, index: int):
+    import music21
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = music21.converter.parse(str(path), forceSource=True)
+    except Exception as exc:
+        raise MusicFileError(path, f"cannot parse as {path.suffix.lstrip('.')} ({_first_line(exc)})") from None
+    if isinstance(parsed, music21.stream.Opus):
+        scores = list(parsed.scores)
+        if not scores:
+            raise MusicFileError(path, "contains no tunes")
+        if not 0 <= index < len(scores):
+            raise MusicFileError(path, f"has {len(scores)} tunes; index {index} is out of range")
+        return scores[index]
+    if index != 0:
+        raise MusicFileError(path, f"holds one piece; index {index} is out of range")
+    return parsed
+
+
+def m21_to_score(stream, path: str | os.PathLike = "<music21>") -> symusic.Score:
+    """Convert a music21 stream to a Score through an in-memory MIDI file."""
+    from music21.midi import translate
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            midi_file = translate.streamToMidiFile(stream)
+            data = midi_file.writestr()
+    except Exception as exc:
+        raise MusicFileError(path, f"cannot convert to MIDI ({_first_line(exc)})") from None
+    return symusic.Score.from_midi(data)
+
+
+def write_midi(score: symusic.Score, path: str | os.PathLike) -> Path:
+    """Write a Score as a standard MIDI file, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        score.dump_midi(str(tmp))
+    return path
+
+
+def score_to_m21(score: symusic.Score, quarter_divisors: tuple[int, ...] = (4, 3)):
+    """A music21 Score from a symusic Score, quantized to sixteenths and eighth-triplets.
+
+    Parts follow tracks; time and key signatures are kept, and a key is estimated
+    (Krumhansl-Schmuckler) when the file has none, so the engraving has a signature.
+    """
+    import music21
+    from music21.midi import translate
+
+    midi_file = music21.midi.MidiFile()
+    midi_file.readstr(score.dumps_midi())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stream = translate.midiFileToStream(midi_file, quantizePost=True, quarterLengthDivisors=quarter_divisors)
+        if not score.key_signatures and stream.recurse().getElementsByClass("KeySignature").first() is None:
+            try:
+                key = stream.analyze("key")
+                for part in stream.parts:
+                    first_measure = part.getElementsByClass("Measure").first()
+                    (first_measure or part).insert(0, music21.key.KeySignature(key.sharps))
+            except Exception:
+                pass
+    return stream
+
+
+def write_musicxml(score: symusic.Score, path: str | os.PathLike) -> Path:
+    """Write a Score as MusicXML (.musicxml/.xml, or compressed .mxl), atomically."""
+    path = Path(path)
+    fmt = "mxl" if path.suffix.lower() == ".mxl" else "musicxml"
+    stream = score_to_m21(score)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stream.write(fmt, fp=str(tmp))
+    return path
+
+
+def write_score(score: symusic.Score, path: str | os.PathLike) -> Path:
+    """Write by extension: .mid/.midi as MIDI, .musicxml/.xml/.mxl as MusicXML."""
+    suffix = Path(path).suffix.lower()
+    if suffix in MIDI_SUFFIXES:
+        return write_midi(score, path)
+    if suffix in (".musicxml", ".xml", ".mxl"):
+        return write_musicxml(score, path)
+    raise MusicFileError(path, f"cannot write {suffix or '(no extension)'}; use .mid or .musicxml")
