@@ -7,8 +7,8 @@ and key signatures travel with the notes. music21 is imported only here, when ne
 
 from __future__ import annotations
 
-import io
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -68,8 +68,32 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:160] if text else type(exc).__name__
 
 
+_ABC_FIELD = re.compile(r"^[A-Za-z+]:")
+_ABC_SKIP = re.compile(r'"[^"]*"|![^!\n]*!|\+[^+\n]*\+|\[[A-Za-z]:[^\]]*\]|%.*$')
+_ABC_BAD_CHARS = set("@#$;?")
+
+
+def _check_abc(path: Path) -> None:
+    """music21 skips what it cannot read in ABC; refuse text that is not ABC instead."""
+    text = path.read_text(encoding="utf-8", errors="strict")
+    if not re.search(r"^X:", text, re.M) and not re.search(r"^K:", text, re.M):
+        raise MusicFileError(path, "not an ABC file (no X: or K: field)")
+    for number, line in enumerate(text.splitlines(), 1):
+        if _ABC_FIELD.match(line) or line.startswith("%"):
+            continue
+        bad = set(_ABC_SKIP.sub("", line)) & _ABC_BAD_CHARS
+        if bad:
+            raise MusicFileError(path, f"ABC syntax error on line {number}: unexpected {''.join(sorted(bad))!r}")
+
+
 def _parse_music21(path: Path, index: int):
     import music21
+
+    if path.suffix.lower() == ".abc":
+        try:
+            _check_abc(path)
+        except UnicodeDecodeError:
+            raise MusicFileError(path, "not a text file, so not ABC") from None
 
     try:
         with warnings.catch_warnings():

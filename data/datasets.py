@@ -1,0 +1,307 @@
+"""Torch datasets for training on token ids: random crops of whole pieces, seeded by index.
+
+Pieces come from token shards (``cadenza tokenize``) or from a corpus tokenized here. Every
+piece is framed as ``[BOS] ids [EOS]``; a training example is a window of ``seq_len + 1`` ids of
+one piece (inputs and next-token targets), padded with PAD (targets ignored, -100) when the piece
+is shorter. The example at index ``n`` is a pure function of ``(seed, n)``: which piece (chosen
+with probability proportional to its length, so every token is equally likely to be seen), which
+augmentation, where the window starts. So a run resumed at sample ``n`` sees exactly what an
+uninterrupted run would, and ranks of a distributed run that read disjoint indices see different
+data without any shared state.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .augment import augment_score, sample_augmentation
+from .errors import CadenzaError, TokenizerError
+
+IGNORE_INDEX = -100
+
+
+def score_notes_seconds(score) -> tuple[int, float]:
+    """Number of notes and duration in seconds (end of the last sounding event) of a Score."""
+    return int(score.note_num()), float(score.to("second").end())
+
+
+class PieceSource:
+    """Token ids of a list of pieces, optionally augmented, with notes and seconds per piece."""
+
+    tokenizer = None
+    piece_ids: list[str]
+    lengths: np.ndarray  # ids per piece, without BOS/EOS, unaugmented
+    notes: np.ndarray
+    seconds: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.piece_ids)
+
+    def ids(self, index: int, semitones: int = 0, stretch: float = 1.0) -> np.ndarray:
+        """The scheme ids of piece ``index`` (no BOS/EOS), augmented when asked."""
+        raise NotImplementedError
+
+    def training_ids(self, index: int, semitones: int, stretch: float, rng: np.random.Generator) -> np.ndarray:
+        """Ids of one training view of piece ``index``. Schemes that build their own training
+        sequences (the anticipatory scheme draws its controls) do so from the augmented Score."""
+        builder = getattr(self.tokenizer, "training_sequence", None)
+        if builder is not None:
+            return np.asarray(builder(self.score(index, semitones, stretch), rng), dtype=np.int64)
+        return self.ids(index, semitones, stretch)
+
+    def score(self, index: int, semitones: int = 0, stretch: float = 1.0):
+        raise NotImplementedError
+
+
+class _LRU:
+    """A small least-recently-used cache of augmented id arrays (augmentation re-tokenizes)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.data: OrderedDict = OrderedDict()
+
+    def get(self, key, make):
+        if key in self.data:
+            self.data.move_to_end(key)
+            return self.data[key]
+        value = make()
+        self.data[key] = value
+        if len(self.data) > self.size:
+            self.data.popitem(last=False)
+        return value
+
+
+class ShardPieces(PieceSource):
+    """Pieces of one split of a token-shard directory (see ``cadenza.data.shards``).
+
+    Augmentation is exact on ids when the tokenizer offers ``augment_ids(ids, semitones,
+    stretch)``; otherwise the piece is decoded, augmented as a Score and encoded again (cached).
+    """
+
+    def __init__(self, shard_dir: str | os.PathLike, split: str, cache_size: int = 2048):
+        from .shards import TokenShards
+
+        self.shards = TokenShards(shard_dir, split)
+        self.tokenizer = self.shards.tokenizer
+        self.piece_ids = list(self.shards.piece_ids)
+        offsets = np.asarray(self.shards.offsets, dtype=np.int64)
+        self.lengths = np.diff(offsets)
+        self.notes = np.asarray(self.shards.notes, dtype=np.int64)
+        self.seconds = np.asarray(self.shards.seconds, dtype=np.float64)
+        self._cache = _LRU(cache_size)
+
+    def ids(self, index: int, semitones: int = 0, stretch: float = 1.0) -> np.ndarray:
+        raw = np.asarray(self.shards.piece(index), dtype=np.int64)
+        if semitones == 0 and stretch == 1.0:
+            return raw
+        return self._cache.get((index, semitones, stretch), lambda: self._augment(raw, semitones, stretch))
+
+    def _augment(self, raw: np.ndarray, semitones: int, stretch: float) -> np.ndarray:
+        exact = getattr(self.tokenizer, "augment_ids", None)
+        if exact is not None:
+            return np.asarray(exact(raw, semitones, stretch), dtype=np.int64)
+        return _encode_or_fallback(self.tokenizer, augment_score(self.tokenizer.decode(raw), semitones, stretch), raw)
+
+    def score(self, index: int, semitones: int = 0, stretch: float = 1.0):
+        return augment_score(self.tokenizer.decode(self.shards.piece(index)), semitones, stretch)
+
+
+class CorpusPieces(PieceSource):
+    """Pieces of one split of a corpus (built-in name or directory), tokenized here.
+
+    Every piece is read and tokenized once up front (to know lengths, notes and seconds); pieces
+    that fail to read or encode are skipped and listed in ``failed``. Augmented views are encoded
+    from the augmented Score on demand and cached.
+    """
+
+    def __init__(self, corpus: str | os.PathLike, tokenizer, split: str, limit: int | None = None,
+                 cache_size: int = 2048, progress: bool = False):
+        from tqdm import tqdm
+
+        from .corpora import open_corpus
+        from .io import read_score
+
+        self.tokenizer = tokenizer
+        self.corpus = str(corpus)
+        pieces = open_corpus(corpus).pieces(split=split)
+        if limit is not None:
+            pieces = pieces[:limit]
+        self.paths: list[Path] = []
+        self.piece_ids, lengths, notes, seconds, self._plain = [], [], [], [], []
+        self.failed: list[tuple[str, str]] = []
+        for piece in tqdm(pieces, desc=f"tokenizing {split}", unit="piece", disable=not progress, leave=False):
+            try:
+                score = read_score(piece.path)
+                ids = np.asarray(tokenizer.encode(score), dtype=np.int64)
+            except CadenzaError as exc:
+                self.failed.append((piece.id, str(exc)))
+                continue
+            if len(ids) == 0:
+                self.failed.append((piece.id, "no tokens"))
+                continue
+            n_notes, n_seconds = score_notes_seconds(score)
+            self.paths.append(Path(piece.path))
+            self.piece_ids.append(piece.id)
+            self._plain.append(ids)
+            lengths.append(len(ids))
+            notes.append(n_notes)
+            seconds.append(n_seconds)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.notes = np.asarray(notes, dtype=np.int64)
+        self.seconds = np.asarray(seconds, dtype=np.float64)
+        self._cache = _LRU(cache_size)
+
+    def ids(self, index: int, semitones: int = 0, stretch: float = 1.0) -> np.ndarray:
+        if semitones == 0 and stretch == 1.0:
+            return self._plain[index]
+        return self._cache.get(
+            (index, semitones, stretch),
+            lambda: _encode_or_fallback(self.tokenizer, self.score(index, semitones, stretch), self._plain[index]),
+        )
+
+    def score(self, index: int, semitones: int = 0, stretch: float = 1.0):
+        from .io import read_score
+
+        return augment_score(read_score(self.paths[index]), semitones, stretch)
+
+
+def _encode_or_fallback(tokenizer, score, plain: np.ndarray) -> np.ndarray:
+    """Encode an augmented Score; a view the scheme cannot encode (say, a pitch pushed out of its
+    range) falls back to the unaugmented ids rather than stopping training."""
+    try:
+        ids = np.asarray(tokenizer.encode(score), dtype=np.int64)
+    except TokenizerError:
+        return plain
+    return ids if len(ids) else plain
+
+
+def open_pieces(*, split: str, shards: str | os.PathLike | None = None, corpus: str | os.PathLike | None = None,
+                tokenizer=None, limit: int | None = None, progress: bool = False) -> PieceSource:
+    """Pieces of ``split`` from a shard directory, or from a corpus with a tokenizer."""
+    if shards is not None:
+        source: PieceSource = ShardPieces(shards, split)
+        if limit is not None:
+            source = _Subset(source, limit)
+    elif corpus is not None and tokenizer is not None:
+        source = CorpusPieces(corpus, tokenizer, split, limit=limit, progress=progress)
+    else:
+        raise CadenzaError("give either token shards or a corpus and a tokenization scheme")
+    if len(source) == 0:
+        raise CadenzaError(f"no usable pieces in the {split} split of {shards or corpus}")
+    return source
+
+
+class _Subset(PieceSource):
+    """The first ``limit`` pieces of another source."""
+
+    def __init__(self, source: PieceSource, limit: int):
+        self.source = source
+        self.tokenizer = source.tokenizer
+        self.piece_ids = source.piece_ids[:limit]
+        self.lengths = source.lengths[:limit]
+        self.notes = source.notes[:limit]
+        self.seconds = source.seconds[:limit]
+
+    def ids(self, index: int, semitones: int = 0, stretch: float = 1.0) -> np.ndarray:
+        return self.source.ids(index, semitones, stretch)
+
+    def score(self, index: int, semitones: int = 0, stretch: float = 1.0):
+        return self.source.score(index, semitones, stretch)
+
+
+def frame(ids: np.ndarray, bos_id: int, eos_id: int) -> np.ndarray:
+    """``[BOS] ids [EOS]`` as int64."""
+    ids = np.asarray(ids, dtype=np.int64)
+    out = np.empty(len(ids) + 2, dtype=np.int64)
+    out[0], out[1:-1], out[-1] = bos_id, ids, eos_id
+    return out
+
+
+@dataclass(frozen=True)
+class Crop:
+    """Where a training example came from (for logging and tests)."""
+
+    piece: int
+    start: int
+    semitones: int
+    stretch: float
+
+
+class RandomCrops:
+    """Map-style dataset: ``crops[n] -> (inputs, targets)`` LongTensors of ``seq_len``, from ``(seed, n)``."""
+
+    def __init__(self, source: PieceSource, seq_len: int, *, seed: int = 0, augment: bool = True):
+        if seq_len < 1:
+            raise ValueError("seq_len must be >= 1")
+        self.source = source
+        self.seq_len = seq_len
+        self.seed = seed
+        self.augment = augment
+        tok = source.tokenizer
+        self.bos_id, self.eos_id, self.pad_id = tok.bos_id, tok.eos_id, tok.pad_id
+        weights = np.asarray(source.lengths, dtype=np.float64) + 2.0
+        self._cumulative = np.cumsum(weights / weights.sum())
+
+    def __len__(self) -> int:
+        return 2**62  # indices are unbounded; the sampler decides which ones to read
+
+    def example(self, n: int) -> tuple[np.ndarray, np.ndarray, Crop]:
+        """Inputs and targets (numpy int64) of example ``n``, and where they came from."""
+        rng = np.random.default_rng([self.seed, n])
+        piece = int(min(np.searchsorted(self._cumulative, rng.random(), side="right"), len(self._cumulative) - 1))
+        semitones, stretch = sample_augmentation(rng) if self.augment else (0, 1.0)
+        ids = self.source.training_ids(piece, semitones, stretch, rng)
+        seq = frame(ids, self.bos_id, self.eos_id)
+        window = self.seq_len + 1
+        inputs = np.full(self.seq_len, self.pad_id, dtype=np.int64)
+        targets = np.full(self.seq_len, IGNORE_INDEX, dtype=np.int64)
+        if len(seq) >= window:
+            start = int(rng.integers(0, len(seq) - window + 1))
+            inputs[:] = seq[start:start + self.seq_len]
+            targets[:] = seq[start + 1:start + window]
+        else:
+            start = 0
+            inputs[:len(seq) - 1] = seq[:-1]
+            targets[:len(seq) - 1] = seq[1:]
+        return inputs, targets, Crop(piece, start, semitones, stretch)
+
+    def __getitem__(self, n: int):
+        import torch
+
+        inputs, targets, _ = self.example(int(n))
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+class CropBatchSampler:
+    """Infinite batches of example indices for one rank, from a global micro-batch position.
+
+    Micro-batch ``m`` of rank ``r`` of ``world`` holds indices ``(m * world + r) * B + b`` for
+    ``b < B``: ranks never share an index, and starting at ``m = position`` resumes exactly.
+    """
+
+    def __init__(self, batch_size: int, *, rank: int = 0, world_size: int = 1, start: int = 0):
+        self.batch_size, self.rank, self.world_size, self.start = batch_size, rank, world_size, start
+
+    def indices(self, micro_batch: int) -> list[int]:
+        base = (micro_batch * self.world_size + self.rank) * self.batch_size
+        return list(range(base, base + self.batch_size))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        micro_batch = self.start
+        while True:
+            yield self.indices(micro_batch)
+            micro_batch += 1
+
+
+def collate(examples: Sequence) -> tuple:
+    """Stack (inputs, targets) pairs into two (B, L) LongTensors."""
+    import torch
+
+    inputs, targets = zip(*examples)
+    return torch.stack(inputs), torch.stack(targets)
