@@ -1,0 +1,34 @@
+"""Learning-rate schedule: linear warmup, then cosine decay to a floor.
+
+A pure function of the step, so the schedule is reproduced exactly on resume from the step
+alone (the scheduler's only state), and can be plotted or tested without an optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def lr_multiplier(step: int, *, warmup: int, total: int, min_ratio: float = 0.1) -> float:
+    """Factor applied to the peak learning rate at optimizer step ``step`` (0-based).
+
+    Steps 0 .. warmup-1 rise linearly from 1/warmup to 1 (never 0, so the first update moves);
+    from ``warmup`` to ``total`` the factor follows half a cosine from 1 down to ``min_ratio``,
+    and stays there past ``total``.
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    decay_steps = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / decay_steps)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_scheduler(optimizer, *, warmup: int, total: int, min_ratio: float = 0.1):
+    """A ``torch.optim.lr_scheduler.LambdaLR`` following :func:`lr_multiplier`."""
+    import torch
+
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, warmup=warmup, total=total, min_ratio=min_ratio)
+    )

@@ -1,0 +1,129 @@
+"""Training state on disk without pickle: optimizer moments and RNG states in safetensors,
+everything else (step, data position, optimizer hyperparameters, run settings) in JSON.
+
+A training run's output directory is itself a checkpoint (``config.json`` + ``model.safetensors``,
+loadable by ``load_checkpoint``) plus ``training_state.safetensors`` and ``training_state.json``.
+All four are first written into a temporary directory beside them and then renamed into place,
+model and config last; each file records the step, so a resume that finds files of different
+steps (an interruption inside the renames) says so instead of continuing from a mixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cadenza.data.errors import CadenzaError
+
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+CHECKPOINT_FILES = (STATE_TENSORS, STATE_JSON, "model.safetensors", "config.json")
+
+
+def optimizer_state_flat(optimizer) -> tuple[dict, dict]:
+    """The optimizer's state dict split into named tensors and JSON-able metadata."""
+    import torch
+
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, param_state in state_dict["state"].items():
+        for name, value in param_state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in state_dict["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def load_optimizer_state(optimizer, tensors: dict, meta: dict) -> None:
+    """Inverse of :func:`optimizer_state_flat` (tensors are moved to each parameter's device)."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if not key.startswith("optimizer."):
+            continue
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    for index, values in meta.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(values)
+    groups = []
+    for group in meta["param_groups"]:
+        group = dict(group)
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+        groups.append(group)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def rng_state_flat() -> dict:
+    """Torch's CPU and CUDA generator states as uint8 tensors (dropout draws from them)."""
+    import torch
+
+    tensors = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    return tensors
+
+
+def load_rng_state(tensors: dict) -> None:
+    import torch
+
+    if "rng.cpu" in tensors:
+        torch.set_rng_state(tensors["rng.cpu"])
+    cuda = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+
+
+def write_training_checkpoint(out_dir: str | os.PathLike, model, tokenizer, info: dict, optimizer,
+                              state: dict) -> Path:
+    """Write model, config and training state of step ``state["step"]`` into ``out_dir`` atomically per file."""
+    from safetensors.torch import save_file
+
+    from .checkpoint import save_checkpoint
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    step = int(state["step"])
+    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=out))
+    try:
+        save_checkpoint(tmp, model, tokenizer, {**info, "step": step})
+        tensors, optimizer_meta = optimizer_state_flat(optimizer)
+        tensors.update(rng_state_flat())
+        save_file(tensors, str(tmp / STATE_TENSORS), metadata={"step": str(step)})
+        (tmp / STATE_JSON).write_text(json.dumps({**state, "optimizer": optimizer_meta}, indent=2))
+        for name in CHECKPOINT_FILES:
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def has_training_state(out_dir: str | os.PathLike) -> bool:
+    return all((Path(out_dir) / name).exists() for name in CHECKPOINT_FILES)
+
+
+def read_training_state(out_dir: str | os.PathLike) -> tuple[dict, dict]:
+    """(tensors, state JSON) of the checkpoint in ``out_dir``, after checking all files are of one step."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    out = Path(out_dir)
+    if not has_training_state(out):
+        missing = [n for n in CHECKPOINT_FILES if not (out / n).exists()]
+        raise CadenzaError(f"{out}: no training state to resume from (missing {', '.join(missing)})")
+    state = json.loads((out / STATE_JSON).read_text())
+    config = json.loads((out / "config.json").read_text())
+    with safe_open(str(out / STATE_TENSORS), framework="pt") as handle:
+        tensor_step = int(handle.metadata().get("step", -1))
+    config_step = int(config.get("info", {}).get("step", -1))
+    if not state["step"] == tensor_step == config_step:
+        raise CadenzaError(f"{out}: checkpoint files disagree on the step (state {state['step']}, "
+                           f"tensors {tensor_step}, model {config_step}); it was interrupted while being written")
+    return load_file(str(out / STATE_TENSORS)), state
