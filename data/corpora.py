@@ -84,6 +84,12 @@ def _safe_name(piece_id: str) -> str:
     return piece_id.replace("#", "-").replace("/", "__")
 
 
+def source_piece_id(source: str) -> str:
+    """The piece id of a single-piece source file (tunes of a collection add ``#number``)."""
+    rel = Path(source)
+    return str(Path(*rel.parts[1:]).with_suffix("")) if len(rel.parts) > 2 else rel.stem
+
+
 def _export_source(source: str, out_dir: str) -> tuple[list[str], list[tuple[str, str]]]:
     """Parse one music21 corpus file (possibly an ABC collection) and write each piece as MIDI."""
     import warnings
@@ -95,9 +101,7 @@ def _export_source(source: str, out_dir: str) -> tuple[list[str], list[tuple[str
     warnings.simplefilter("ignore")
     root = _music21_corpus_dir()
     rel = Path(source)
-    base_id = str(rel.with_suffix("")) if len(rel.parts) > 2 else rel.stem
-    if rel.parts[0] == "bach":
-        base_id = rel.stem
+    base_id = source_piece_id(source)
     ok: list[str] = []
     failed: list[tuple[str, str]] = []
     try:
@@ -164,11 +168,13 @@ class BuiltinCorpus(Corpus):
     def is_cached(self) -> bool:
         return all(self._manifest(s).exists() for s in self.sources())
 
-    def ensure(self, limit: int | None = None, workers: int | None = None, progress: bool = True) -> ExportReport:
-        """Export the first ``limit`` source files (all by default) that are not yet in the cache."""
+    def ensure(self, limit: int | None = None, workers: int | None = None, progress: bool = True,
+               sources: list[str] | None = None) -> ExportReport:
+        """Export the first ``limit`` source files (all by default), or the given ``sources``,
+        that are not yet in the cache."""
         from tqdm import tqdm
 
-        sources = self.sources()[:limit]
+        sources = self.sources()[:limit] if sources is None else sources
         todo = [s for s in sources if not self._manifest(s).exists()]
         report = ExportReport(skipped_sources=len(sources) - len(todo))
         if not todo:
@@ -189,11 +195,13 @@ class BuiltinCorpus(Corpus):
         bar.close()
         return report
 
-    def pieces(self, split: str | None = None, limit: int | None = None) -> list[Piece]:
+    def pieces(self, split: str | None = None, limit: int | None = None,
+               sources: list[str] | None = None) -> list[Piece]:
         """Exported pieces (exporting what is missing first), optionally of one split."""
-        self.ensure(limit=limit)
+        sources = self.sources()[:limit] if sources is None else sources
+        self.ensure(sources=sources)
         out = []
-        for source in self.sources()[:limit]:
+        for source in sources:
             manifest = json.loads(self._manifest(source).read_text())
             out.extend(Piece(pid, self.dir / "midi" / (_safe_name(pid) + ".mid")) for pid in manifest["pieces"])
         return [p for p in out if split is None or p.split == split]

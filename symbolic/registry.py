@@ -1,0 +1,66 @@
+"""Models that ship with cadenza, found by name (``--model bach-event``) or by directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cadenza.data.errors import CadenzaError
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = "bach-event"
+DEFAULT_INFILL_MODEL = "bach-anticipatory"
+DEFAULT_TRANSCRIBER = "transcriber-piano"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    kind: str  # "music-transformer" or "transcription"
+    scheme: str
+    size_mb: float
+    info: dict
+
+    def summary(self) -> str:
+        info = self.info
+        parts = [f"{self.name:22s} {self.kind:18s} {self.scheme:13s} {self.size_mb:6.1f} MB"]
+        if "valid_bits_per_note" in info:
+            parts.append(f"valid {info['valid_bits_per_note']:.2f} bits/note")
+        if "onset_f1" in info:
+            parts.append(f"onset F1 {info['onset_f1']:.3f}")
+        if "corpus" in info:
+            parts.append(f"corpus {info['corpus']}")
+        if "step" in info:
+            parts.append(f"{info['step']} steps")
+        return "  ".join(parts)
+
+
+def _entry(path: Path) -> ModelEntry:
+    config = json.loads((path / "config.json").read_text())
+    weights = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+    tokenizer = config.get("tokenizer", {})
+    kind = config.get("kind", "music-transformer" if "model" in config and tokenizer else "transcription")
+    scheme = tokenizer.get("scheme", config.get("codec", {}).get("scheme", "mt3") if kind == "transcription" else "?")
+    return ModelEntry(path.name, path, kind, scheme, weights / 2**20, config.get("info", {}))
+
+
+def list_models() -> list[ModelEntry]:
+    """Shipped models, sorted by name."""
+    if not MODELS_DIR.is_dir():
+        return []
+    return [_entry(p) for p in sorted(MODELS_DIR.iterdir()) if (p / "config.json").exists()]
+
+
+def resolve_model(name_or_dir: str | os.PathLike) -> Path:
+    """A shipped model's directory by name, or a checkpoint directory given by path."""
+    path = Path(name_or_dir)
+    if (path / "config.json").exists():
+        return path
+    shipped = MODELS_DIR / str(name_or_dir)
+    if (shipped / "config.json").exists():
+        return shipped
+    names = ", ".join(e.name for e in list_models()) or "none installed"
+    raise CadenzaError(f"{name_or_dir}: no such model or checkpoint directory (shipped models: {names})")
