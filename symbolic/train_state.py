@@ -82,8 +82,12 @@ def load_rng_state(tensors: dict) -> None:
 
 
 def write_training_checkpoint(out_dir: str | os.PathLike, model, tokenizer, info: dict, optimizer,
-                              state: dict) -> Path:
-    """Write model, config and training state of step ``state["step"]`` into ``out_dir`` atomically per file."""
+                              state: dict, rng: dict | None = None) -> Path:
+    """Write model, config and training state of step ``state["step"]`` into ``out_dir`` atomically per file.
+
+    ``rng`` overrides the current generator states (:func:`rng_state_flat`), for a checkpoint
+    taken after an interruption in the middle of a step, which must restore the step's start.
+    """
     from safetensors.torch import save_file
 
     from .checkpoint import save_checkpoint
@@ -95,7 +99,7 @@ def write_training_checkpoint(out_dir: str | os.PathLike, model, tokenizer, info
     try:
         save_checkpoint(tmp, model, tokenizer, {**info, "step": step})
         tensors, optimizer_meta = optimizer_state_flat(optimizer)
-        tensors.update(rng_state_flat())
+        tensors.update(rng if rng is not None else rng_state_flat())
         save_file(tensors, str(tmp / STATE_TENSORS), metadata={"step": str(step)})
         (tmp / STATE_JSON).write_text(json.dumps({**state, "optimizer": optimizer_meta}, indent=2))
         for name in CHECKPOINT_FILES:
