@@ -1,0 +1,324 @@
+"""Event tokenizer: Magenta's known vector, an event-by-event reference walk, round trips, bad input."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import symusic
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cadenza.data.errors import TokenizerError
+from cadenza.tokenizers import Tokenizer, get_tokenizer
+from cadenza.tokenizers.event import EventTokenizer, score_tracks
+
+TPQ = 480  # at 120 qpm one tick is 1/960 s
+SECOND = 960
+
+
+def make_score(tracks, tpq=TPQ, qpm=120.0) -> symusic.Score:
+    """tracks: list of (notes [(pitch, velocity, start_tick, end_tick)], pedals [(tick, value)], program, is_drum)."""
+    score = symusic.Score(tpq)
+    score.tempos.append(symusic.Tempo(0, qpm=qpm))
+    for notes, pedals, program, is_drum in tracks:
+        track = symusic.Track(name="t", program=program, is_drum=is_drum)
+        for pitch, velocity, start, end in notes:
+            track.notes.append(symusic.Note(start, end - start, pitch, velocity))
+        for tick, value in pedals:
+            track.controls.append(symusic.ControlChange(tick, 64, value))
+        score.tracks.append(track)
+    return score
+
+
+# -- an event-by-event walk through Magenta's algorithms, for equivalence ------------------------
+def reference_sustain(start, end, pitch, pedals, final_time):
+    """apply_sustain_control_changes, one event at a time (pedals: [(seconds, value)])."""
+    end = list(end)
+    removed = set()
+    events = [(start[i], 0, i) for i in range(len(start))] + [(end[i], 1, i) for i in range(len(start))]
+    events += [(t, 2, v) for t, v in pedals]
+    events.sort(key=lambda e: e[0])  # stable: note-ons, then note-offs, then pedal events at equal times
+    active: list[int] = []
+    pedal_down = False
+    for time, kind, what in events:
+        if kind == 2:
+            if what >= 64:
+                pedal_down = True
+            else:
+                pedal_down = False
+                still = []
+                for i in active:
+                    if end[i] < time:
+                        end[i] = time
+                    else:
+                        still.append(i)
+                active = still
+        elif kind == 0:
+            if pedal_down:
+                still = []
+                for i in active:
+                    if pitch[i] == pitch[what]:
+                        end[i] = time
+                        if start[i] == end[i]:
+                            removed.add(i)
+                    else:
+                        still.append(i)
+                active = still
+            active.append(what)
+        elif not pedal_down and what in active:
+            active.remove(what)
+    for i in active:
+        end[i] = final_time
+    keep = [i for i in range(len(start)) if i not in removed]
+    return keep, end
+
+
+def reference_encode(score, tok: EventTokenizer, sustain=True) -> list[int]:
+    tracks = score_tracks(score)
+    final_time = max(max(float(t.end.max()), float(t.pedal_time.max()) if t.pedal_time.size else 0.0) for t in tracks)
+    notes = []
+    for tr in tracks:
+        start, end = tr.start.tolist(), tr.end.tolist()
+        keep = range(len(start))
+        if sustain:
+            keep, end = reference_sustain(start, end, tr.pitch.tolist(), list(zip(tr.pedal_time.tolist(),
+                                                                               tr.pedal_value.tolist())), final_time)
+        if not tr.is_drum:
+            notes += [(start[i], end[i], int(tr.pitch[i]), int(tr.velocity[i])) for i in keep]
+    quantized = []
+    for s, e, p, v in notes:
+        qs, qe = int(s * 100 + 0.5), int(e * 100 + 0.5)
+        quantized.append((s, qs, qe if qe != qs else qs + 1, p, v))
+    quantized.sort(key=lambda n: (n[0], n[3]))
+    events = sorted([(n[1], i, False) for i, n in enumerate(quantized)] + [(n[2], i, True) for i, n in enumerate(quantized)])
+    ids, current, velocity_bin = [], 0, 0
+    for step, i, is_off in events:
+        while step > current + 100:
+            ids.append(355)
+            current += 100
+        if step > current:
+            ids.append(256 + step - current - 1)
+            current = step
+        if not is_off and (quantized[i][4] - 1) // 4 + 1 != velocity_bin:
+            velocity_bin = (quantized[i][4] - 1) // 4 + 1
+            ids.append(356 + velocity_bin - 1)
+        ids.append((128 if is_off else 0) + quantized[i][3])
+    return ids
+
+
+def reference_decode(ids) -> list[tuple[int, int, int, int]]:
+    """Performance.to_sequence, one id at a time: (start step, end step, pitch, velocity)."""
+    open_notes = defaultdict(list)
+    notes, step, velocity = [], 0, 100
+    for i in ids:
+        if i < 128:
+            open_notes[i].append((step, velocity))
+        elif i < 256:
+            if open_notes[i - 128]:
+                begin, vel = open_notes[i - 128].pop(0)
+                if step > begin:
+                    notes.append((begin, step, i - 128, vel))
+        elif i < 356:
+            step += i - 255
+        elif i < 388:
+            velocity = 1 + (i - 356) * 4
+    for pitch, pending in open_notes.items():
+        notes += [(begin, step, pitch, vel) for begin, vel in pending if step > begin]
+    return sorted(notes, key=lambda n: (n[0], n[2], n[1], n[3]))
+
+
+def note_tuples(score) -> list[tuple[int, int, int, int]]:
+    """(start step, end step, pitch, velocity) of a decoded score (10 ticks per step)."""
+    out = []
+    for track in score.tracks:
+        for n in track.notes:
+            out.append((n.time // 10, (n.time + n.duration) // 10, n.pitch, n.velocity))
+    return sorted(out, key=lambda n: (n[0], n[2], n[1], n[3]))
+
+
+# -- strategies ----------------------------------------------------------------------------------
+note_strategy = st.tuples(
+    st.integers(58, 64),  # a narrow pitch band forces chords and overlapping same-pitch notes
+    st.integers(1, 127),
+    st.sampled_from([0, 5, 24, 480, 959, 960, 1500, 3000, 2 * SECOND + 7]),  # at 0, on rounding ties, after long rests
+    st.sampled_from([0, 0, 3, 96, 300]),
+    st.sampled_from([0, 4, 5, 24, 240, 960, 1000, 2400]),  # zero-length up to longer than a TIME_SHIFT
+).map(lambda n: (n[0], n[1], n[2] + n[3], n[2] + n[3] + n[4]))
+pedal_strategy = st.lists(st.tuples(st.integers(0, 6000), st.sampled_from([0, 63, 64, 127])), max_size=6)
+track_strategy = st.tuples(st.lists(note_strategy, min_size=1, max_size=14), pedal_strategy,
+                           st.sampled_from([0, 40]), st.booleans().map(lambda b: False))
+score_strategy = st.lists(track_strategy, min_size=1, max_size=2).map(make_score)
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# -- tests ---------------------------------------------------------------------------------------
+def test_magenta_known_vector():
+    score = make_score([([(60, 100, 0, 4 * SECOND), (64, 100, 0, 3 * SECOND), (67, 127, SECOND, 2 * SECOND)], [], 0, False)])
+    tok = get_tokenizer("event")
+    ids = tok.encode(score)
+    assert ids.dtype == np.int64
+    assert ids.tolist() == [380, 60, 64, 355, 387, 67, 355, 195, 355, 192, 355, 188]
+    assert tok.tokens_to_str(ids[:4]) == ["VELOCITY_25", "NOTE_ON_60", "NOTE_ON_64", "TIME_SHIFT_100"]
+    assert note_tuples(tok.decode(ids)) == [(0, 400, 60, 97), (0, 300, 64, 97), (100, 200, 67, 125)]
+
+
+def test_vocabulary_layout():
+    tok = get_tokenizer("event")
+    assert (tok.base_vocab_size, tok.pad_id, tok.bos_id, tok.eos_id, tok.vocab_size) == (388, 388, 389, 390, 391)
+    assert [r[1:] for r in tok.ranges()] == [(0, 128), (128, 256), (256, 356), (356, 388)]
+    assert tok.token_to_str(200) == "NOTE_OFF_72" and tok.token_to_str(389) == "BOS"
+    piano = get_tokenizer("event", pitch_range=(21, 108))
+    assert piano.base_vocab_size + 2 == 310  # Magenta's piano vocabulary counts 2 reserved ids
+    assert piano.token_to_str(0) == "NOTE_ON_21" and piano.token_to_str(88) == "NOTE_OFF_21"
+    text = tok.describe()
+    assert "drum" in text and "TIME_SHIFT" in text and "388" in text
+
+
+def test_quantization_rounding_and_zero_length_notes():
+    # 0.005 s rounds up to step 1; 0.0049 s rounds down; a zero-length note lasts one step
+    score = make_score([([(60, 64, 0, 0), (62, 64, 5, 5)], [], 0, False)], tpq=500)  # 1 tick = 1 ms
+    ids = get_tokenizer("event").encode(score)
+    assert get_tokenizer("event").tokens_to_str(ids) == [
+        "VELOCITY_16", "NOTE_ON_60", "TIME_SHIFT_1", "NOTE_OFF_60", "NOTE_ON_62", "TIME_SHIFT_1", "NOTE_OFF_62"]
+    score = make_score([([(60, 64, 4, 1004)], [], 0, False)], tpq=500)
+    assert get_tokenizer("event").tokens_to_str(get_tokenizer("event").encode(score))[:3] == [
+        "VELOCITY_16", "NOTE_ON_60", "TIME_SHIFT_100"]
+
+
+def test_long_gap_is_split_into_maximal_shifts():
+    score = make_score([([(60, 100, 0, 10), (61, 100, int(2.505 * SECOND), int(2.6 * SECOND))], [], 0, False)])
+    names = get_tokenizer("event").tokens_to_str(get_tokenizer("event").encode(score))
+    # the off is at step 1, the next onset at 2404 ticks = 2.5042 s = step 250: 249 steps later
+    assert names[:4] == ["VELOCITY_25", "NOTE_ON_60", "TIME_SHIFT_1", "NOTE_OFF_60"]
+    assert names[4:8] == ["TIME_SHIFT_100", "TIME_SHIFT_100", "TIME_SHIFT_49", "NOTE_ON_61"]
+
+
+def test_sustain_pedal_extends_and_truncates_like_magenta():
+    s = SECOND
+    notes = [(60, 80, 0, s // 2), (60, 80, s, s + s // 4), (64, 80, 0, s // 4)]
+    pedals = [(s // 10, 127), (s * 3 // 2, 0)]
+    tok = get_tokenizer("event")
+    decoded = note_tuples(tok.decode(tok.encode(make_score([(notes, pedals, 0, False)]))))
+    # the first C is cut where the next C starts under the pedal; the second C and the E last to the release
+    assert decoded == [(0, 100, 60, 77), (0, 150, 64, 77), (100, 150, 60, 77)]
+    off = get_tokenizer("event", sustain=False)
+    assert note_tuples(off.decode(off.encode(make_score([(notes, pedals, 0, False)])))) == [
+        (0, 50, 60, 77), (0, 25, 64, 77), (100, 125, 60, 77)]
+
+
+def test_sustain_release_at_the_same_time_as_note_end_keeps_magentas_quirk():
+    s = SECOND
+    score = make_score([([(60, 80, 0, s), (62, 80, 0, 3 * s)], [(0, 127), (s, 0)], 0, False)])
+    decoded = note_tuples(get_tokenizer("event").decode(get_tokenizer("event").encode(score)))
+    # Magenta sorts by time only: the note-off is seen before the release and the note sounds to the end
+    assert decoded == [(0, 300, 60, 77), (0, 300, 62, 77)]
+
+
+@FAST
+@given(score_strategy)
+def test_encode_equals_event_by_event_reference(score):
+    tok = get_tokenizer("event")
+    assert tok.encode(score).tolist() == reference_encode(score, tok)
+    plain = get_tokenizer("event", sustain=False)
+    assert plain.encode(score).tolist() == reference_encode(score, plain, sustain=False)
+
+
+@FAST
+@given(st.lists(st.integers(0, 390), max_size=80))
+def test_decode_equals_reference_on_any_id_sequence(ids):
+    tok = get_tokenizer("event")
+    expected = reference_decode([i for i in ids if i < 388])
+    assert note_tuples(tok.decode(np.array(ids, dtype=np.int64))) == expected
+
+
+def fifo_quantized(tok: EventTokenizer, score) -> list[tuple[int, int, int, int]]:
+    """The notes as the scheme keeps them: quantized starts and ends, velocity bins; where notes of one
+    pitch overlap, the k-th offset of that pitch ends the k-th onset (first in, first out)."""
+    tracks = [t for t in score_tracks(score) if not t.is_drum]
+    start = np.concatenate([t.start for t in tracks])
+    pitch = np.concatenate([t.pitch for t in tracks])
+    velocity = np.concatenate([t.velocity for t in tracks])
+    qs, qe = tok.quantize(start, np.concatenate([t.end for t in tracks]))
+    order = np.lexsort((pitch, start))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    expected = []
+    for p in np.unique(pitch):
+        mine = np.flatnonzero(pitch == p)
+        ons = sorted(mine, key=lambda i: (qs[i], rank[i]))
+        offs = sorted(mine, key=lambda i: (qe[i], rank[i]))
+        expected += [(int(qs[a]), int(qe[b]), int(p), int(1 + (velocity[a] - 1) // 4 * 4)) for a, b in zip(ons, offs)]
+    return sorted([n for n in expected if n[1] > n[0]], key=lambda n: (n[0], n[2], n[1], n[3]))
+
+
+@FAST
+@given(score_strategy)
+def test_round_trip_keeps_quantized_onsets_offsets_and_velocity_bins(score):
+    """decode(encode(x)) is x quantized by the scheme (see fifo_quantized)."""
+    tok = get_tokenizer("event", sustain=False)
+    assert note_tuples(tok.decode(tok.encode(score))) == fifo_quantized(tok, score)
+
+
+def test_round_trip_real_chorales(bach_scores):
+    tok = get_tokenizer("event")
+    for score in bach_scores:
+        ids = tok.encode(score)
+        assert ids.min() >= 0 and ids.max() < tok.base_vocab_size
+        decoded = tok.decode(ids)
+        assert decoded.note_num() == score.note_num()
+        assert note_tuples(decoded) == fifo_quantized(tok, score)
+        assert tok.encode(decoded).tolist() == tok.encode(tok.decode(tok.encode(decoded))).tolist()
+
+
+def test_drums_are_dropped_and_tracks_merged():
+    s = SECOND
+    score = make_score([([(60, 100, 0, s)], [], 0, False), ([(36, 100, 0, s)], [], 0, True),
+                        ([(67, 100, 0, s)], [], 40, False)])
+    tok = get_tokenizer("event")
+    assert tok.tokens_to_str(tok.encode(score))[:3] == ["VELOCITY_25", "NOTE_ON_60", "NOTE_ON_67"]
+    with pytest.raises(TokenizerError, match="only drums"):
+        tok.encode(make_score([([(36, 100, 0, s)], [], 0, True)]))
+
+
+def test_bad_input_errors_and_documented_repairs():
+    tok = get_tokenizer("event", pitch_range=(21, 108))
+    low = make_score([([(10, 100, 0, 100), (60, 100, 0, 100)], [], 0, False)])
+    with pytest.raises(TokenizerError, match="outside 21-108"):
+        tok.encode(low)
+    dropped = get_tokenizer("event", pitch_range=(21, 108), out_of_range="drop")
+    assert dropped.tokens_to_str(dropped.encode(low))[1] == "NOTE_ON_60"
+    with pytest.raises(TokenizerError, match="no notes"):
+        tok.encode(symusic.Score(480))
+    full = get_tokenizer("event")
+    with pytest.raises(TokenizerError, match="outside"):
+        full.decode([60, 400])
+    with pytest.raises(TokenizerError, match="integers"):
+        full.decode([60.5, 1.0])
+    # specials ignored; OFF without ON ignored; an open note closes at the last step
+    assert note_tuples(full.decode([389, 188, 60, 300, 390])) == [(0, 45, 60, 100)]
+    assert full.decode([]).note_num() == 0
+    with pytest.raises(TokenizerError, match="unknown"):
+        get_tokenizer("event", pitch_rnage=(0, 1))
+
+
+def test_seconds_scores_and_tempo_changes():
+    score = symusic.Score(480)
+    score.tempos.append(symusic.Tempo(0, qpm=120.0))
+    score.tempos.append(symusic.Tempo(960, qpm=60.0))  # after 1 s, a quarter lasts 1 s
+    track = symusic.Track(name="t", program=0, is_drum=False)
+    track.notes.append(symusic.Note(960, 480, 60, 100))  # 1.0 s to 2.0 s
+    score.tracks.append(track)
+    tok = get_tokenizer("event")
+    assert note_tuples(tok.decode(tok.encode(score))) == [(100, 200, 60, 97)]
+    assert tok.encode(score.to("second")).tolist() == tok.encode(score).tolist()
+    assert tok.encode(score.to("quarter")).tolist() == tok.encode(score).tolist()
+
+
+def test_save_load_and_path_input(tmp_path, bach_pieces):
+    tok = get_tokenizer("event", pitch_range=(21, 108), sustain=False)
+    tok.save(tmp_path)
+    again = Tokenizer.load(tmp_path)
+    assert isinstance(again, EventTokenizer) and again.config == tok.config
+    assert again.encode(bach_pieces[0].path).tolist() == tok.encode(symusic.Score(str(bach_pieces[0].path))).tolist()

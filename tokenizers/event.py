@@ -1,0 +1,417 @@
+"""Event tokenizer: the Performance RNN / Music Transformer vocabulary.
+
+Id for id the same as Magenta note_seq's ``PerformanceOneHotEncoding`` over a
+``Performance`` built at 100 steps per second, max shift 100 and 32 velocity bins:
+
+    0-127    NOTE_ON(pitch)        128-255  NOTE_OFF(pitch)
+    256-355  TIME_SHIFT(1..100 steps of 10 ms)
+    356-387  VELOCITY(bin 1..32)   then PAD, BOS, EOS = 388, 389, 390
+
+The encoder follows Magenta step by step, vectorized with numpy (no Python loop per note):
+
+1. times in seconds (float64, from ticks through the tempo map, as pretty_midi computes them);
+2. the sustain pedal (CC64 >= 64) extends notes exactly as ``sequences_lib.apply_sustain_control_changes``
+   does, per track, quirks included (a note-off at the very time the pedal lifts keeps sounding
+   until the next pedal release, or the end of the piece);
+3. drum tracks are dropped and the other tracks merged;
+4. ``step = floor(seconds * 100 + 0.5)``; a note that would last zero steps lasts one;
+5. notes sorted by (start seconds, pitch); onsets and offsets merged in (step, note index) order;
+   a VELOCITY event before a NOTE_ON only when the bin changes; gaps as TIME_SHIFT(100)s plus rest.
+
+Decoding follows Magenta's ``Performance.to_sequence``: a NOTE_OFF ends the oldest open note of its
+pitch (first in, first out), a NOTE_OFF with no open note is ignored, notes still open at the end
+are closed at the last step, zero-length notes are dropped, velocity before any VELOCITY is 100.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import symusic
+
+from cadenza.data.errors import TokenizerError
+
+from .base import Tokenizer
+
+MIDI_PITCHES = 128
+DEFAULT_DECODE_VELOCITY = 100  # Magenta's Performance.to_sequence default
+SUSTAIN_CONTROL = 64
+DECODE_QPM = 120.0
+
+
+# -- times ------------------------------------------------------------------------------
+def tick_seconds(ticks: np.ndarray, tempo_ticks: np.ndarray, tempo_mspq: np.ndarray, tpq: int) -> np.ndarray:
+    """Seconds (float64) of MIDI ticks under a tempo map, as pretty_midi computes them.
+
+    ``tempo_ticks`` must be sorted; without a tempo at tick 0 the MIDI default 120 qpm applies
+    until the first one.
+    """
+    tempo_ticks = np.asarray(tempo_ticks, dtype=np.int64)
+    tempo_mspq = np.asarray(tempo_mspq, dtype=np.float64)
+    if tempo_ticks.size == 0 or tempo_ticks[0] != 0:
+        tempo_ticks = np.concatenate([[0], tempo_ticks])
+        tempo_mspq = np.concatenate([[500000.0], tempo_mspq])
+    seconds_per_tick = tempo_mspq / 1e6 / tpq
+    segment_start = np.concatenate([[0.0], np.cumsum(np.diff(tempo_ticks) * seconds_per_tick[:-1])])
+    which = np.searchsorted(tempo_ticks, ticks, side="right") - 1
+    return segment_start[which] + (ticks - tempo_ticks[which]) * seconds_per_tick[which]
+
+
+class _TrackArrays:
+    """One track's notes (seconds, float64) and its sustain-pedal events, as numpy arrays."""
+
+    __slots__ = ("start", "end", "pitch", "velocity", "is_drum", "pedal_time", "pedal_value")
+
+    def __init__(self, start, end, pitch, velocity, is_drum, pedal_time, pedal_value):
+        self.start, self.end, self.pitch, self.velocity = start, end, pitch, velocity
+        self.is_drum, self.pedal_time, self.pedal_value = is_drum, pedal_time, pedal_value
+
+
+def score_tracks(score: symusic.Score) -> list[_TrackArrays]:
+    """Every track's notes and CC64 events in seconds (float64 for tick scores)."""
+    unit = str(score.ttype)
+    if "Quarter" in unit:
+        score = score.to("tick")
+        unit = "Tick"
+    if "Tick" in unit:
+        tempos = score.tempos.numpy() if len(score.tempos) else {"time": np.zeros(0), "mspq": np.zeros(0)}
+        order = np.argsort(tempos["time"], kind="stable")
+        tempo_ticks, tempo_mspq, tpq = tempos["time"][order], tempos["mspq"][order], score.ticks_per_quarter
+
+        def seconds(ticks):
+            return tick_seconds(np.asarray(ticks, dtype=np.int64), tempo_ticks, tempo_mspq, tpq)
+    else:
+        def seconds(values):
+            return np.asarray(values, dtype=np.float64)
+
+    tracks = []
+    for track in score.tracks:
+        if len(track.notes) == 0:
+            continue
+        notes = track.notes.numpy()
+        time = np.asarray(notes["time"], dtype=np.int64 if "Tick" in unit else np.float64)
+        start = seconds(time)
+        end = seconds(time + notes["duration"])
+        pedal_time = pedal_value = np.zeros(0)
+        if len(track.controls):
+            controls = track.controls.numpy()
+            is_pedal = controls["number"] == SUSTAIN_CONTROL
+            if is_pedal.any():
+                pedal_time = seconds(controls["time"][is_pedal])
+                pedal_value = controls["value"][is_pedal].astype(np.int64)
+        tracks.append(_TrackArrays(start, end, notes["pitch"].astype(np.int64), notes["velocity"].astype(np.int64),
+                                   bool(track.is_drum), pedal_time, pedal_value))
+    return tracks
+
+
+# -- sustain -------------------------------------------------------------------------------
+def apply_sustain(start: np.ndarray, end: np.ndarray, pitch: np.ndarray, pedal_time: np.ndarray,
+                  pedal_value: np.ndarray, final_time: float) -> tuple[np.ndarray, np.ndarray]:
+    """Magenta's ``apply_sustain_control_changes`` for one track, vectorized.
+
+    Magenta walks all events sorted by time only (a stable sort), so at equal times note-ons come
+    first, then note-offs, then pedal events. In closed form, a note ends at the earliest of:
+    its own end if the pedal is up then; else the first pedal release strictly after its end, or
+    ``final_time`` (the last event of the whole piece) if none; and the start of a later note of
+    the same pitch that begins while the pedal is down. A note that such a note cuts to zero
+    length is deleted. Returns (new ends, mask of notes kept).
+    """
+    keep = np.ones(start.shape, dtype=bool)
+    if pedal_time.size == 0 or not (pedal_value >= 64).any() or start.size == 0:
+        return end, keep
+    order = np.argsort(pedal_time, kind="stable")
+    pedal_time = pedal_time[order]
+    pedal_down = pedal_value[order] >= 64
+
+    def down_before(t):  # pedal state after every pedal event strictly before t
+        last = np.searchsorted(pedal_time, t, side="left") - 1
+        return np.where(last >= 0, pedal_down[np.maximum(last, 0)], False)
+
+    releases = np.append(pedal_time[~pedal_down], final_time)  # no release left: the piece's last event
+    release_time = releases[np.minimum(np.searchsorted(releases[:-1], end, side="right"), releases.size - 1)]
+    new_end = np.where(down_before(end), release_time, end)
+
+    # the next note of the same pitch (in processing order: start, then note order) begun under the pedal
+    n = start.size
+    by_pitch = np.lexsort((np.arange(n), start, pitch))
+    cutter = down_before(start[by_pitch])
+    position = np.arange(n)
+    candidate = np.where(cutter, position, n)
+    following = np.minimum.accumulate(candidate[::-1])[::-1]  # first cutter at or after each position
+    following = np.concatenate([following[1:], [n]])  # strictly after
+    valid = following < n
+    same_pitch = valid & (pitch[by_pitch][np.minimum(following, n - 1)] == pitch[by_pitch])
+    cut_time = np.full(n, np.inf)
+    cut_time[by_pitch[same_pitch]] = start[by_pitch][following[same_pitch]]
+    new_end = np.minimum(new_end, cut_time)
+    keep = ~((cut_time == start) & (cut_time <= new_end))
+    return new_end, keep
+
+
+# -- the tokenizer ---------------------------------------------------------------------------
+class EventTokenizer(Tokenizer):
+    """Performance events (NOTE_ON, NOTE_OFF, TIME_SHIFT, VELOCITY), identical to Magenta's ids.
+
+    Config: ``pitch_range`` (inclusive, default (0, 127); (21, 108) is Magenta's piano range),
+    ``steps_per_second`` (100), ``max_shift_steps`` (100), ``num_velocity_bins`` (32; 0 drops
+    VELOCITY events), ``sustain`` (True: apply the sustain pedal), ``out_of_range`` ("error":
+    a pitch outside ``pitch_range`` raises TokenizerError; "drop": such notes are left out),
+    ``program`` (the GM program of the decoded track, default 0).
+    """
+
+    name = "event"
+
+    def __init__(self, pitch_range=(0, 127), steps_per_second: int = 100, max_shift_steps: int = 100,
+                 num_velocity_bins: int = 32, sustain: bool = True, out_of_range: str = "error",
+                 program: int = 0, **extra: Any):
+        if extra:
+            raise TokenizerError(f"unknown event tokenizer option(s): {', '.join(sorted(extra))}")
+        low, high = (int(v) for v in pitch_range)
+        if not 0 <= low <= high < MIDI_PITCHES:
+            raise TokenizerError(f"pitch_range must satisfy 0 <= low <= high <= 127, got {pitch_range}")
+        if int(steps_per_second) < 1 or int(max_shift_steps) < 1:
+            raise TokenizerError("steps_per_second and max_shift_steps must be positive")
+        if not 0 <= int(num_velocity_bins) <= 127:
+            raise TokenizerError("num_velocity_bins must be between 0 and 127")
+        if out_of_range not in ("error", "drop"):
+            raise TokenizerError(f"out_of_range must be 'error' or 'drop', got {out_of_range!r}")
+        if not 0 <= int(program) < 128:
+            raise TokenizerError(f"program must be 0..127, got {program}")
+        super().__init__(pitch_range=[low, high], steps_per_second=int(steps_per_second),
+                         max_shift_steps=int(max_shift_steps), num_velocity_bins=int(num_velocity_bins),
+                         sustain=bool(sustain), out_of_range=out_of_range, program=int(program))
+        self.low_pitch, self.high_pitch = low, high
+        self.num_pitches = high - low + 1
+        self.steps_per_second = int(steps_per_second)
+        self.max_shift_steps = int(max_shift_steps)
+        self.num_velocity_bins = int(num_velocity_bins)
+        self.velocity_bin_size = -(-127 // self.num_velocity_bins) if self.num_velocity_bins else 0
+        self.note_on_offset = 0
+        self.note_off_offset = self.num_pitches
+        self.time_shift_offset = 2 * self.num_pitches
+        self.velocity_offset = self.time_shift_offset + self.max_shift_steps
+
+    # -- vocabulary ------------------------------------------------------------------------
+    @property
+    def base_vocab_size(self) -> int:
+        return self.velocity_offset + self.num_velocity_bins
+
+    def ranges(self) -> list[tuple[str, int, int]]:
+        out = [
+            (f"NOTE_ON pitch {self.low_pitch}-{self.high_pitch}", self.note_on_offset, self.note_off_offset),
+            (f"NOTE_OFF pitch {self.low_pitch}-{self.high_pitch}", self.note_off_offset, self.time_shift_offset),
+            (f"TIME_SHIFT 1-{self.max_shift_steps} steps of {1000 / self.steps_per_second:g} ms",
+             self.time_shift_offset, self.velocity_offset),
+        ]
+        if self.num_velocity_bins:
+            out.append((f"VELOCITY bin 1-{self.num_velocity_bins} (velocity 1 + (bin-1)*{self.velocity_bin_size})",
+                        self.velocity_offset, self.base_vocab_size))
+        return out
+
+    def _base_token_to_str(self, token_id: int) -> str:
+        if token_id < self.note_off_offset:
+            return f"NOTE_ON_{token_id + self.low_pitch}"
+        if token_id < self.time_shift_offset:
+            return f"NOTE_OFF_{token_id - self.note_off_offset + self.low_pitch}"
+        if token_id < self.velocity_offset:
+            return f"TIME_SHIFT_{token_id - self.time_shift_offset + 1}"
+        return f"VELOCITY_{token_id - self.velocity_offset + 1}"
+
+    def describe_notes(self) -> str:
+        return "\n".join([
+            "  encode: drum tracks are dropped and all other tracks merged into one stream;",
+            f"          sustain pedal (CC64 >= 64) {'extends notes as Magenta does' if self.config['sustain'] else 'ignored'};",
+            f"          pitches outside {self.low_pitch}-{self.high_pitch}: "
+            + ("TokenizerError" if self.config["out_of_range"] == "error" else "notes dropped") + ";",
+            f"          step = floor(seconds * {self.steps_per_second} + 0.5); zero-step notes last one step",
+            "  decode: NOTE_OFF ends the oldest open note of its pitch; NOTE_OFF without NOTE_ON is ignored;",
+            "          open notes are closed at the last step; zero-length notes are dropped;",
+            f"          one track (program {self.config['program']}), tpq {self.decode_tpq} at 120 qpm (1 step = 10 ticks)",
+        ])
+
+    @property
+    def decode_tpq(self) -> int:
+        """Ticks per quarter of decoded Scores: at 120 qpm one step is exactly 10 ticks."""
+        return 5 * self.steps_per_second
+
+    def velocity_to_bin(self, velocity: np.ndarray) -> np.ndarray:
+        velocity = np.clip(np.asarray(velocity, dtype=np.int64), 1, 127)
+        return (velocity - 1) // self.velocity_bin_size + 1
+
+    def bin_to_velocity(self, velocity_bin: np.ndarray) -> np.ndarray:
+        return 1 + (np.asarray(velocity_bin, dtype=np.int64) - 1) * self.velocity_bin_size
+
+    # -- encode ------------------------------------------------------------------------------
+    def note_arrays(self, score: symusic.Score) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The notes the scheme sees: (start seconds, end seconds, pitch, velocity) after the sustain
+        pedal, drum removal and the pitch-range policy, in track order."""
+        tracks = score_tracks(score)
+        if self.config["sustain"]:
+            final_time = 0.0
+            for tr in tracks:
+                final_time = max(final_time, float(tr.end.max()),
+                                 float(tr.pedal_time.max()) if tr.pedal_time.size else 0.0)
+        kept = [tr for tr in tracks if not tr.is_drum]
+        if not kept:
+            raise TokenizerError("no notes to encode (the score is empty or has only drums)")
+        starts, ends, pitches, velocities = [], [], [], []
+        for tr in kept:
+            end, keep = tr.end, None
+            if self.config["sustain"]:
+                end, keep = apply_sustain(tr.start, tr.end, tr.pitch, tr.pedal_time, tr.pedal_value, final_time)
+            if keep is not None and not keep.all():
+                starts.append(tr.start[keep]); ends.append(end[keep])
+                pitches.append(tr.pitch[keep]); velocities.append(tr.velocity[keep])
+            else:
+                starts.append(tr.start); ends.append(end); pitches.append(tr.pitch); velocities.append(tr.velocity)
+        start, end = np.concatenate(starts), np.concatenate(ends)
+        pitch, velocity = np.concatenate(pitches), np.concatenate(velocities)
+        outside = (pitch < self.low_pitch) | (pitch > self.high_pitch)
+        if outside.any():
+            if self.config["out_of_range"] == "error":
+                bad = np.unique(pitch[outside])
+                raise TokenizerError(
+                    f"{int(outside.sum())} notes have pitches outside {self.low_pitch}-{self.high_pitch} "
+                    f"({', '.join(map(str, bad[:8]))}{', ...' if bad.size > 8 else ''}); "
+                    "use out_of_range='drop' to leave them out")
+            inside = ~outside
+            start, end, pitch, velocity = start[inside], end[inside], pitch[inside], velocity[inside]
+        if start.size == 0:
+            raise TokenizerError("no notes to encode")
+        return start, end, pitch, velocity
+
+    def quantize(self, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Magenta's absolute quantization: floor(seconds * steps_per_second + 0.5), at least one step."""
+        start_step = np.floor(start * self.steps_per_second + 0.5).astype(np.int64)
+        end_step = np.floor(end * self.steps_per_second + 0.5).astype(np.int64)
+        end_step = np.where(end_step == start_step, end_step + 1, end_step)
+        if start_step.size and (start_step.min() < 0 or end_step.min() < 0):
+            raise TokenizerError("notes at negative times cannot be encoded")
+        return start_step, end_step
+
+    def encode(self, score: symusic.Score | str | os.PathLike) -> np.ndarray:
+        start, end, pitch, velocity = self.note_arrays(self.as_score(score))
+        start_step, end_step = self.quantize(start, end)
+        return self.encode_steps(start, start_step, end_step, pitch, velocity)
+
+    def encode_steps(self, start: np.ndarray, start_step: np.ndarray, end_step: np.ndarray, pitch: np.ndarray,
+                     velocity: np.ndarray) -> np.ndarray:
+        """Ids of quantized notes; ``start`` (seconds) breaks ties between notes of the same step
+        as Magenta does (it sorts by unquantized start time, then pitch)."""
+        order = np.lexsort((pitch, start))
+        start_step, end_step, pitch = start_step[order], end_step[order], pitch[order]
+        n = order.size
+        index = np.arange(n, dtype=np.int64)
+        keys = np.concatenate([start_step * (2 * n) + 2 * index, end_step * (2 * n) + 2 * index + 1])
+        events = np.argsort(keys)
+        is_off = events >= n
+        note = np.where(is_off, events - n, events)
+        event_step = np.concatenate([start_step, end_step])[events]
+
+        delta = np.diff(event_step, prepend=0)
+        full_shifts = np.where(delta > 0, (delta - 1) // self.max_shift_steps, 0)
+        has_rest = delta > 0
+        rest = delta - full_shifts * self.max_shift_steps
+
+        if self.num_velocity_bins:
+            velocity_bin = self.velocity_to_bin(velocity[order])[note]
+            onset_bins = velocity_bin[~is_off]
+            previous = np.concatenate([[0], onset_bins[:-1]])
+            has_velocity = np.zeros(2 * n, dtype=bool)
+            has_velocity[~is_off] = onset_bins != previous
+        else:
+            velocity_bin = np.zeros(2 * n, dtype=np.int64)
+            has_velocity = np.zeros(2 * n, dtype=bool)
+
+        count = full_shifts + has_rest + has_velocity + 1
+        block_end = np.cumsum(count)
+        block_start = block_end - count
+        ids = np.full(int(block_end[-1]), self.velocity_offset - 1, dtype=np.int64)  # TIME_SHIFT(max)
+        rest_at = block_start + full_shifts
+        ids[rest_at[has_rest]] = self.time_shift_offset + rest[has_rest] - 1
+        velocity_at = rest_at + has_rest
+        ids[velocity_at[has_velocity]] = self.velocity_offset + velocity_bin[has_velocity] - 1
+        ids[block_end - 1] = np.where(is_off, self.note_off_offset, self.note_on_offset) + pitch[note] - self.low_pitch
+        return ids
+
+    # -- decode ------------------------------------------------------------------------------
+    def check_ids(self, ids) -> np.ndarray:
+        """Scheme ids as int64 with special ids removed; TokenizerError for anything else."""
+        array = np.asarray(ids)
+        if array.dtype == object or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
+            raise TokenizerError(f"ids must be integers, got an array of {array.dtype}")
+        array = array.astype(np.int64).ravel()
+        bad = (array < 0) | (array >= self.vocab_size)
+        if bad.any():
+            raise TokenizerError(f"id {int(array[bad][0])} is outside the event vocabulary (0..{self.vocab_size - 1})")
+        return array[array < self.base_vocab_size]
+
+    def decode_notes(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(start step, end step, pitch, velocity) of the notes that ``ids`` describe, sorted by (start, pitch)."""
+        ids = self.check_ids(ids)
+        empty = np.zeros(0, dtype=np.int64)
+        if ids.size == 0:
+            return empty, empty, empty, empty
+        is_shift = (ids >= self.time_shift_offset) & (ids < self.velocity_offset)
+        step = np.cumsum(np.where(is_shift, ids - self.time_shift_offset + 1, 0))
+        last_step = int(step[-1])
+
+        is_velocity = ids >= self.velocity_offset
+        latest = np.maximum.accumulate(np.where(is_velocity, np.arange(ids.size), -1))
+        velocity = np.where(latest >= 0, self.bin_to_velocity(ids[np.maximum(latest, 0)] - self.velocity_offset + 1),
+                            DEFAULT_DECODE_VELOCITY)
+
+        note_at = np.flatnonzero(ids < self.time_shift_offset)
+        if note_at.size == 0:
+            return empty, empty, empty, empty
+        is_on = ids[note_at] < self.note_off_offset
+        pitch = np.where(is_on, ids[note_at], ids[note_at] - self.note_off_offset) + self.low_pitch
+        # group by pitch, keeping sequence order within each pitch
+        order = np.argsort(pitch, kind="stable")
+        note_at, is_on, pitch = note_at[order], is_on[order], pitch[order]
+        group_start = np.concatenate([[True], pitch[1:] != pitch[:-1]])
+        group = np.cumsum(group_start) - 1
+        # open notes of a pitch: a walk (+1 on, -1 off) clamped at zero, so an unmatched off is ignored
+        walk = np.where(is_on, 1, -1)
+        total = np.cumsum(walk)
+        first = np.flatnonzero(group_start)
+        before_group = (total - walk)[first]
+        within = total - before_group[group]
+        separation = 2 * (within.size + 1)
+        running_min = np.minimum.accumulate(within - group * separation) + group * separation
+        open_after = within - np.minimum(running_min, 0)
+        open_before = np.where(group_start, 0, np.concatenate([[0], open_after[:-1]]))
+        closes = ~is_on & (open_before > 0)
+        # the j-th effective NOTE_OFF of a pitch ends its j-th NOTE_ON (first in, first out)
+        on_rank = np.cumsum(is_on) - 1
+        on_rank -= np.concatenate([[0], np.cumsum(is_on)])[first][group]
+        closes_per_group = np.bincount(group[closes], minlength=first.size)
+        closed_on = is_on & (on_rank < closes_per_group[group])
+        open_on = is_on & ~closed_on
+
+        on_tokens = np.concatenate([note_at[closed_on], note_at[open_on]])
+        end_step = np.concatenate([step[note_at[closes]], np.full(int(open_on.sum()), last_step)])
+        start_step = step[on_tokens]
+        note_pitch = np.concatenate([pitch[closed_on], pitch[open_on]])
+        note_velocity = velocity[on_tokens]
+        sounding = end_step > start_step
+        start_step, end_step = start_step[sounding], end_step[sounding]
+        note_pitch, note_velocity = note_pitch[sounding], note_velocity[sounding]
+        final = np.lexsort((note_pitch, start_step))
+        return start_step[final], end_step[final], note_pitch[final], note_velocity[final]
+
+    def decode(self, ids) -> symusic.Score:
+        start_step, end_step, pitch, velocity = self.decode_notes(ids)
+        ticks_per_step = 10  # decode_tpq ticks per quarter at 120 qpm
+        score = symusic.Score(self.decode_tpq)
+        score.tempos.append(symusic.Tempo(0, qpm=DECODE_QPM))
+        track = symusic.Track(name="performance", program=int(self.config["program"]), is_drum=False)
+        if start_step.size:
+            track.notes = symusic.Note.from_numpy(
+                (start_step * ticks_per_step).astype(np.int32),
+                ((end_step - start_step) * ticks_per_step).astype(np.int32),
+                pitch.astype(np.int8), velocity.astype(np.int8), "tick")
+        score.tracks.append(track)
+        return score
