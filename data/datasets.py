@@ -171,6 +171,27 @@ class CorpusPieces(PieceSource):
         return augment_score(read_score(self.paths[index]), semitones, stretch)
 
 
+class ArrayPieces(PieceSource):
+    """Pieces given as id arrays in memory (no augmentation: there is no Score to transform)."""
+
+    def __init__(self, tokenizer, arrays: Sequence, notes: Sequence[int], seconds: Sequence[float],
+                 piece_ids: Sequence[str] | None = None):
+        if not len(arrays) == len(notes) == len(seconds):
+            raise ValueError("arrays, notes and seconds must have one entry per piece")
+        self.tokenizer = tokenizer
+        self._arrays = [np.asarray(a, dtype=np.int64) for a in arrays]
+        self.piece_ids = list(piece_ids) if piece_ids is not None else [str(i) for i in range(len(arrays))]
+        self.lengths = np.asarray([len(a) for a in self._arrays], dtype=np.int64)
+        self.notes = np.asarray(notes, dtype=np.int64)
+        self.seconds = np.asarray(seconds, dtype=np.float64)
+
+    def ids(self, index: int, semitones: int = 0, stretch: float = 1.0) -> np.ndarray:
+        return self._arrays[index]
+
+    def score(self, index: int, semitones: int = 0, stretch: float = 1.0):
+        return augment_score(self.tokenizer.decode(self._arrays[index]), semitones, stretch)
+
+
 def _encode_or_fallback(tokenizer, score, plain: np.ndarray) -> np.ndarray:
     """Encode an augmented Score; a view the scheme cannot encode (say, a pitch pushed out of its
     range) falls back to the unaugmented ids rather than stopping training."""

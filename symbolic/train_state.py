@@ -34,7 +34,7 @@ def optimizer_state_flat(optimizer) -> tuple[dict, dict]:
     for index, param_state in state_dict["state"].items():
         for name, value in param_state.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
+                tensors[f"optimizer.{index}.{name}"] = value.detach().to("cpu", copy=True).contiguous()
             else:
                 scalars.setdefault(str(index), {})[name] = value
     groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in state_dict["param_groups"]]

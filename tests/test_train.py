@@ -1,0 +1,300 @@
+"""Training: schedule, crops, augmentation, likelihood maths, pickle-free state, exact resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import symusic
+import torch
+
+from cadenza.data.augment import augment_score, stretch_time, transpose
+from cadenza.data.datasets import IGNORE_INDEX, ArrayPieces, CropBatchSampler, RandomCrops, open_pieces
+from cadenza.data.errors import CadenzaError
+from cadenza.symbolic.evaluate import evaluate_pieces, piece_windows
+from cadenza.symbolic.schedule import lr_multiplier
+from cadenza.symbolic.train_state import load_optimizer_state, optimizer_state_flat
+from cadenza.tokenizers import get_tokenizer
+
+from conftest import run_cli
+
+
+# -- schedule ------------------------------------------------------------------------------
+def test_warmup_is_linear_then_cosine_reaches_the_floor():
+    f = [lr_multiplier(s, warmup=10, total=110, min_ratio=0.1) for s in range(130)]
+    assert f[0] == pytest.approx(0.1) and f[4] == pytest.approx(0.5) and f[9] == pytest.approx(1.0)
+    assert f[10] == pytest.approx(1.0)
+    assert f[60] == pytest.approx(0.1 + 0.9 * 0.5)  # halfway through the decay
+    assert f[110] == pytest.approx(0.1) and f[129] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # never rises after warmup
+
+
+# -- windows and likelihood ----------------------------------------------------------------
+@pytest.mark.parametrize("n_targets,context,stride", [(5, 8, 4), (8, 8, 4), (9, 8, 4), (100, 8, 3), (100, 16, 16),
+                                                      (1, 4, 1), (37, 5, 1)])
+def test_windows_score_every_target_once_with_enough_context(n_targets, context, stride):
+    counts = np.zeros(n_targets, dtype=int)
+    for w in piece_windows(n_targets, context, stride):
+        assert 0 <= w.start <= w.count_from < w.stop <= n_targets and w.stop - w.start <= context
+        counts[w.count_from:w.stop] += 1
+        # a counted target t sees inputs start..t: all of them, or at least context - stride
+        assert w.count_from == 0 or w.count_from - w.start >= context - stride
+    assert counts.tolist() == [1] * n_targets
+
+
+class _Vocab:
+    """The special ids a dataset needs, for a 10-id scheme."""
+
+    base_vocab_size = 10
+    pad_id, bos_id, eos_id, vocab_size = 10, 11, 12, 13
+
+
+class _Bigram(torch.nn.Module):
+    """A model whose next-token distribution depends on the current token only."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(vocab_size, vocab_size, generator=torch.Generator().manual_seed(1)))
+
+    def forward(self, ids, targets=None):
+        return self.table[ids], None
+
+
+class _Uniform(torch.nn.Module):
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, ids, targets=None):
+        return torch.zeros(*ids.shape, self.vocab_size) + 0 * self.dummy, None
+
+
+def _array_source():
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 10, size=n) for n in (3, 17, 40, 1)]
+    return ArrayPieces(_Vocab(), arrays, notes=[2, 9, 21, 1], seconds=[1.5, 4.0, 10.0, 0.5])
+
+
+def test_uniform_model_costs_log_vocab_per_token_and_bits_per_note_divide_the_total():
+    source = _array_source()
+    result = evaluate_pieces(_Uniform(13), source, context=8, batch_size=3, device="cpu")
+    n_predicted = (3 + 1) + (17 + 1) + (40 + 1) + (1 + 1)  # every id and each EOS; BOS is given
+    assert result.tokens == n_predicted and result.pieces == 4
+    assert result.nll_per_token == pytest.approx(math.log(13))
+    assert result.bits_per_note == pytest.approx(n_predicted * math.log2(13) / 33)
+    assert result.bits_per_second == pytest.approx(n_predicted * math.log2(13) / 16.0)
+
+
+def test_windowed_evaluation_equals_full_context_when_context_does_not_matter():
+    source = _array_source()
+    model = _Bigram(13)
+    short = evaluate_pieces(model, source, context=4, stride=3, batch_size=2, device="cpu")
+    full = evaluate_pieces(model, source, context=1000, batch_size=8, device="cpu")
+    # the exact sum, computed directly
+    logp = torch.log_softmax(model.table.detach().double(), dim=-1)
+    expected = 0.0
+    for i in range(len(source)):
+        seq = [11, *source.ids(i).tolist(), 12]
+        expected -= sum(float(logp[a, b]) for a, b in zip(seq[:-1], seq[1:]))
+    assert short.tokens == full.tokens == 65
+    assert short.nats == pytest.approx(expected, rel=1e-6) and full.nats == pytest.approx(expected, rel=1e-6)
+
+
+# -- crops -----------------------------------------------------------------------------------
+def test_crops_are_a_function_of_seed_and_index_and_frame_pieces():
+    source = _array_source()
+    crops = RandomCrops(source, 8, seed=3, augment=False)
+    x1, y1, c1 = crops.example(5)
+    x2, y2, c2 = crops.example(5)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2) and c1 == c2
+    assert not all(np.array_equal(crops.example(n)[0], x1) for n in range(6, 12))
+    for n in range(200):
+        x, y, crop = crops.example(n)
+        seq = np.concatenate([[11], source.ids(crop.piece), [12]])
+        valid = y != IGNORE_INDEX
+        k = int(valid.sum())
+        assert np.array_equal(x[:k], seq[crop.start:crop.start + k])
+        assert np.array_equal(y[:k], seq[crop.start + 1:crop.start + k + 1])
+        assert np.all(x[k:] == 10) and not valid[k:].any()  # padding only after the piece ends
+        if len(seq) > 8:
+            assert k == 8
+        else:
+            assert crop.start == 0 and k == len(seq) - 1
+
+
+def test_pieces_are_drawn_in_proportion_to_their_length():
+    source = ArrayPieces(_Vocab(), [np.zeros(8, dtype=np.int64), np.ones(88, dtype=np.int64)], [1, 1], [1.0, 1.0])
+    crops = RandomCrops(source, 4, seed=0, augment=False)
+    share = np.mean([crops.example(n)[2].piece == 0 for n in range(4000)])
+    assert share == pytest.approx(10 / 100, abs=0.02)
+
+
+def test_ranks_read_disjoint_examples_and_a_later_start_resumes_the_stream():
+    ranks = [CropBatchSampler(3, rank=r, world_size=2) for r in range(2)]
+    seen = [[i for _, batch in zip(range(5), iter(s)) for i in batch] for s in ranks]
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == list(range(30))
+    resumed = CropBatchSampler(3, rank=1, world_size=2, start=2)
+    fresh = iter(ranks[1])
+    third = [next(fresh) for _ in range(3)][-1]
+    assert next(iter(resumed)) == third == ranks[1].indices(2)
+
+
+# -- augmentation ----------------------------------------------------------------------------
+def _small_score() -> symusic.Score:
+    score = symusic.Score(480)
+    piano = symusic.Track(program=0)
+    for i, pitch in enumerate((60, 64, 67, 126)):
+        piano.notes.append(symusic.Note(i * 480, 480, pitch, 80))
+    drums = symusic.Track(program=0, is_drum=True)
+    drums.notes.append(symusic.Note(0, 120, 36, 100))
+    score.tracks.extend([piano, drums])
+    score.tempos.append(symusic.Tempo(0, 100.0))
+    return score
+
+
+def test_transposition_moves_pitched_notes_keeps_drums_and_drops_what_leaves_midi_range():
+    up = transpose(_small_score(), 3)
+    assert [n.pitch for n in up.tracks[0].notes] == [63, 67, 70]
+    assert [n.pitch for n in up.tracks[1].notes] == [36]
+    down = transpose(_small_score(), -3)
+    assert [n.pitch for n in down.tracks[0].notes] == [57, 61, 64, 123]
+
+
+def test_time_stretch_scales_seconds_not_beats():
+    score = _small_score()
+    longer = stretch_time(score, 1.05)
+    assert longer.to("second").end() == pytest.approx(score.to("second").end() * 1.05, rel=1e-6)
+    assert [n.time for n in longer.tracks[0].notes] == [n.time for n in score.tracks[0].notes]
+    no_tempo = symusic.Score(480)
+    no_tempo.tracks.append(symusic.Track())
+    no_tempo.tracks[0].notes.append(symusic.Note(0, 960, 60, 80))
+    assert stretch_time(no_tempo, 0.95).to("second").end() == pytest.approx(1.0 * 0.95, rel=1e-6)
+
+
+def test_augmented_event_ids_are_the_encoding_of_the_augmented_score(tmp_path, bach_pieces):
+    tok = get_tokenizer("event")
+    for piece in bach_pieces[:2]:
+        shutil.copy(piece.path, tmp_path / piece.path.name)
+    source = open_pieces(split="train", corpus=tmp_path, tokenizer=tok)
+    plain = source.ids(0)
+    up = source.ids(0, semitones=2, stretch=1.0)
+    # the event scheme's NOTE_ON / NOTE_OFF ids move with the pitch, everything else stays
+    pitched = plain < 256
+    assert np.array_equal(up[pitched], plain[pitched] + 2) and np.array_equal(up[~pitched], plain[~pitched])
+    slower = source.ids(0, semitones=0, stretch=1.05)
+    assert np.array_equal(slower, tok.encode(augment_score(symusic.Score(str(source.paths[0])), 0, 1.05)))
+    shifts = lambda ids: int(sum(i - 255 for i in ids if 256 <= i < 356))  # noqa: E731  total 10 ms steps
+    assert shifts(slower) == pytest.approx(shifts(plain) * 1.05, rel=0.01)
+
+
+# -- pickle-free optimizer state ---------------------------------------------------------------
+def test_optimizer_state_survives_the_flat_round_trip():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.98))
+    for _ in range(3):
+        model(torch.randn(5, 4)).square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+    tensors, meta = optimizer_state_flat(opt)
+    json.dumps(meta)  # all of it is JSON
+    twin = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    twin.load_state_dict(model.state_dict())
+    opt2 = torch.optim.AdamW(twin.parameters(), lr=5.0)
+    load_optimizer_state(opt2, tensors, meta)
+    batch = torch.randn(5, 4)
+    for m, o in ((model, opt), (twin, opt2)):
+        m(batch).square().sum().backward()
+        o.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+
+
+# -- training runs ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chorale_dir(tmp_path_factory, bach_pieces):
+    """Four training chorales and the one validation chorale among the first 24."""
+    root = tmp_path_factory.mktemp("chorales")
+    chosen = [p for p in bach_pieces if p.split == "train"][:4] + [p for p in bach_pieces if p.split == "valid"][:1]
+    assert len(chosen) == 5
+    for piece in chosen:
+        shutil.copy(piece.path, root / piece.path.name)
+    return root
+
+
+def _settings(out, corpus, **overrides):
+    from cadenza.symbolic.train import TrainSettings
+
+    values = dict(out=str(out), corpus=str(corpus), scheme="event", config="debug", steps=6, seq_len=32, batch_size=2,
+                  grad_accum=2, warmup=2, eval_every=3, progress=False, device="cpu", seed=7)
+    values.update(overrides)
+    return TrainSettings(**values)
+
+
+def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, chorale_dir):
+    from safetensors.torch import load_file
+
+    from cadenza.symbolic.train import train
+
+    whole = train(_settings(tmp_path / "whole", chorale_dir))
+    first = train(_settings(tmp_path / "parts", chorale_dir, stop_after=2))
+    assert first["step"] == 2
+    with pytest.raises(CadenzaError, match="--resume"):
+        train(_settings(tmp_path / "parts", chorale_dir))
+    second = train(_settings(tmp_path / "parts", chorale_dir, resume=True))
+    assert whole["step"] == second["step"] == 6
+    a, b = load_file(str(tmp_path / "whole/model.safetensors")), load_file(str(tmp_path / "parts/model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa = load_file(str(tmp_path / "whole/training_state.safetensors"))
+    sb = load_file(str(tmp_path / "parts/training_state.safetensors"))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # the logs read the same, evaluations included
+    logs = [[json.loads(line) for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("whole", "parts")]
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s")} for r in recs]  # noqa: E731
+    assert strip(logs[0]) == strip(logs[1])
+    assert [r["step"] for r in logs[0] if r["kind"] == "eval"] == [3, 6]
+    assert whole["metrics"] == second["metrics"]
+    config = json.loads((tmp_path / "whole/config.json").read_text())
+    assert config["info"]["step"] == 6 and config["info"]["metrics"] == whole["metrics"]
+    assert config["tokenizer"]["scheme"] == "event" and config["model"]["vocab_size"] == 391
+    assert (tmp_path / "whole/loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_checkpoint_torn_between_steps_is_refused(tmp_path, chorale_dir):
+    from cadenza.symbolic.train import train
+    from cadenza.symbolic.train_state import read_training_state
+
+    train(_settings(tmp_path / "run", chorale_dir, steps=1, eval_every=0))
+    state_path = tmp_path / "run/training_state.json"
+    state = json.loads(state_path.read_text())
+    state["step"] = 5
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(CadenzaError, match="disagree"):
+        read_training_state(tmp_path / "run")
+
+
+def test_cli_trains_on_chorales_then_evaluates(tmp_path, chorale_dir):
+    out = tmp_path / "run"
+    proc = run_cli("train", "--corpus", chorale_dir, "--scheme", "event", "--out", out, "--config", "debug",
+                   "--steps", "3", "--seq-len", "32", "--batch-size", "2", "--device", "cpu", "--quiet")
+    assert "trained to step 3" in proc.stdout and "bits/note" in proc.stdout
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]
+    final = [r for r in records if r["kind"] == "eval"][-1]
+    assert (out / "loss.png").exists() and (out / "model.safetensors").exists()
+
+    result = json.loads(run_cli("evaluate", "--checkpoint", out, "--split", "valid", "--json", "--quiet",
+                                "--device", "cpu").stdout)
+    assert result["step"] == 3 and result["pieces"] == 1
+    # the same model on the same split: the figures the run logged at its end
+    for key in ("nll_per_token", "bits_per_note", "bits_per_second", "tokens", "notes"):
+        assert result[key] == pytest.approx(final[key], rel=1e-5)
+    assert result["bits_per_note"] == pytest.approx(result["nats"] / math.log(2) / result["notes"])
+    assert 0 < result["nll_per_token"] < 2 * math.log(391)
+
+    bad = run_cli("evaluate", "--checkpoint", tmp_path / "nowhere", check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
