@@ -199,7 +199,8 @@ def _resume_settings(settings: TrainSettings, saved: dict) -> TrainSettings:
 
 
 def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], None] | None = None) -> dict:
-    """Run (or continue) training; returns a summary dict (steps, seconds, tokens/s, last metrics).
+    """Run (or continue) training; returns a summary dict (step, seconds, tokens/s, the last evaluation
+    metrics, rank, world size) and under ``"model"`` the trained module itself.
 
     ``on_batch(step, micro_step, inputs, targets)`` sees every micro-batch before it is used.
     """
@@ -374,7 +375,7 @@ def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], N
     seconds = time.perf_counter() - started
     summary = {"step": step, "seconds": seconds, "tokens": total_tokens,
                "tokens_per_s": total_tokens / max(seconds, 1e-9), "metrics": metrics, "out": str(out),
-               "rank": dist_info.rank, "world_size": dist_info.world_size}
+               "rank": dist_info.rank, "world_size": dist_info.world_size, "model": model}
     return summary
 
 
