@@ -322,3 +322,22 @@ def test_save_load_and_path_input(tmp_path, bach_pieces):
     again = Tokenizer.load(tmp_path)
     assert isinstance(again, EventTokenizer) and again.config == tok.config
     assert again.encode(bach_pieces[0].path).tolist() == tok.encode(symusic.Score(str(bach_pieces[0].path))).tolist()
+
+
+def test_seconds_equal_pretty_midis_exactly(tmp_path, bach_pieces):
+    """Magenta reads MIDI through pretty_midi; our float64 times must be bit-identical to its times."""
+    import pretty_midi
+
+    score = make_score([([(60, 90, 0, 700), (62, 90, 333, 2900), (64, 90, 2901, 5000)], [(100, 127), (4000, 0)], 0, False)])
+    score.tempos.append(symusic.Tempo(1000, qpm=73.87))
+    score.tempos.append(symusic.Tempo(2500, qpm=171.3))
+    path = tmp_path / "tempi.mid"
+    score.dump_midi(str(path))
+    for midi_path in [path] + [p.path for p in bach_pieces[:3]]:
+        pm = pretty_midi.PrettyMIDI(str(midi_path))
+        theirs = sorted((n.start, n.end, n.pitch) for inst in pm.instruments for n in inst.notes)
+        ours = sorted((s, e, p) for t in score_tracks(symusic.Score(str(midi_path)))
+                      for s, e, p in zip(t.start.tolist(), t.end.tolist(), t.pitch.tolist()))
+        assert ours == theirs
+    pm = pretty_midi.PrettyMIDI(str(path))
+    assert score_tracks(symusic.Score(str(path)))[0].pedal_time.tolist() == [c.time for c in pm.instruments[0].control_changes]

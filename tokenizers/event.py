@@ -43,7 +43,9 @@ DECODE_QPM = 120.0
 
 # -- times ------------------------------------------------------------------------------
 def tick_seconds(ticks: np.ndarray, tempo_ticks: np.ndarray, tempo_mspq: np.ndarray, tpq: int) -> np.ndarray:
-    """Seconds (float64) of MIDI ticks under a tempo map, as pretty_midi computes them.
+    """Seconds (float64) of MIDI ticks under a tempo map, with pretty_midi's arithmetic (Magenta
+    reads MIDI through pretty_midi): seconds per tick = 60 / ((6e7 / mspq) * tpq), accumulated
+    tempo segment by tempo segment, so quantization ties fall on the same side as there.
 
     ``tempo_ticks`` must be sorted; without a tempo at tick 0 the MIDI default 120 qpm applies
     until the first one.
@@ -53,7 +55,7 @@ def tick_seconds(ticks: np.ndarray, tempo_ticks: np.ndarray, tempo_mspq: np.ndar
     if tempo_ticks.size == 0 or tempo_ticks[0] != 0:
         tempo_ticks = np.concatenate([[0], tempo_ticks])
         tempo_mspq = np.concatenate([[500000.0], tempo_mspq])
-    seconds_per_tick = tempo_mspq / 1e6 / tpq
+    seconds_per_tick = 60.0 / ((6e7 / tempo_mspq) * tpq)
     segment_start = np.concatenate([[0.0], np.cumsum(np.diff(tempo_ticks) * seconds_per_tick[:-1])])
     which = np.searchsorted(tempo_ticks, ticks, side="right") - 1
     return segment_start[which] + (ticks - tempo_ticks[which]) * seconds_per_tick[which]
