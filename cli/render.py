@@ -77,17 +77,20 @@ def run(args) -> int:
 
         plot_pianoroll(score, args.pianoroll, boundary_seconds=args.boundary, axis=args.axis, title=source.name)
         print(f"wrote {args.pianoroll}")
+    svgs = None
     if args.score:
-        from cadenza.rendering.score import render_svg
+        from cadenza.rendering.score import svg_pages, write_svg_pages
 
-        pages = render_svg(score, args.score, title=source.stem)
+        svgs = svg_pages(score, title=source.stem)
+        pages = write_svg_pages(svgs, args.score)
         print(f"wrote {', '.join(map(str, pages))} ({len(pages)} page{'s' if len(pages) != 1 else ''})")
     if args.sheet:
         from cadenza.rendering.sheet import Rendering, SheetEntry, write_sheet
 
         label = "FluidSynth" if args.synth == "fluidsynth" else f"DDSP ({args.preset or 'strings'})"
         entry = SheetEntry(source.stem, score, [Rendering(label, audio, sample_rate)],
-                           boundary_seconds=args.boundary, midi_name=source.with_suffix(".mid").name)
+                           boundary_seconds=args.boundary, midi_name=source.with_suffix(".mid").name,
+                           score_pages=svgs)
         write_sheet(args.sheet, source.name, entry, metadata={"source": str(source), "synthesizer": label})
         print(f"wrote {args.sheet}")
     return 0
@@ -102,7 +105,15 @@ def synthesize(score, args, sample_rate: int):
 
         audio = ddsp.render(score, preset=args.preset or "strings", sample_rate=sample_rate)
         return np.stack([audio, audio], axis=1) if args.stereo else audio
+    import sys
+    import warnings
+
     from cadenza.rendering.fluidsynth import render
 
-    return render(score, sample_rate=sample_rate, soundfont=args.soundfont, stereo=args.stereo,
-                  tail=args.tail, allow_fallback=args.allow_fallback)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        audio = render(score, sample_rate=sample_rate, soundfont=args.soundfont, stereo=args.stereo,
+                       tail=args.tail, allow_fallback=args.allow_fallback)
+    for warning in caught:  # the fallback synthesizer says which one it used: one line, not a traceback
+        print(f"cadenza: note: {warning.message}", file=sys.stderr)
+    return audio

@@ -89,7 +89,11 @@ def render_svg(score, path: str | os.PathLike, title: str | None = None) -> list
     ``<stem>-1.svg``, ``<stem>-2.svg``, ... beside it, one file per page. Each file is
     written atomically.
     """
-    pages = svg_pages(score, title)
+    return write_svg_pages(svg_pages(score, title), path)
+
+
+def write_svg_pages(pages: list[str], path: str | os.PathLike) -> list[Path]:
+    """Write SVG pages under the names ``page_paths`` gives, each atomically."""
     paths = page_paths(path, len(pages))
     for page_path, svg in zip(paths, pages):
         write_text_atomic(page_path, svg)

@@ -57,6 +57,7 @@ class SheetEntry:
     description: str = ""
     boundary_seconds: float | None = None
     midi_name: str | None = None
+    score_pages: list[str] | None = None  # engraved SVG pages already made (``score.svg_pages``)
 
 
 def _data_uri(mime: str, data: bytes) -> str:
@@ -117,7 +118,7 @@ def _entry_html(entry: SheetEntry, sheet_dir: Path, engrave: bool, audio_format:
     parts.append(_metadata_table(_summary_rows(entry.score)))
     if engrave:
         try:
-            pages = svg_pages(entry.score, title=entry.label)
+            pages = entry.score_pages if entry.score_pages is not None else svg_pages(entry.score, title=entry.label)
         except CadenzaError as exc:  # the page is still useful without the engraving
             parts.append(f"<p class=\"error\">No engraved score: {html.escape(str(exc))}</p>")
         else:
