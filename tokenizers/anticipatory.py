@@ -1,0 +1,318 @@
+"""The Anticipatory Music Transformer's arrival-time tokenization (Thickstun et al., 2023).
+
+Compatible token for token with the reference code (jthickstun/anticipation): the same 55028-id
+vocabulary, the same events as its ``midi_to_events`` and the same padding, anticipation and
+training sequences (the operations live in ``anticipation_ops``). Each note is a triple
+(onset, duration, 128*instrument + pitch) in 10 ms ticks; velocity is dropped.
+
+MIDI is read with symusic rather than mido, but times follow mido's own arithmetic: seconds are
+accumulated message gap by message gap as ``gap * (tempo * 1e-6 / ticks_per_beat)``, so that
+``round(100 * seconds)`` (round half to even) lands on the same side of every .5 tie.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import symusic
+
+from cadenza.data.errors import TokenizerError
+
+from . import anticipation_ops as ops
+from .anticipation_ops import (
+    ADUR_OFFSET, ANOTE_OFFSET, ANTICIPATE, ATIME_OFFSET, AUTOREGRESS, CONTROL_OFFSET, DRUMS,
+    DUR_OFFSET, MAX_DUR, MAX_PITCH, MAX_TIME, NOTE_OFFSET, REST, SEPARATOR, TIME_OFFSET,
+    TIME_RESOLUTION, VOCAB_SIZE,
+)
+from .base import Tokenizer
+
+DEFAULT_TEMPO = 500000          # microseconds per quarter note, MIDI's default
+DECODED_VELOCITY = 72           # the reference's velocity for decoded notes
+DECODED_TPQ = 50                # 50 ticks per quarter at 120 bpm: one tick is one 10 ms step
+_UNSET = object()
+
+
+# -- a Score to plain events ----------------------------------------------------------------------
+def _tick_positions(score: symusic.Score, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Every tick at which the MIDI file holds a message that symusic keeps (notes, tempi, meter,
+    keys, markers, controllers, pitch bends, lyrics): mido's time accumulates over these gaps."""
+    parts = [starts, ends, score.tempos.numpy()["time"], score.time_signatures.numpy()["time"],
+             score.key_signatures.numpy()["time"], np.array([m.time for m in score.markers], np.int64)]
+    for track in score.tracks:
+        parts.append(track.controls.numpy()["time"])
+        parts.append(track.pitch_bends.numpy()["time"])
+        if len(track.lyrics):
+            parts.append(np.array([lyric.time for lyric in track.lyrics], np.int64))
+    return np.unique(np.concatenate([np.asarray(p, np.int64) for p in parts]))
+
+
+def _tempo_map(score: symusic.Score) -> tuple[np.ndarray, np.ndarray]:
+    """Tempo change ticks (sorted, stable) and their microseconds per quarter."""
+    tempos = score.tempos.numpy()
+    tempo_times = np.asarray(tempos["time"], np.int64)
+    tempo_values = np.asarray(tempos["mspq"], np.int64)
+    if tempo_times.size > 1 and np.any(np.diff(tempo_times) < 0):
+        order = np.argsort(tempo_times, kind="stable")
+        tempo_times, tempo_values = tempo_times[order], tempo_values[order]
+    return tempo_times, tempo_values
+
+
+def _scale_after(tempo_times: np.ndarray, tempo_values: np.ndarray, ticks: np.ndarray, tpq: int) -> np.ndarray:
+    """Seconds per tick (mido's ``tempo * 1e-6 / ticks_per_beat``) in force just after each tick."""
+    which = np.searchsorted(tempo_times, ticks, side="right") - 1
+    tempo = np.where(which >= 0, tempo_values[np.maximum(which, 0)], DEFAULT_TEMPO) if tempo_values.size \
+        else np.full(ticks.shape, DEFAULT_TEMPO)
+    return tempo * 1e-6 / tpq
+
+
+def _seconds_exact(score: symusic.Score, positions: np.ndarray, tempo_map) -> np.ndarray:
+    """Seconds at sorted tick positions, summed gap by gap in float64 exactly as mido does."""
+    gap_starts = np.concatenate([[0], positions[:-1]])
+    scale = _scale_after(*tempo_map, gap_starts, score.tpq)
+    return np.cumsum((positions - gap_starts) * scale)
+
+
+def _seconds_direct(score: symusic.Score, ticks: np.ndarray, tempo_map) -> np.ndarray:
+    """Seconds at ticks from the piecewise-linear tempo map: equal to mido's sum to ~1e-9 s."""
+    tempo_times, tempo_values = tempo_map
+    bounds = np.concatenate([[0], tempo_times[tempo_times > 0]])
+    scales = _scale_after(tempo_times, tempo_values, bounds, score.tpq)
+    bound_seconds = np.concatenate([[0.0], np.cumsum(np.diff(bounds) * scales[:-1])])
+    segment = np.searchsorted(bounds, ticks, side="right") - 1
+    return bound_seconds[segment] + (ticks - bounds[segment]) * scales[segment]
+
+
+def _near_tie(values: np.ndarray) -> bool:
+    """Whether any value lies so close to n + 0.5 that float summation order could flip its rounding."""
+    return bool(np.any(np.abs(values - np.floor(values) - 0.5) < _TIE_TOLERANCE))
+
+
+_TIE_TOLERANCE = 1e-4
+
+
+def _notes_of(score: symusic.Score) -> tuple[np.ndarray, ...]:
+    """Concatenated (start, end, pitch, instrument) of all tracks; instrument 128 for drums."""
+    starts, ends, pitches, instruments = [], [], [], []
+    for track in score.tracks:
+        notes = track.notes.numpy()
+        if notes["time"].size == 0:
+            continue
+        start = np.asarray(notes["time"])
+        starts.append(start)
+        ends.append(start + np.asarray(notes["duration"]))
+        pitches.append(np.asarray(notes["pitch"], np.int64))
+        instruments.append(np.full(start.size, DRUMS if track.is_drum else int(track.program), np.int64))
+    if not starts:
+        raise TokenizerError("the score holds no notes; there is nothing to encode")
+    return tuple(np.concatenate(p) for p in (starts, ends, pitches, instruments))
+
+
+def score_to_events(score: symusic.Score) -> np.ndarray:
+    """Plain events of a Score, as the reference's ``midi_to_events``, in canonical order.
+
+    onset = round(100*seconds), duration = round(100*(offset_seconds - onset_seconds)) capped at
+    999, note = 128*instrument + pitch (drums: instrument 128). Sorted by (time, note, duration);
+    the reference keeps file order. Times are not limited to 100 s here (training sequences are
+    relativized later).
+    """
+    if isinstance(score.ttype, symusic.core.Quarter):
+        score = score.to("tick")
+    starts, ends, pitches, instruments = _notes_of(score)
+    if pitches.min() < 0 or pitches.max() >= MAX_PITCH:
+        raise TokenizerError(f"pitch {int(pitches.min() if pitches.min() < 0 else pitches.max())} is outside MIDI's 0..127")
+    if np.any(ends < starts) or starts.min() < 0:
+        raise TokenizerError("the score holds a note with a negative time or duration")
+    if isinstance(score.ttype, symusic.core.Second):
+        onset_seconds = starts.astype(np.float64)
+        offset_seconds = ends.astype(np.float64)
+    else:
+        starts = starts.astype(np.int64)
+        ends = ends.astype(np.int64)
+        tempo_map = _tempo_map(score)
+        onset_seconds = _seconds_direct(score, starts, tempo_map)
+        offset_seconds = _seconds_direct(score, ends, tempo_map)
+        if _near_tie(TIME_RESOLUTION * onset_seconds) or _near_tie(TIME_RESOLUTION * (offset_seconds - onset_seconds)):
+            # a .5 tie: only mido's own summation order decides which way it rounds
+            positions = _tick_positions(score, starts, ends)
+            seconds = _seconds_exact(score, positions, tempo_map)
+            onset_seconds = seconds[np.searchsorted(positions, starts)]
+            offset_seconds = seconds[np.searchsorted(positions, ends)]
+    onsets = np.rint(TIME_RESOLUTION * onset_seconds).astype(np.int64)
+    durations = np.minimum(np.rint(TIME_RESOLUTION * (offset_seconds - onset_seconds)).astype(np.int64), MAX_DUR - 1)
+    notes = MAX_PITCH * instruments + pitches
+    order = np.lexsort((durations, notes, onsets))
+    return ops.event_triples(onsets[order], durations[order], notes[order])
+
+
+# -- ids back to a Score --------------------------------------------------------------------------
+def _classify(triples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Masks (event, control, rest, separator) of triples; raises on a malformed triple."""
+    t, d, n = triples[:, 0], triples[:, 1], triples[:, 2]
+
+    def within(x, lo, hi):
+        return (x >= lo) & (x < hi)
+
+    is_event = within(t, TIME_OFFSET, DUR_OFFSET) & within(d, DUR_OFFSET, NOTE_OFFSET) & within(n, NOTE_OFFSET, REST)
+    is_rest = within(t, TIME_OFFSET, DUR_OFFSET) & within(d, DUR_OFFSET, NOTE_OFFSET) & (n == REST)
+    is_control = (within(t, ATIME_OFFSET, ADUR_OFFSET) & within(d, ADUR_OFFSET, ANOTE_OFFSET)
+                  & within(n, ANOTE_OFFSET, SEPARATOR))
+    is_separator = (t == SEPARATOR) & (d == SEPARATOR) & (n == SEPARATOR)
+    bad = ~(is_event | is_rest | is_control | is_separator)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise TokenizerError(f"ids {triples[i].tolist()} at position {3 * i} are not a valid "
+                             "(time, duration, note) triple, control triple, rest or separator")
+    return is_event, is_control, is_rest, is_separator
+
+
+def notes_from_ids(ids) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(time, duration, pitch, instrument) in ticks of every note and control in an id sequence.
+
+    As the reference's ``events_to_compound``: RESTs are dropped, controls become notes, and the
+    piece after each SEPARATOR starts where the previous piece's last note ended.
+    """
+    flat = np.asarray(ids, dtype=np.int64).ravel()
+    if flat.size and (flat.min() < 0 or flat.max() >= VOCAB_SIZE + 3):
+        bad = int(flat.min() if flat.min() < 0 else flat.max())
+        raise TokenizerError(f"id {bad} is outside the anticipatory vocabulary (0..{VOCAB_SIZE + 2})")
+    flat = flat[(flat < VOCAB_SIZE) & (flat != AUTOREGRESS) & (flat != ANTICIPATE)]
+    triples = ops.as_triples(flat)
+    is_event, is_control, _, is_separator = _classify(triples)
+    shifted = triples - np.where(is_control, CONTROL_OFFSET, 0)[:, None]
+    segment = np.cumsum(is_separator)
+    keep = is_event | is_control
+    shifted, segment = shifted[keep], segment[keep]
+    times = shifted[:, 0] - TIME_OFFSET
+    durations = shifted[:, 1] - DUR_OFFSET
+    notes = shifted[:, 2] - NOTE_OFFSET
+    segments = int(is_separator.sum()) + 1
+    ends = np.zeros(segments, np.int64)
+    np.maximum.at(ends, segment, times + durations)
+    offsets = np.concatenate([[0], np.cumsum(ends)[:-1]])
+    return times + offsets[segment], durations, notes % MAX_PITCH, notes // MAX_PITCH
+
+
+def notes_to_score(times, durations, pitches, instruments) -> symusic.Score:
+    """A Score at 120 bpm and 50 ticks per quarter (1 tick = 10 ms), one track per instrument in
+    order of first onset, velocity 72; instrument 128 becomes a drum track."""
+    score = symusic.Score(DECODED_TPQ)
+    score.tempos.append(symusic.Tempo(0, qpm=120.0))
+    if len(times) == 0:
+        return score
+    order = np.lexsort((pitches, times))
+    times, durations, pitches, instruments = (np.asarray(a)[order] for a in (times, durations, pitches, instruments))
+    values, first = np.unique(instruments, return_index=True)
+    for instrument in values[np.argsort(first, kind="stable")]:
+        mine = instruments == instrument
+        is_drum = int(instrument) == DRUMS
+        track = symusic.Track(name="drums" if is_drum else "", program=0 if is_drum else int(instrument), is_drum=is_drum)
+        track.notes = symusic.Note.from_numpy(
+            time=times[mine].astype(np.int32), duration=durations[mine].astype(np.int32),
+            pitch=pitches[mine].astype(np.int8), velocity=np.full(int(mine.sum()), DECODED_VELOCITY, np.int8))
+        score.tracks.append(track)
+    return score
+
+
+# -- the tokenizer --------------------------------------------------------------------------------
+class AnticipatoryTokenizer(Tokenizer):
+    """Arrival-time triples with anticipated controls; 55028 scheme ids, then PAD, BOS, EOS.
+
+    Config: ``controls`` (default spec for encode: None, "instruments:0,33", "span:0.05",
+    "random:0.3"), ``seed`` (default 0), ``overlong`` ("error": refuse a piece with a note at or
+    after 100 s, which the vocabulary cannot express; "clip": keep the notes before 100 s).
+    """
+
+    name = "anticipatory"
+
+    def __init__(self, controls: str | None = None, seed: int = 0, overlong: str = "error", **extra: Any):
+        if extra:
+            raise TokenizerError(f"unknown anticipatory tokenizer options: {', '.join(sorted(extra))}")
+        if overlong not in ("error", "clip"):
+            raise TokenizerError(f"overlong must be 'error' or 'clip', not {overlong!r}")
+        ops.parse_controls(controls)
+        super().__init__(controls=controls, seed=int(seed), overlong=overlong)
+
+    @property
+    def base_vocab_size(self) -> int:
+        return VOCAB_SIZE
+
+    def events(self, score: symusic.Score | str | os.PathLike) -> np.ndarray:
+        """Plain, unpadded events of a Score or music file (times may exceed 100 s)."""
+        return score_to_events(self.as_score(score))
+
+    def encode(self, score: symusic.Score | str | os.PathLike, controls: Any = _UNSET,
+               seed: int | None = None) -> np.ndarray:
+        """The reference's arrival-time sequence: pad(events, end) then anticipate(events, controls).
+
+        ``controls`` picks which notes become anticipated controls (None: none, so the result is
+        the padded events); ``seed`` seeds the span and random choices.
+        """
+        spec = self.config["controls"] if controls is _UNSET else controls
+        all_events = self._fit_in_vocabulary(self.events(score))
+        events, control_ids = ops.extract_controls(all_events, spec, self.config["seed"] if seed is None else seed)
+        return ops.interleave(all_events, events, control_ids)
+
+    def _fit_in_vocabulary(self, all_events: np.ndarray) -> np.ndarray:
+        triples = ops.as_triples(all_events)
+        late = triples[:, 0] - TIME_OFFSET >= MAX_TIME
+        if not late.any():
+            return all_events
+        if self.config["overlong"] == "clip":
+            return ops._flat(triples[~late])
+        last = (int(triples[:, 0].max()) - TIME_OFFSET) / TIME_RESOLUTION
+        raise TokenizerError(f"a note starts at {last:.2f} s; anticipatory ids hold times below "
+                             f"{MAX_TIME // TIME_RESOLUTION} s (use overlong='clip', or events() with "
+                             "training_sequences() for long pieces)")
+
+    def decode(self, ids) -> symusic.Score:
+        """A Score from ids: controls become notes, RESTs and flags vanish, pieces follow one
+        another at each SEPARATOR. Raises TokenizerError for ids that are not whole triples."""
+        return notes_to_score(*notes_from_ids(ids))
+
+    def training_sequences(self, pieces, augment_factor: int = 1, seed: int = 0,
+                           context_size: int = ops.CONTEXT_SIZE) -> np.ndarray:
+        """Training sequences from per-piece event arrays; see anticipation_ops.training_sequences."""
+        return ops.training_sequences(pieces, augment_factor=augment_factor, seed=seed, context_size=context_size)
+
+    def ranges(self) -> list[tuple[str, int, int]]:
+        return [
+            ("TIME: onset in 10 ms ticks", TIME_OFFSET, DUR_OFFSET),
+            ("DUR: duration in 10 ms ticks", DUR_OFFSET, NOTE_OFFSET),
+            ("NOTE: 128*instrument + pitch (instrument 128 = drums)", NOTE_OFFSET, REST),
+            ("REST", REST, REST + 1),
+            ("ATIME: control onset", ATIME_OFFSET, ADUR_OFFSET),
+            ("ADUR: control duration", ADUR_OFFSET, ANOTE_OFFSET),
+            ("ANOTE: control note", ANOTE_OFFSET, SEPARATOR),
+            ("SEPARATOR", SEPARATOR, SEPARATOR + 1),
+            ("AUTOREGRESS flag", AUTOREGRESS, AUTOREGRESS + 1),
+            ("ANTICIPATE flag", ANTICIPATE, ANTICIPATE + 1),
+        ]
+
+    def describe_notes(self) -> str:
+        return ("  velocity is dropped (decoded as 72); durations cap at 9.99 s; times within a sequence\n"
+                "  stay below 100 s; a REST fills each second of silence; controls are anticipated 5 s;\n"
+                "  tempo, meter, pedal and controllers are not kept; decoded scores are 120 bpm at 50 tpq")
+
+    def _base_token_to_str(self, token_id: int) -> str:
+        if token_id < DUR_OFFSET:
+            return f"TIME({token_id - TIME_OFFSET})"
+        if token_id < NOTE_OFFSET:
+            return f"DUR({token_id - DUR_OFFSET})"
+        if token_id < REST:
+            return f"NOTE({_note_name(token_id - NOTE_OFFSET)})"
+        if token_id == REST:
+            return "REST"
+        if token_id < ADUR_OFFSET:
+            return f"ATIME({token_id - ATIME_OFFSET})"
+        if token_id < ANOTE_OFFSET:
+            return f"ADUR({token_id - ADUR_OFFSET})"
+        if token_id < SEPARATOR:
+            return f"ANOTE({_note_name(token_id - ANOTE_OFFSET)})"
+        return {SEPARATOR: "SEPARATOR", AUTOREGRESS: "AUTOREGRESS", ANTICIPATE: "ANTICIPATE"}[token_id]
+
+
+def _note_name(note: int) -> str:
+    instrument, pitch = divmod(note, MAX_PITCH)
+    return f"drums,p{pitch}" if instrument == DRUMS else f"i{instrument},p{pitch}"
