@@ -28,20 +28,27 @@ DEFAULT_BEAT_RES = {"0_4": 8, "4_12": 4}
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _inside_repository(path: str) -> bool:
+    """A path within cadenza's source tree, but not an installed package (a virtualenv there)."""
+    resolved = Path(path or os.getcwd()).resolve()
+    return resolved.is_relative_to(_REPO_ROOT) and "site-packages" not in resolved.parts
+
+
 def import_miditok():
     """Import miditok even when Python runs from the repository root.
 
     There, the folder ``tokenizers/`` (cadenza.tokenizers' source) shadows the Hugging Face
-    ``tokenizers`` package that miditok imports. The repository root is hidden from the import
-    path while miditok loads, and a shadowing module already imported is forgotten.
+    ``tokenizers`` package that miditok imports; so does ``benchmarks/tokenizers.py`` when run as
+    a script. Folders inside the repository are hidden from the import path while miditok loads,
+    and a shadowing module already imported is forgotten.
     """
     if "miditok" in sys.modules:
         return sys.modules["miditok"]
     shadow = sys.modules.get("tokenizers")
-    if shadow is not None and Path(getattr(shadow, "__file__", "") or "").resolve().parent.parent == _REPO_ROOT:
+    if shadow is not None and _inside_repository(getattr(shadow, "__file__", None) or "/"):
         del sys.modules["tokenizers"]
     saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != _REPO_ROOT]
+    sys.path[:] = [p for p in sys.path if not _inside_repository(p)]
     try:
         return importlib.import_module("miditok")
     except ImportError as exc:
