@@ -84,13 +84,17 @@ def _checked_soundfont(path: Path, source: str) -> Path:
 def render(score, *, sample_rate: int = DEFAULT_SAMPLE_RATE, soundfont: str | os.PathLike | None = None,
            stereo: bool = False, normalize: bool = True, tail: float = 1.0, headroom_db: float = 1.0,
            allow_fallback: bool = False) -> np.ndarray:
-    """Render a symusic Score to float32 audio, (frames,) or (frames, 2) when ``stereo``.
+    """Render a symusic Score (or a music file) to float32 audio, (frames,) or (frames, 2) when ``stereo``.
 
     The audio starts at the score's time zero and lasts until its last event plus ``tail``
     seconds of release. With ``normalize`` the peak sits ``headroom_db`` below full scale.
     Without the FluidSynth library this raises MissingDependencyError (with the install
     command), unless ``allow_fallback`` asks for symusic's built-in synthesizer.
     """
+    if isinstance(score, (str, os.PathLike)):
+        from cadenza.data.io import read_score
+
+        score = read_score(score)
     soundfont_path = resolve_soundfont(soundfont)
     seconds = score.to("second")
     try:
