@@ -72,37 +72,45 @@ class _TrackArrays:
 
 
 def score_tracks(score: symusic.Score) -> list[_TrackArrays]:
-    """Every track's notes and CC64 events in seconds (float64 for tick scores)."""
+    """Every track's notes and CC64 events in seconds (float64 for tick scores).
+
+    All times of the score are converted in one vectorized call (this is most of the encoder's
+    cost on short pieces).
+    """
     unit = str(score.ttype)
     if "Quarter" in unit:
         score = score.to("tick")
         unit = "Tick"
-    if "Tick" in unit:
-        tempos = score.tempos.numpy() if len(score.tempos) else {"time": np.zeros(0), "mspq": np.zeros(0)}
-        order = np.argsort(tempos["time"], kind="stable")
-        tempo_ticks, tempo_mspq, tpq = tempos["time"][order], tempos["mspq"][order], score.ticks_per_quarter
-
-        def seconds(ticks):
-            return tick_seconds(np.asarray(ticks, dtype=np.int64), tempo_ticks, tempo_mspq, tpq)
-    else:
-        def seconds(values):
-            return np.asarray(values, dtype=np.float64)
-
-    tracks = []
+    is_tick = "Tick" in unit
+    raw = []  # (track, notes dict, pedal times, pedal values)
+    times = []
     for track in score.tracks:
         if len(track.notes) == 0:
             continue
         notes = track.notes.numpy()
-        time = np.asarray(notes["time"], dtype=np.int64 if "Tick" in unit else np.float64)
-        start = seconds(time)
-        end = seconds(time + notes["duration"])
-        pedal_time = pedal_value = np.zeros(0)
+        time = np.asarray(notes["time"], dtype=np.int64 if is_tick else np.float64)
+        pedal_time, pedal_value = np.zeros(0, dtype=time.dtype), np.zeros(0, dtype=np.int64)
         if len(track.controls):
             controls = track.controls.numpy()
             is_pedal = controls["number"] == SUSTAIN_CONTROL
             if is_pedal.any():
-                pedal_time = seconds(controls["time"][is_pedal])
+                pedal_time = np.asarray(controls["time"][is_pedal], dtype=time.dtype)
                 pedal_value = controls["value"][is_pedal].astype(np.int64)
+        raw.append((track, notes, pedal_time, pedal_value))
+        times += [time, time + notes["duration"], pedal_time]
+    if not raw:
+        return []
+    flat = np.concatenate(times)
+    if is_tick:
+        tempos = score.tempos.numpy() if len(score.tempos) else {"time": np.zeros(0, np.int64), "mspq": np.zeros(0)}
+        order = np.argsort(tempos["time"], kind="stable")
+        seconds = tick_seconds(flat, tempos["time"][order], tempos["mspq"][order], score.ticks_per_quarter)
+    else:
+        seconds = flat.astype(np.float64)
+    pieces = np.split(seconds, np.cumsum([t.size for t in times])[:-1])
+    tracks = []
+    for k, (track, notes, _, pedal_value) in enumerate(raw):
+        start, end, pedal_time = pieces[3 * k: 3 * k + 3]
         tracks.append(_TrackArrays(start, end, notes["pitch"].astype(np.int64), notes["velocity"].astype(np.int64),
                                    bool(track.is_drum), pedal_time, pedal_value))
     return tracks
