@@ -127,6 +127,18 @@ def test_sustain_pedal_holds_notes_and_velocity_sets_level():
     assert rms(loud, 0.0, 0.5) > 2 * rms(soft, 0.0, 0.5)
 
 
+def test_each_track_has_its_own_channel_and_controllers():
+    muted = make_score([(0.0, 1.0, 60, 100)])
+    muted.tracks[0].controls.append(symusic.ControlChange(0, 7, 0))  # channel volume 0
+    alone = fs.render(muted, sample_rate=RATE, normalize=False)
+    assert np.max(np.abs(alone)) < 1e-4
+    other = symusic.Track(program=0)
+    other.notes.append(symusic.Note(0, 1000, 67, 100))
+    muted.tracks.append(other)  # same program, but its own channel: the volume change does not reach it
+    both = fs.render(muted, sample_rate=RATE, normalize=False)
+    assert rms(both, 0.0, 0.8) > 0.01
+
+
 def test_stereo_deterministic_and_multitrack_chorale(bach_scores):
     score = bach_scores[0]
     seconds = score.to("second")
@@ -207,3 +219,74 @@ def test_write_audio_round_trip_atomic(tmp_path, suffix):
     assert len(resample(audio, rate, 22050)) == 22050
     with pytest.raises(CadenzaError, match="wav or .flac"):
         write_audio(tmp_path / "tone.mp3", audio, rate)
+
+
+# --- SoundFont files built here: a sine-wave instrument as .sf2 and as .sf3 (Ogg Vorbis samples) ---
+
+SINE_RATE, SINE_ROOT = 44000, 69  # 100 frames per cycle of A4 = 440 Hz, so the loop is seamless
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    import struct
+
+    return tag + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")
+
+
+def _list(kind: bytes, *chunks: bytes) -> bytes:
+    return _chunk(b"LIST", kind + b"".join(chunks))
+
+
+def sine_soundfont(path, compressed: bool) -> None:
+    """Write a one-preset SoundFont whose only sample is a looped 440 Hz sine (root key A4).
+
+    In an .sf3 the sample data is an Ogg Vorbis stream, the sample header's start/end are byte
+    offsets into it, its loop points count frames from the sample's start, and its type has
+    the Ogg Vorbis flag (0x10)."""
+    import io as _io
+    import struct
+
+    import soundfile
+
+    frames = 4400
+    sine = (0.8 * np.sin(2 * np.pi * 440 * np.arange(frames) / SINE_RATE) * 32767).astype(np.int16)
+    if compressed:
+        buffer = _io.BytesIO()
+        soundfile.write(buffer, sine.astype(np.float32) / 32768, SINE_RATE, format="OGG", subtype="VORBIS")
+        sample_data = buffer.getvalue()
+        start, end, loop_start, loop_end, sample_type = 0, len(sample_data), 100, 4300, 1 | 0x10
+    else:
+        sample_data = sine.tobytes() + bytes(2 * 46)  # 46 zero frames must follow every sample
+        start, end, loop_start, loop_end, sample_type = 0, frames, 100, 4300, 1
+    name = lambda text: text.encode().ljust(20, b"\0")  # noqa: E731
+    info = _list(b"INFO", _chunk(b"ifil", struct.pack("<HH", 3 if compressed else 2, 1)),
+                 _chunk(b"isng", b"EMU8000\0"), _chunk(b"INAM", b"sine\0\0"))
+    sdta = _list(b"sdta", _chunk(b"smpl", sample_data))
+    pdta = _list(
+        b"pdta",
+        _chunk(b"phdr", name("sine") + struct.pack("<HHHIII", 0, 0, 0, 0, 0, 0)
+               + name("EOP") + struct.pack("<HHHIII", 0, 0, 1, 0, 0, 0)),
+        _chunk(b"pbag", struct.pack("<HH", 0, 0) + struct.pack("<HH", 1, 0)),
+        _chunk(b"pmod", bytes(10)),
+        _chunk(b"pgen", struct.pack("<HH", 41, 0) + bytes(4)),  # instrument 0
+        _chunk(b"inst", name("sine") + struct.pack("<H", 0) + name("EOI") + struct.pack("<H", 1)),
+        _chunk(b"ibag", struct.pack("<HH", 0, 0) + struct.pack("<HH", 2, 0)),
+        _chunk(b"imod", bytes(10)),
+        _chunk(b"igen", struct.pack("<Hh", 54, 1) + struct.pack("<HH", 53, 0) + bytes(4)),  # looped; sample 0
+        _chunk(b"shdr", name("sine") + struct.pack("<IIIIIBbHH", start, end, loop_start, loop_end, SINE_RATE,
+                                                    SINE_ROOT, 0, 0, sample_type) + name("EOS") + bytes(26)),
+    )
+    path.write_bytes(_chunk(b"RIFF", b"sfbk" + info + sdta + pdta))
+
+
+@pytest.mark.parametrize("suffix", [".sf2", ".sf3"])
+def test_soundfont_files_sf2_and_sf3_play_at_the_right_pitch(tmp_path, monkeypatch, suffix):
+    soundfont = tmp_path / f"sine{suffix}"
+    sine_soundfont(soundfont, compressed=suffix == ".sf3")
+    monkeypatch.setenv("CADENZA_SOUNDFONT", str(soundfont))
+    for pitch, hertz in ((69, 440.0), (81, 880.0)):
+        audio = fs.render(make_score([(0.0, 1.0, pitch, 110)]), sample_rate=RATE, tail=0.2)
+        segment = audio[int(0.2 * RATE):int(0.9 * RATE)]
+        frequencies = np.fft.rfftfreq(len(segment), 1 / RATE)
+        peak = frequencies[np.argmax(np.abs(np.fft.rfft(segment * np.hanning(len(segment)))))]
+        assert abs(peak - hertz) < 3, f"{suffix}: pitch {pitch} sounds at {peak:.1f} Hz"
+        assert rms(audio, 0.2, 0.9) > 0.1  # held for the note's full second by the loop
