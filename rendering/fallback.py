@@ -46,7 +46,8 @@ def render_additive(score_seconds, sample_rate: int, total_frames: int) -> np.nd
     mono = np.zeros(total_frames, dtype=np.float32)
     for track in score_seconds.tracks:
         notes = track.notes.numpy()
-        for start, duration, pitch, velocity in zip(notes["time"], notes["duration"], notes["pitch"], notes["velocity"]):
+        columns = (notes["time"], notes["duration"], notes["pitch"], notes["velocity"])
+        for start, duration, pitch, velocity in zip(*columns):
             first = int(round(float(start) * sample_rate))
             length = int((max(float(duration), 0.01) + RELEASE_SECONDS) * sample_rate)
             length = min(length, total_frames - first)

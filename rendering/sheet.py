@@ -132,8 +132,9 @@ def _entry_html(entry: SheetEntry, sheet_dir: Path, engrave: bool, audio_format:
         players = "".join(_audio_html(r, sheet_dir, audio_format, self_contained) for r in entry.renderings)
         parts.append(f'<div class="renderings">{players}</div>')
     midi_name = entry.midi_name or f"{_slug(entry.label)}.mid"
-    parts.append(f'<a class="midi" download="{html.escape(midi_name)}" '
-                 f'href="{_data_uri("audio/midi", entry.score.dumps_midi())}">Download MIDI ({html.escape(midi_name)})</a>')
+    midi_uri = _data_uri("audio/midi", entry.score.dumps_midi())
+    parts.append(f'<a class="midi" download="{html.escape(midi_name)}" href="{midi_uri}">'
+                 f'Download MIDI ({html.escape(midi_name)})</a>')
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -148,9 +149,10 @@ def sheet_html(title: str, entries: Sequence[SheetEntry], *, metadata: dict | No
     if metadata:
         header.append(_metadata_table([(str(k), str(v)) for k, v in metadata.items()]))
     body = [_entry_html(entry, Path(sheet_dir), engrave, audio_format, self_contained) for entry in entries]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(header + body) + "\n</body></html>\n")
+    head = ('<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style>")
+    page = "\n".join(header + body)
+    return f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head>\n<body>\n{page}\n</body></html>\n'
 
 
 def write_sheet(path: str | os.PathLike, title: str, *entries: SheetEntry | Sequence[SheetEntry],

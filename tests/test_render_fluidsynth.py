@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 
@@ -186,7 +187,7 @@ def test_missing_library_names_the_install_command_and_fallback_still_renders(mo
     score = make_score([(0.25, 0.5, 69, 100)])
     with pytest.raises(MissingDependencyError, match="apt-get install libfluidsynth3"):
         fs.render(score)
-    with pytest.warns(RuntimeWarning) if _symusic_synth_broken() else _no_warning():
+    with pytest.warns(RuntimeWarning) if _symusic_synth_broken() else contextlib.nullcontext():
         audio = fs.render(score, sample_rate=16000, allow_fallback=True, tail=0.5)
     assert len(audio) == int(np.ceil(1.25 * 16000))
     assert rms(audio, 0.0, 0.2, 16000) < 1e-4 < rms(audio, 0.3, 0.6, 16000)
@@ -198,14 +199,6 @@ def _symusic_synth_broken() -> bool:
     from cadenza.rendering.fallback import _render_symusic
 
     return _render_symusic(make_score([(0, 0.1, 60, 90)]).to("second"), fs.default_soundfont(), 16000) is None
-
-
-class _no_warning:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 @without_fluidsynth

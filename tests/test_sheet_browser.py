@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import html.parser
+import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -83,7 +85,8 @@ def comparison(bach_scores):
     return [
         SheetEntry("prompt and continuation", chorale, [Rendering("sine", tone, rate)],
                    description="the first bar is the prompt", boundary_seconds=2.0),
-        SheetEntry("tune", tune, [Rendering("flac", tone[: rate], rate), Rendering("stereo", np.stack([tone, tone], 1), rate)]),
+        SheetEntry("tune", tune, [Rendering("flac", tone[:rate], rate),
+                                  Rendering("stereo", np.stack([tone, tone], 1), rate)]),
     ]
 
 
@@ -123,9 +126,6 @@ def test_sheet_in_headless_chromium(tmp_path, comparison):
     parser = ElementCounter()
     parser.feed(dom.stdout)
     assert count(parser.tags, "audio") == 3 and count(parser.tags, "svg") >= 2
-    import json
-    import re
-
     report = json.loads(html.unescape(re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S).group(1)))
     assert report["durations"] == pytest.approx([1.5, 1.0, 1.5], abs=0.01)  # Chromium decoded every FLAC
     assert report["svg"][0] > 300 and report["svg"][1] > 100  # the engraved score is laid out
