@@ -1,9 +1,11 @@
 """Torch datasets for training on token ids: random crops of whole pieces, seeded by index.
 
 Pieces come from token shards (``cadenza tokenize``) or from a corpus tokenized here. Every
-piece is framed as ``[BOS] ids [EOS]``; a training example is a window of ``seq_len + 1`` ids of
-one piece (inputs and next-token targets), padded with PAD (targets ignored, -100) when the piece
-is shorter. The example at index ``n`` is a pure function of ``(seed, n)``: which piece (chosen
+piece is framed as ``[BOS] ids [EOS]`` (the anticipatory scheme uses its reference's flag and
+SEPARATOR marks instead, see :func:`piece_frame`); a training example is a window of
+``seq_len + 1`` ids of one piece (inputs and next-token targets), padded with PAD (targets
+ignored, -100) when the piece is shorter. The anticipatory scheme trains on its reference's
+packed sequences instead (:class:`PackedSequences`). The example at index ``n`` is a pure function of ``(seed, n)``: which piece (chosen
 with probability proportional to its length, so every token is equally likely to be seen), which
 augmentation, where the window starts. So a run resumed at sample ``n`` sees exactly what an
 uninterrupted run would, and ranks of a distributed run that read disjoint indices see different
@@ -46,14 +48,6 @@ class PieceSource:
     def ids(self, index: int, semitones: int = 0, stretch: float = 1.0) -> np.ndarray:
         """The scheme ids of piece ``index`` (no BOS/EOS), augmented when asked."""
         raise NotImplementedError
-
-    def training_ids(self, index: int, semitones: int, stretch: float, rng: np.random.Generator) -> np.ndarray:
-        """Ids of one training view of piece ``index``. Schemes that build their own training
-        sequences (the anticipatory scheme draws its controls) do so from the augmented Score."""
-        builder = getattr(self.tokenizer, "training_sequence", None)
-        if builder is not None:
-            return np.asarray(builder(self.score(index, semitones, stretch), rng), dtype=np.int64)
-        return self.ids(index, semitones, stretch)
 
     def score(self, index: int, semitones: int = 0, stretch: float = 1.0):
         raise NotImplementedError
@@ -236,12 +230,22 @@ class _Subset(PieceSource):
         return self.source.score(index, semitones, stretch)
 
 
-def frame(ids: np.ndarray, bos_id: int, eos_id: int) -> np.ndarray:
-    """``[BOS] ids [EOS]`` as int64."""
-    ids = np.asarray(ids, dtype=np.int64)
-    out = np.empty(len(ids) + 2, dtype=np.int64)
-    out[0], out[1:-1], out[-1] = bos_id, ids, eos_id
-    return out
+def piece_frame(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids a scheme puts before and after a whole piece: ``[BOS]`` and ``[EOS]``, except for the
+    anticipatory scheme, whose reference marks a sequence start with a flag and piece boundaries
+    with SEPARATOR triples: ``[AUTOREGRESS, SEP, SEP, SEP]`` and ``[SEP, SEP, SEP]``."""
+    if getattr(tokenizer, "name", "") == "anticipatory":
+        from cadenza.tokenizers.anticipation_ops import AUTOREGRESS, SEPARATOR
+
+        return [AUTOREGRESS, SEPARATOR, SEPARATOR, SEPARATOR], [SEPARATOR, SEPARATOR, SEPARATOR]
+    return [tokenizer.bos_id], [tokenizer.eos_id]
+
+
+def frame_piece(ids: np.ndarray, tokenizer) -> np.ndarray:
+    """A piece's ids between its scheme's start and end marks (see :func:`piece_frame`), as int64."""
+    prefix, suffix = piece_frame(tokenizer)
+    return np.concatenate([np.asarray(prefix, dtype=np.int64), np.asarray(ids, dtype=np.int64),
+                           np.asarray(suffix, dtype=np.int64)])
 
 
 @dataclass(frozen=True)
@@ -264,8 +268,7 @@ class RandomCrops:
         self.seq_len = seq_len
         self.seed = seed
         self.augment = augment
-        tok = source.tokenizer
-        self.bos_id, self.eos_id, self.pad_id = tok.bos_id, tok.eos_id, tok.pad_id
+        self.pad_id = source.tokenizer.pad_id
         weights = np.asarray(source.lengths, dtype=np.float64) + 2.0
         self._cumulative = np.cumsum(weights / weights.sum())
 
@@ -277,8 +280,7 @@ class RandomCrops:
         rng = np.random.default_rng([self.seed, n])
         piece = int(min(np.searchsorted(self._cumulative, rng.random(), side="right"), len(self._cumulative) - 1))
         semitones, stretch = sample_augmentation(rng) if self.augment else (0, 1.0)
-        ids = self.source.training_ids(piece, semitones, stretch, rng)
-        seq = frame(ids, self.bos_id, self.eos_id)
+        seq = frame_piece(self.source.ids(piece, semitones, stretch), self.source.tokenizer)
         window = self.seq_len + 1
         inputs = np.full(self.seq_len, self.pad_id, dtype=np.int64)
         targets = np.full(self.seq_len, IGNORE_INDEX, dtype=np.int64)
@@ -297,6 +299,70 @@ class RandomCrops:
 
         inputs, targets, _ = self.example(int(n))
         return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+class PackedSequences:
+    """Map-style dataset of the anticipatory scheme's training sequences, built as its reference does.
+
+    The pieces' plain events go through the tokenizer's ``training_sequences`` (controls drawn per
+    piece and augmentation round, SEPARATOR triples between pieces, the stream cut into sequences
+    of one flag and ``k`` whole triples, each chunk's times made relative). ``k = seq_len // 3``,
+    so inputs are the largest multiple of 3 that fits in ``seq_len``. With ``augment`` every piece
+    enters ten times, as the reference's ten augmentation modes (one plain, one span, four random,
+    four instrument); without it, once and plain. Example ``n`` is sequence ``perm_e[n mod N]`` of
+    the seeded permutation of epoch ``e = n div N``: every sequence once per epoch, resumable.
+    """
+
+    def __init__(self, source: PieceSource, seq_len: int, *, seed: int = 0, augment: bool = True):
+        from cadenza.tokenizers.anticipation_ops import reject_reason
+
+        tok = source.tokenizer
+        if seq_len < 3:
+            raise ValueError("anticipatory sequences need seq_len >= 3 (one triple)")
+        self.source, self.seed = source, seed
+        self.seq_len = 3 * (seq_len // 3)
+        events, self.rejected = [], []
+        for i in range(len(source)):
+            piece_events = tok.events(source.score(i))
+            reason = reject_reason(piece_events)
+            if reason:
+                self.rejected.append((source.piece_ids[i], reason))
+            else:
+                events.append(piece_events)
+        if not events:
+            raise CadenzaError(f"no piece is usable for anticipatory training ({len(self.rejected)} rejected: "
+                               f"{self.rejected[0][1] if self.rejected else 'none given'})")
+        order = np.random.default_rng([seed, 0x5EED]).permutation(len(events))
+        sequences = tok.training_sequences([events[i] for i in order], augment_factor=10 if augment else 1,
+                                           seed=seed, context_size=self.seq_len + 1)
+        if len(sequences) == 0:
+            raise CadenzaError(f"the pieces hold fewer than {self.seq_len + 1} tokens: lower --seq-len")
+        self.sequences = np.asarray(sequences, dtype=np.uint16 if tok.vocab_size <= 65536 else np.int64)
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def example(self, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Inputs and targets (int64) of example ``n`` and the index of the sequence they come from."""
+        count = len(self.sequences)
+        epoch, position = divmod(int(n), count)
+        index = int(np.random.default_rng([self.seed, epoch]).permutation(count)[position])
+        seq = self.sequences[index].astype(np.int64)
+        return seq[:-1], seq[1:], index
+
+    def __getitem__(self, n: int):
+        import torch
+
+        inputs, targets, _ = self.example(int(n))
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def training_dataset(source: PieceSource, seq_len: int, *, seed: int = 0, augment: bool = True):
+    """The training examples of a scheme: packed reference sequences for the anticipatory scheme,
+    random crops of whole pieces for every other."""
+    if getattr(source.tokenizer, "name", "") == "anticipatory":
+        return PackedSequences(source, seq_len, seed=seed, augment=augment)
+    return RandomCrops(source, seq_len, seed=seed, augment=augment)
 
 
 class CropBatchSampler:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from cadenza.data.datasets import IGNORE_INDEX, PieceSource, frame
+from cadenza.data.datasets import IGNORE_INDEX, PieceSource, frame_piece
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def evaluate_pieces(model, source: PieceSource, *, context: int, stride: int | N
     stride = stride or max(1, context // 2)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     tok = source.tokenizer
-    framed = [frame(source.ids(i), tok.bos_id, tok.eos_id) for i in range(len(source))]
+    framed = [frame_piece(source.ids(i), tok) for i in range(len(source))]
     windows = [w for i, seq in enumerate(framed) for w in piece_windows(len(seq) - 1, context, stride, i)]
     mine = windows[rank::world_size]
     nats = torch.zeros((), dtype=torch.float64, device=device)

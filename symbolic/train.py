@@ -206,7 +206,7 @@ def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], N
     """
     import torch
 
-    from cadenza.data.datasets import CropBatchSampler, RandomCrops, collate
+    from cadenza.data.datasets import CropBatchSampler, collate, training_dataset
 
     from .checkpoint import load_checkpoint
     from .device import autocast_context
@@ -248,7 +248,7 @@ def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], N
 
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    crops = RandomCrops(sources["train"], settings.seq_len, seed=settings.seed, augment=settings.augment)
+    crops = training_dataset(sources["train"], settings.seq_len, seed=settings.seed, augment=settings.augment)
     sampler = CropBatchSampler(settings.batch_size, rank=dist_info.rank, world_size=dist_info.world_size,
                                start=step * settings.grad_accum)
     loader = torch.utils.data.DataLoader(crops, batch_sampler=sampler, collate_fn=collate,

@@ -144,6 +144,28 @@ def test_ranks_read_disjoint_examples_and_a_later_start_resumes_the_stream():
     assert next(iter(resumed)) == third == ranks[1].indices(2)
 
 
+def test_anticipatory_training_sequences_are_the_reference_packing(bach_pieces):
+    from cadenza.data.datasets import PackedSequences, frame_piece
+    from cadenza.tokenizers.anticipation_ops import AUTOREGRESS, NOTE_OFFSET, REST, SEPARATOR
+
+    tok = get_tokenizer("anticipatory")
+    scores = [symusic.Score(str(p.path)) for p in bach_pieces[:2]]
+    source = ArrayPieces(tok, [tok.encode(s) for s in scores], [s.note_num() for s in scores], [1.0, 1.0])
+    packed = PackedSequences(source, 62, seed=1, augment=False)  # 62 -> 20 whole triples after the flag
+    assert packed.seq_len == 60 and packed.sequences.shape[1] == 61
+    assert set(packed.sequences[:, 0].tolist()) == {AUTOREGRESS}
+    count = len(packed.sequences)
+    first_epoch = sorted(packed.example(n)[2] for n in range(count))
+    assert first_epoch == list(range(count))  # every sequence once per epoch
+    inputs, targets, index = packed.example(count + 3)
+    assert np.array_equal(inputs[1:], targets[:-1]) and np.array_equal(targets, packed.sequences[index, 1:])
+    # every note of both pieces is in exactly one sequence, except the unfilled tail of the stream
+    notes = sum(int(((s >= NOTE_OFFSET) & (s < REST)).sum()) for s in packed.sequences[:, 1:].reshape(-1, 3)[:, 2:])
+    assert sum(source.notes) - 20 <= notes <= sum(source.notes)
+    framed = frame_piece(source.ids(0), tok)
+    assert framed[:4].tolist() == [AUTOREGRESS] + [SEPARATOR] * 3 and framed[-3:].tolist() == [SEPARATOR] * 3
+
+
 # -- augmentation ----------------------------------------------------------------------------
 def _small_score() -> symusic.Score:
     score = symusic.Score(480)
@@ -273,6 +295,16 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, choral
     assert config["info"]["step"] == 6 and config["info"]["metrics"] == whole["metrics"]
     assert config["tokenizer"]["scheme"] == "event" and config["model"]["vocab_size"] == 391
     assert (tmp_path / "whole/loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_anticipatory_scheme_trains_and_evaluates_on_its_own_sequences(tmp_path, chorale_dir):
+    from cadenza.symbolic.train import train
+
+    summary = train(_settings(tmp_path / "run", chorale_dir, scheme="anticipatory", steps=2, seq_len=30,
+                              grad_accum=1, eval_every=0))
+    assert summary["step"] == 2 and summary["tokens"] == 2 * 2 * 30
+    assert 0 < summary["metrics"]["nll_per_token"] < 2 * math.log(55031)
+    assert json.loads((tmp_path / "run/config.json").read_text())["tokenizer"]["scheme"] == "anticipatory"
 
 
 def test_a_checkpoint_torn_between_steps_is_refused(tmp_path, chorale_dir):
