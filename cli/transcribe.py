@@ -1,0 +1,184 @@
+"""``cadenza transcribe`` and the commands that make, train and evaluate the transcriber."""
+
+from __future__ import annotations
+
+from .common import add_device_arg, add_seed_arg
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("transcribe", help="audio (WAV, FLAC, OGG, MP3) to MIDI with an MT3-style model")
+    p.add_argument("audio", help="recording to transcribe")
+    p.add_argument("-o", "--out", required=True, help="MIDI file to write")
+    p.add_argument("--model", default=None, help="checkpoint directory (default: the shipped piano model)")
+    p.add_argument("--batch-segments", type=int, default=32, help="2.048 s segments decoded at once (bounds memory)")
+    add_device_arg(p)
+    p.set_defaults(func=run_transcribe)
+
+    p = subparsers.add_parser("transcription-data", help="render cached audio/MIDI pairs for transcription")
+    p.add_argument("--out", required=True, help="directory for {split}/*.flac + *.mid")
+    p.add_argument("--corpus", action="append", default=None,
+                   help="source corpus (repeatable; default bach-chorales and classical)")
+    p.add_argument("--pieces", type=int, nargs=3, default=[300, 10, 20], metavar=("TRAIN", "VALID", "TEST"),
+                   help="pieces per split")
+    p.add_argument("--textures", type=int, nargs=3, default=[150, 5, 0], metavar=("TRAIN", "VALID", "TEST"),
+                   help="random textures per split")
+    p.add_argument("--seconds", type=float, default=20.0, help="longest excerpt per example")
+    p.add_argument("--soundfont", action="append", default=None,
+                   help="SoundFont to render with (repeatable; default the training SoundFonts)")
+    p.add_argument("--heldout", action="store_true",
+                   help="render with the held-out SoundFont (FluidR3_GM), piano, no augmentation: an evaluation set")
+    p.add_argument("--no-augment", action="store_true", help="no gain/EQ/reverb/noise augmentation")
+    add_seed_arg(p)
+    p.set_defaults(func=run_data)
+
+    p = subparsers.add_parser("transcription-train", help="train a transcriber on cached pairs")
+    p.add_argument("data", help="directory made by `cadenza transcription-data`")
+    p.add_argument("--out", required=True, help="checkpoint directory (resumed when it holds a run)")
+    p.add_argument("--size", choices=["cpu", "t5-small", "debug"], default="cpu")
+    p.add_argument("--n-mels", type=int, default=None, help="mel bins (cpu: 128, MT3: 512)")
+    p.add_argument("--velocity-bins", type=int, default=1, help="1 (on/off, MT3) .. 127")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this wall time")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--half", action="store_true", help="store the final weights as float16 (small to ship)")
+    add_device_arg(p)
+    add_seed_arg(p)
+    p.set_defaults(func=run_train)
+
+    p = subparsers.add_parser("transcription-eval", help="onset / onset+offset / per-program F1 with mir_eval")
+    p.add_argument("data", help="directory made by `cadenza transcription-data`")
+    p.add_argument("--split", default="test")
+    p.add_argument("--model", default=None, help="checkpoint directory (default: the shipped piano model)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate at most this many pieces")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_device_arg(p)
+    p.set_defaults(func=run_eval)
+
+
+def _device(name: str):
+    try:
+        from cadenza.symbolic.device import resolve_device
+    except ImportError:
+        import torch
+
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(name)
+    return resolve_device(name)
+
+
+def run_transcribe(args) -> int:
+    import sys
+
+    from cadenza.data.io import write_midi
+    from cadenza.symbolic.transcription import load_transcriber, transcribe
+
+    device = _device(args.device)
+    model, tokenizer, _ = load_transcriber(args.model, device=device)
+    result = transcribe(args.audio, model, tokenizer, batch_segments=args.batch_segments, device=device,
+                        progress=sys.stderr.isatty())
+    write_midi(result.score, args.out)
+    for message in result.messages:
+        print(message)
+    print(f"{args.out}: {result.notes} notes from {result.seconds:.1f} s of audio ({result.segments} segments)")
+    return 0
+
+
+def run_data(args) -> int:
+    from cadenza.data.transcription_data import PairSpec, build_pairs, heldout_soundfont
+
+    splits = ("train", "valid", "test")
+    spec = PairSpec(
+        corpora=tuple(args.corpus or ("bach-chorales", "classical")),
+        pieces_per_split=dict(zip(splits, args.pieces)),
+        textures_per_split=dict(zip(splits, args.textures)),
+        max_seconds=args.seconds,
+        soundfonts=tuple(args.soundfont or ()),
+        augment=not args.no_augment,
+        seed=args.seed,
+    )
+    if args.heldout:
+        spec.soundfonts = (str(heldout_soundfont()),)
+        spec.programs = (0,)
+        spec.augment = False
+    wanted = tuple(s for s in splits if spec.pieces_per_split.get(s) or spec.textures_per_split.get(s))
+    report = build_pairs(args.out, spec, splits=wanted)
+    for split, row in report["splits"].items():
+        print(f"{split:5s}: {row['examples']} examples, {row['seconds'] / 60:.1f} min, {row['notes']} notes")
+    if report["failed"]:
+        print(f"{len(report['failed'])} source pieces failed, e.g. {report['failed'][0][0]}: {report['failed'][0][1]}")
+    print(f"wrote {args.out} with SoundFonts {', '.join(report['soundfonts'])}")
+    return 0
+
+
+def run_train(args) -> int:
+    import torch
+
+    from cadenza.data.errors import CadenzaError
+    from cadenza.data.transcription_data import load_pairs
+    from cadenza.symbolic.transcription import load_transcriber, save_transcriber
+    from cadenza.symbolic.transcription_train import TrainSettings, WindowSampler, new_model, train
+    from cadenza.tokenizers.mt3 import MT3Tokenizer
+    from pathlib import Path
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    pairs = load_pairs(args.data, "train")
+    if not pairs:
+        raise CadenzaError(f"{args.data}: no training pairs (run `cadenza transcription-data --out {args.data}`)")
+    out = Path(args.out)
+    if not args.no_resume and (out / "train_state.json").exists():
+        model, tokenizer, _ = load_transcriber(out)
+    else:
+        tokenizer = MT3Tokenizer(num_velocity_bins=args.velocity_bins)
+        model = new_model(tokenizer, args.size, args.n_mels)
+    sampler = WindowSampler(pairs, tokenizer, model.config.segment_frames, model.config.max_target_len, args.seed)
+    print(f"{len(pairs)} examples, {sampler.seconds() / 60:.1f} min of audio; "
+          f"model {model.num_parameters() / 1e6:.2f} M parameters")
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+                             max_minutes=args.max_minutes)
+    info = {"data": str(args.data), "train_examples": len(pairs), "train_audio_seconds": sampler.seconds(),
+            "seed": args.seed, "batch_size": args.batch_size}
+    summary = train(model, tokenizer, sampler, out, settings, device=_device(args.device),
+                    resume=not args.no_resume, info=info)
+    if args.half:
+        save_transcriber(out, model, tokenizer, {**info, "steps": summary["steps"], "loss": summary["loss"],
+                                                 "train_seconds": summary["seconds"],
+                                                 "history": summary["history"]}, half=True)
+    print(f"trained {summary['steps']} steps in {summary['seconds'] / 60:.1f} min, loss {summary['loss']:.3f}; "
+          f"checkpoint in {out}")
+    return 0
+
+
+def run_eval(args) -> int:
+    from cadenza.data.errors import CadenzaError
+    from cadenza.data.transcription_data import load_pairs
+    from cadenza.symbolic.transcription import evaluate, load_transcriber
+
+    from .common import print_json
+
+    pairs = load_pairs(args.data, args.split)[: args.limit]
+    if not pairs:
+        raise CadenzaError(f"{args.data}: no {args.split} pairs")
+    model, tokenizer, _ = load_transcriber(args.model, device=_device(args.device))
+    report = evaluate(model, tokenizer, pairs)
+    if args.json:
+        print_json(report)
+        return 0
+    for row in report["per_piece"]:
+        print(f"  {row['piece'][:40]:40s} onset F1 {row['onset_f1']:.3f}  onset+offset F1 {row['onset_offset_f1']:.3f}")
+    programs: dict = {}
+    for row in report["per_piece"]:
+        for program, value in row.get("program_f1", {}).items():
+            programs.setdefault(program, []).append(value)
+    for program, values in sorted(programs.items()):
+        print(f"  program {program:3d}: onset+offset F1 {sum(values) / len(values):.3f} ({len(values)} pieces)")
+    print(f"{report['pieces']} pieces, {report['audio_seconds']:.0f} s of audio at "
+          f"{report['speed_x_realtime']:.1f}x real time")
+    print(f"onset F1 {report['onset_f1']:.3f}  onset+offset F1 {report['onset_offset_f1']:.3f}  "
+          f"(precision {report['onset_precision']:.3f}, recall {report['onset_recall']:.3f})")
+    return 0

@@ -1,0 +1,267 @@
+"""Audio to MIDI with an MT3-style transcriber: audio I/O, checkpoints, inference, evaluation.
+
+``transcribe(path)`` reads any audio soundfile can (WAV, FLAC, OGG, MP3 where libsndfile has
+it), mixes to mono and resamples to 16 kHz block by block, cuts 2.048 s segments, and decodes
+them in batches (greedy, with a key/value cache); the segments' tokens are stitched into one
+Score by the MT3 codec. Memory is bounded by the batch, not by the length of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import symusic
+
+from cadenza.data.errors import CadenzaError, MusicFileError
+from cadenza.tokenizers.mt3 import MT3Tokenizer
+
+SAMPLE_RATE = 16000
+SHIPPED_MODEL = Path(__file__).parent / "models" / "transcriber-piano"
+SILENCE_PEAK = 10 ** (-70 / 20)  # below -70 dBFS everywhere: nothing to transcribe
+
+
+# -- audio -------------------------------------------------------------------------------
+def _open_audio(path: str | os.PathLike):
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise MusicFileError(path, "no such file")
+    try:
+        return soundfile.SoundFile(str(path))
+    except (RuntimeError, OSError, TypeError) as exc:  # soundfile's LibsndfileError is a RuntimeError
+        raise MusicFileError(path, f"not a readable audio file ({str(exc).splitlines()[0]})") from exc
+
+
+def audio_blocks(path: str | os.PathLike, block_seconds: float = 60.0,
+                 sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Mono float32 blocks at ``sample_rate``, read and resampled block by block."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    handle = _open_audio(path)
+    with handle:
+        source_rate = handle.samplerate
+        divisor = gcd(source_rate, sample_rate)
+        up, down = sample_rate // divisor, source_rate // divisor
+        frames = max(down, int(block_seconds * source_rate) // down * down)
+        try:
+            while True:
+                block = handle.read(frames, dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    break
+                mono = block.mean(axis=1)
+                yield mono if up == down else resample_poly(mono, up, down).astype(np.float32)
+        except RuntimeError as exc:
+            raise MusicFileError(path, f"audio data is damaged ({str(exc).splitlines()[0]})") from exc
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The whole file as mono float32 at ``sample_rate``."""
+    blocks = list(audio_blocks(path, sample_rate=sample_rate))
+    if not blocks:
+        raise MusicFileError(path, "the audio file holds no samples")
+    return np.concatenate(blocks)
+
+
+# -- checkpoints -------------------------------------------------------------------------
+def save_transcriber(directory: str | os.PathLike, model, tokenizer: MT3Tokenizer, info: dict,
+                     half: bool = False) -> Path:
+    """directory/config.json ({"model", "tokenizer", "info"}) + model.safetensors, atomically."""
+    import torch
+    from safetensors.torch import save_file
+
+    from cadenza.data.atomic import atomic_path, write_text_atomic
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if half else torch.float32
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    config = {"model": model.config.to_dict(), "tokenizer": tokenizer.to_dict(), "info": info}
+    write_text_atomic(directory / "config.json", json.dumps(config, indent=2))
+    return directory
+
+
+def load_transcriber(directory: str | os.PathLike | None = None, device="cpu"):
+    """(model, tokenizer, info) from a checkpoint directory; the shipped piano model by default."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .transcription_model import Transcriber, TranscriberConfig
+
+    directory = Path(directory) if directory else SHIPPED_MODEL
+    if not (directory / "config.json").exists() or not (directory / "model.safetensors").exists():
+        raise CadenzaError(f"{directory}: not a transcription checkpoint (config.json + model.safetensors)")
+    config = json.loads((directory / "config.json").read_text())
+    tokenizer = MT3Tokenizer(**config["tokenizer"]["config"])
+    model = Transcriber(TranscriberConfig(**config["model"]))
+    weights = load_file(str(directory / "model.safetensors"))
+    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    model.to(torch.device(device)).eval()
+    return model, tokenizer, config.get("info", {})
+
+
+# -- inference ---------------------------------------------------------------------------
+@dataclass
+class TranscriptionResult:
+    score: symusic.Score
+    seconds: float
+    segments: int
+    notes: int
+    silent: bool
+    invalid_events: int = 0
+    messages: list[str] = field(default_factory=list)
+
+
+def _segments(blocks: Iterator[np.ndarray], segment_samples: int) -> Iterator[np.ndarray]:
+    buffer = np.zeros(0, dtype=np.float32)
+    for block in blocks:
+        buffer = np.concatenate([buffer, block])
+        while len(buffer) >= segment_samples:
+            yield buffer[:segment_samples]
+            buffer = buffer[segment_samples:]
+    if len(buffer):
+        yield np.pad(buffer, (0, segment_samples - len(buffer)))
+
+
+def transcribe(audio, model=None, tokenizer: MT3Tokenizer | None = None, batch_segments: int = 32,
+               device="cpu", progress: bool = False) -> TranscriptionResult:
+    """Transcribe a path or a mono 16 kHz float array. Silence gives an empty Score."""
+    import torch
+    from tqdm import tqdm
+
+    from .transcription_model import HOP
+
+    if model is None:
+        model, tokenizer, _ = load_transcriber(device=device)
+    segment_frames = model.config.segment_frames
+    segment_samples = segment_frames * HOP
+    if isinstance(audio, np.ndarray):
+        blocks: Iterator[np.ndarray] = iter([audio.astype(np.float32)])
+    else:
+        blocks = audio_blocks(audio)
+    allowed = torch.ones(model.config.vocab_size, dtype=torch.bool)
+    allowed[[tokenizer.pad_id, tokenizer.bos_id]] = False
+    allowed = allowed.to(device)
+    tokens: list[list[int]] = []
+    total_samples = 0
+    peak = 0.0
+    batch: list[np.ndarray] = []
+    bar = tqdm(desc="transcribing", unit="segment", disable=not progress)
+
+    def flush() -> None:
+        sounding = [i for i, seg in enumerate(batch) if np.abs(seg).max() > SILENCE_PEAK]
+        results: list[list[int]] = [[tokenizer.tie_id] for _ in batch]  # silent segment: nothing sounds
+        if sounding:
+            audio_batch = torch.as_tensor(np.stack([batch[i] for i in sounding])).to(device)
+            with torch.inference_mode():
+                mel = model.frontend(audio_batch)[:, :segment_frames]
+                decoded = model.generate(mel, tokenizer.bos_id, tokenizer.eos_id, allowed=allowed)
+            for i, ids in zip(sounding, decoded):
+                results[i] = ids
+        tokens.extend(results)
+        bar.update(len(batch))
+        batch.clear()
+
+    for segment in _segments(blocks, segment_samples):
+        total_samples += segment_samples
+        peak = max(peak, float(np.abs(segment).max()))
+        batch.append(segment)
+        if len(batch) == batch_segments:
+            flush()
+    if batch:
+        flush()
+    bar.close()
+    seconds_per_segment = segment_samples / SAMPLE_RATE
+    starts = [i * seconds_per_segment for i in range(len(tokens))]
+    score = tokenizer.decode_segments(tokens, starts)
+    notes = sum(len(t.notes) for t in score.tracks)
+    messages = []
+    silent = peak <= SILENCE_PEAK
+    if not tokens:
+        raise CadenzaError("the audio holds no samples")
+    if silent:
+        messages.append("the audio is silent (peak below -70 dBFS): wrote an empty MIDI file")
+    elif notes == 0:
+        messages.append("no notes were found in the audio: wrote an empty MIDI file")
+    return TranscriptionResult(score=score, seconds=total_samples / SAMPLE_RATE, segments=len(tokens),
+                               notes=notes, silent=silent, invalid_events=tokenizer.last_invalid,
+                               messages=messages)
+
+
+# -- evaluation --------------------------------------------------------------------------
+def note_arrays(score: symusic.Score, program: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """mir_eval's (intervals (n, 2) seconds, pitches (n,) Hz) of a score, optionally of one program."""
+    import mir_eval
+
+    seconds = score.to("second")
+    rows = [(n.time, n.time + n.duration, n.pitch) for t in seconds.tracks if not t.is_drum
+            and (program is None or t.program == program) for n in t.notes]
+    if not rows:
+        return np.zeros((0, 2)), np.zeros(0)
+    rows.sort()
+    array = np.asarray(rows, dtype=np.float64)
+    intervals = array[:, :2].copy()
+    intervals[:, 1] = np.maximum(intervals[:, 1], intervals[:, 0] + 1e-3)
+    return intervals, mir_eval.util.midi_to_hz(array[:, 2])
+
+
+def transcription_scores(reference: symusic.Score, estimate: symusic.Score) -> dict:
+    """Onset F1 (50 ms), onset+offset F1 (50 ms, offsets within 20% or 50 ms) and, when the
+    reference has several programs, onset+offset F1 per program (MT3's multi-instrument F1)."""
+    import mir_eval
+
+    def f1s(ref, est, offsets: bool) -> tuple[float, float, float]:
+        if len(ref[1]) == 0 and len(est[1]) == 0:
+            return 1.0, 1.0, 1.0
+        if len(ref[1]) == 0 or len(est[1]) == 0:
+            return 0.0, 0.0, 0.0
+        p, r, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
+            ref[0], ref[1], est[0], est[1], onset_tolerance=0.05, offset_ratio=0.2 if offsets else None,
+            offset_min_tolerance=0.05)
+        return p, r, f
+
+    ref, est = note_arrays(reference), note_arrays(estimate)
+    p, r, f = f1s(ref, est, False)
+    _, _, f_off = f1s(ref, est, True)
+    out = {"onset_precision": p, "onset_recall": r, "onset_f1": f, "onset_offset_f1": f_off,
+           "reference_notes": len(ref[1]), "estimated_notes": len(est[1])}
+    programs = sorted({t.program for t in reference.tracks if not t.is_drum and len(t.notes)})
+    if len(programs) > 1:
+        out["program_f1"] = {p: f1s(note_arrays(reference, p), note_arrays(estimate, p), True)[2] for p in programs}
+    return out
+
+
+def evaluate(model, tokenizer: MT3Tokenizer, pairs: list[tuple[Path, Path]], batch_segments: int = 32,
+             progress: bool = True) -> dict:
+    """Mean scores over (audio, midi) pairs, note-weighted sums, and the speed vs real time."""
+    import time
+
+    from tqdm import tqdm
+
+    per_piece = []
+    audio_seconds = compute_seconds = 0.0
+    totals = {"tp_onset": 0.0, "ref": 0, "est": 0}
+    for audio_path, midi_path in tqdm(pairs, desc="evaluating", unit="piece", disable=not progress):
+        began = time.perf_counter()
+        result = transcribe(audio_path, model, tokenizer, batch_segments=batch_segments)
+        compute_seconds += time.perf_counter() - began
+        audio_seconds += result.seconds
+        scores = transcription_scores(symusic.Score(str(midi_path)), result.score)
+        scores["piece"] = Path(audio_path).stem
+        per_piece.append(scores)
+        totals["ref"] += scores["reference_notes"]
+        totals["est"] += scores["estimated_notes"]
+    mean = {key: float(np.mean([s[key] for s in per_piece])) if per_piece else 0.0
+            for key in ("onset_precision", "onset_recall", "onset_f1", "onset_offset_f1")}
+    return {**mean, "pieces": len(per_piece), "audio_seconds": audio_seconds, "compute_seconds": compute_seconds,
+            "speed_x_realtime": audio_seconds / max(compute_seconds, 1e-9), "per_piece": per_piece,
+            "reference_notes": totals["ref"], "estimated_notes": totals["est"]}
