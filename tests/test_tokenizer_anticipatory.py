@@ -227,6 +227,13 @@ def test_known_midi_encodes_padded_and_with_instrument_controls(tok):
         125, 10000, REST, 225, 10000, REST, 325, 10000, REST, 350, 10999, 11048]
 
 
+def test_scores_in_quarters_and_seconds_encode_alike(tok):
+    score = symusic.Score.from_midi(known_midi())
+    assert tok.events(score.to("quarter")).tolist() == KNOWN_EVENTS
+    # seconds come from symusic's float32 times; on this score they round the same way
+    assert tok.events(score.to("second")).tolist() == KNOWN_EVENTS
+
+
 def test_chorales_match_the_reference_reader(tok, bach_pieces):
     for piece in bach_pieces:
         data = piece.path.read_bytes()
@@ -433,6 +440,8 @@ def test_bad_input_is_refused(tok):
         tok.decode([0, 11060, 10050])
     with pytest.raises(TokenizerError, match="outside"):
         tok.decode([0, 10050, 99999])
+    with pytest.raises(TokenizerError, match="splits"):
+        tok.decode([0, AUTOREGRESS, 10050, 11060])
     with pytest.raises(TokenizerError, match="unknown"):
         get_tokenizer("anticipatory", delta=3)
     with pytest.raises(TokenizerError, match="events only"):

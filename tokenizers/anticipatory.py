@@ -131,9 +131,10 @@ def score_to_events(score: symusic.Score) -> np.ndarray:
         starts = starts.astype(np.int64)
         ends = ends.astype(np.int64)
         tempo_map = _tempo_map(score)
-        onset_seconds = _seconds_direct(score, starts, tempo_map)
-        offset_seconds = _seconds_direct(score, ends, tempo_map)
-        if _near_tie(TIME_RESOLUTION * onset_seconds) or _near_tie(TIME_RESOLUTION * (offset_seconds - onset_seconds)):
+        both = _seconds_direct(score, np.concatenate([starts, ends]), tempo_map)
+        onset_seconds, offset_seconds = both[: starts.size], both[starts.size:]
+        if _near_tie(np.concatenate([TIME_RESOLUTION * onset_seconds,
+                                     TIME_RESOLUTION * (offset_seconds - onset_seconds)])):
             # a .5 tie: only mido's own summation order decides which way it rounds
             positions = _tick_positions(score, starts, ends)
             seconds = _seconds_exact(score, positions, tempo_map)
@@ -177,7 +178,16 @@ def notes_from_ids(ids) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     if flat.size and (flat.min() < 0 or flat.max() >= VOCAB_SIZE + 3):
         bad = int(flat.min() if flat.min() < 0 else flat.max())
         raise TokenizerError(f"id {bad} is outside the anticipatory vocabulary (0..{VOCAB_SIZE + 2})")
-    flat = flat[(flat < VOCAB_SIZE) & (flat != AUTOREGRESS) & (flat != ANTICIPATE)]
+    flat = flat[flat < VOCAB_SIZE]
+    is_flag = (flat == AUTOREGRESS) | (flat == ANTICIPATE)
+    if is_flag.any():
+        # a flag may stand only between triples (a training sequence starts with one)
+        tokens_before = np.cumsum(~is_flag) - ~is_flag
+        misplaced = is_flag & (tokens_before % 3 != 0)
+        if misplaced.any():
+            raise TokenizerError(f"flag id {int(flat[misplaced][0])} at position {int(np.flatnonzero(misplaced)[0])} "
+                                 "splits a (time, duration, note) triple")
+        flat = flat[~is_flag]
     triples = ops.as_triples(flat)
     is_event, is_control, _, is_separator = _classify(triples)
     shifted = triples - np.where(is_control, CONTROL_OFFSET, 0)[:, None]
