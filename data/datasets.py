@@ -74,8 +74,8 @@ class _LRU:
 class ShardPieces(PieceSource):
     """Pieces of one split of a token-shard directory (see ``cadenza.data.shards``).
 
-    Augmentation is exact on ids when the tokenizer offers ``augment_ids(ids, semitones,
-    stretch)``; otherwise the piece is decoded, augmented as a Score and encoded again (cached).
+    Augmentation works on ids where the scheme has an exact ids-level version
+    (``augment.IDS_AUGMENTERS``: the Event scheme); otherwise the piece is decoded, augmented as a Score and encoded again (cached).
     """
 
     def __init__(self, shard_dir: str | os.PathLike, split: str, cache_size: int = 2048):
@@ -97,9 +97,11 @@ class ShardPieces(PieceSource):
         return self._cache.get((index, semitones, stretch), lambda: self._augment(raw, semitones, stretch))
 
     def _augment(self, raw: np.ndarray, semitones: int, stretch: float) -> np.ndarray:
-        exact = getattr(self.tokenizer, "augment_ids", None)
+        from .augment import IDS_AUGMENTERS
+
+        exact = IDS_AUGMENTERS.get(getattr(self.tokenizer, "name", ""))
         if exact is not None:
-            return np.asarray(exact(raw, semitones, stretch), dtype=np.int64)
+            return np.asarray(exact(self.tokenizer, raw, semitones, stretch), dtype=np.int64)
         return _encode_or_fallback(self.tokenizer, augment_score(self.tokenizer.decode(raw), semitones, stretch), raw)
 
     def score(self, index: int, semitones: int = 0, stretch: float = 1.0):

@@ -214,6 +214,36 @@ def test_augmented_event_ids_are_the_encoding_of_the_augmented_score(tmp_path, b
     assert shifts(slower) == pytest.approx(shifts(plain) * 1.05, rel=0.01)
 
 
+def _onset_steps(ids):
+    ids = np.asarray(ids)
+    steps = np.cumsum(np.where((ids >= 256) & (ids < 356), ids - 255, 0))
+    return steps[ids < 128], ids[ids < 128]
+
+
+def test_event_ids_are_augmented_exactly_without_a_score(bach_scores):
+    from cadenza.data.augment import event_augment_ids
+
+    tok = get_tokenizer("event")
+    for score in bach_scores[:4]:
+        ids = tok.encode(score)
+        assert np.array_equal(event_augment_ids(tok, ids, 0, 1.0), ids)
+        for semitones in (-3, 2):
+            assert np.array_equal(event_augment_ids(tok, ids, semitones, 1.0), tok.encode(transpose(score, semitones)))
+        for stretch in (0.95, 1.05):
+            on_ids, on_score = _onset_steps(event_augment_ids(tok, ids, 1, stretch)), _onset_steps(
+                tok.encode(augment_score(score, 1, stretch)))
+            # the same notes in the same order, each onset within one 10 ms step of the re-encoded one
+            assert np.array_equal(on_ids[1], on_score[1])
+            assert np.abs(on_ids[0] - on_score[0]).max() <= 1
+    # a pitch pushed out of range takes its NOTE_ON and NOTE_OFF with it, and its now useless VELOCITY
+    narrow = get_tokenizer("event", pitch_range=[60, 64])
+    ids = np.array([narrow.velocity_offset + 3, 4, narrow.time_shift_offset + 9, 9,
+                    narrow.velocity_offset + 5, 0, narrow.time_shift_offset, 5])
+    assert event_augment_ids(narrow, ids, 1, 1.0).tolist() == [narrow.time_shift_offset + 9,
+                                                              narrow.velocity_offset + 5, 1,
+                                                              narrow.time_shift_offset, narrow.note_off_offset + 1]
+
+
 # -- pickle-free optimizer state ---------------------------------------------------------------
 def test_optimizer_state_survives_the_flat_round_trip():
     torch.manual_seed(0)
