@@ -40,6 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=100, help="warm-up steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this wall time")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-resume", action="store_true")
@@ -139,7 +140,7 @@ def run_train(args) -> int:
     sampler = WindowSampler(pairs, tokenizer, model.config.segment_frames, model.config.max_target_len, args.seed)
     print(f"{len(pairs)} examples, {sampler.seconds() / 60:.1f} min of audio; "
           f"model {model.num_parameters() / 1e6:.2f} M parameters")
-    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup=args.warmup, seed=args.seed,
                              max_minutes=args.max_minutes)
     info = {"data": str(args.data), "train_examples": len(pairs), "train_audio_seconds": sampler.seconds(),
             "seed": args.seed, "batch_size": args.batch_size}

@@ -134,7 +134,8 @@ class MT3Tokenizer(Tokenizer):
     @staticmethod
     def note_events(score: symusic.Score) -> list[NoteEvent]:
         """Onsets and offsets of every note, sorted by time; at equal times offsets come first
-        and then (drum, program, pitch) order, as in MT3."""
+        and then (drum, program, pitch) order, as in MT3. As MT3 does, a note that overlaps the
+        next note of its pitch and program ends where that one starts (unisons become one)."""
         seconds = score.to("second")
         notes = []
         for track in seconds.tracks:
@@ -143,6 +144,7 @@ class MT3Tokenizer(Tokenizer):
                 if MIN_PITCH <= note.pitch <= MAX_PITCH and note.duration > 0:
                     notes.append((bool(track.is_drum), program, int(note.pitch), float(note.time),
                                   float(note.time + note.duration), max(1, int(note.velocity))))
+        notes = _trim_overlaps(notes)
         notes.sort(key=lambda n: (n[0], n[1], n[2]))
         offsets = [NoteEvent(end, pitch, 0, prog, False) for drum, prog, pitch, _, end, _ in notes if not drum]
         onsets = [NoteEvent(start, pitch, vel, prog, drum) for drum, prog, pitch, start, _, vel in notes]
@@ -297,6 +299,19 @@ class MT3Tokenizer(Tokenizer):
             for key in [k for k in state.active if k not in tied]:
                 state.close(key, start)
         return time
+
+
+def _trim_overlaps(notes: list[tuple]) -> list[tuple]:
+    """(drum, program, pitch, start, end, velocity) rows with same-key overlaps cut, empty notes dropped."""
+    notes = sorted(notes, key=lambda n: (n[0], n[1], n[2], n[3], n[4]))
+    out = []
+    for i, note in enumerate(notes):
+        end = note[4]
+        if i + 1 < len(notes) and notes[i + 1][:3] == note[:3]:
+            end = min(end, notes[i + 1][3])
+        if end > note[3]:
+            out.append((*note[:4], end, note[5]))
+    return out
 
 
 def notes_to_score(notes: Iterable[tuple[float, float, int, int, int, bool]], tpq: int = 480) -> symusic.Score:
