@@ -1,0 +1,88 @@
+"""``cadenza infill`` and ``cadenza accompany``: anticipatory generation around given music."""
+
+from __future__ import annotations
+
+from .common import add_device_arg, add_seed_arg
+
+
+def _sampling_args(p) -> None:
+    p.add_argument("-o", "--output", required=True, help="output MIDI (.mid) or MusicXML (.musicxml)")
+    p.add_argument("--model", default=None, help="shipped model name or checkpoint directory "
+                   "(default: the shipped anticipatory model)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--index", type=int, default=0, help="tune number in a multi-tune ABC file")
+    add_seed_arg(p)
+    add_device_arg(p)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("infill", help="regenerate a time span of a piece, given the music around it")
+    p.add_argument("piece")
+    p.add_argument("--start", type=float, required=True, help="span start in seconds")
+    p.add_argument("--end", type=float, required=True, help="span end in seconds")
+    _sampling_args(p)
+    p.set_defaults(func=run_infill)
+    a = subparsers.add_parser("accompany", help="keep a melody and generate the other parts")
+    a.add_argument("piece")
+    group = a.add_mutually_exclusive_group(required=True)
+    group.add_argument("--melody-program", type=int, help="GM program (0-127) of the melody's track(s)")
+    group.add_argument("--melody-track", type=int, help="track index of the melody (moved to program 73, flute, "
+                       "so it stays apart from the accompaniment)")
+    a.add_argument("--prompt-seconds", type=float, default=0.0,
+                   help="keep this much of the other parts as a prompt (default 0)")
+    a.add_argument("--end", type=float, default=None, help="stop at this time (default: the melody's end)")
+    _sampling_args(a)
+    a.set_defaults(func=run_accompany)
+
+
+def _load(args):
+    from cadenza.data.io import read_score
+    from cadenza.symbolic.checkpoint import load_checkpoint
+    from cadenza.symbolic.device import resolve_device
+    from cadenza.symbolic.registry import DEFAULT_INFILL_MODEL, resolve_model
+
+    from cadenza.data.errors import CadenzaError
+
+    score = read_score(args.piece, index=args.index)
+    model, tokenizer, info = load_checkpoint(resolve_model(args.model or DEFAULT_INFILL_MODEL),
+                                             device=resolve_device(args.device))
+    if tokenizer.name != "anticipatory":
+        raise CadenzaError(f"{args.model}: infilling and accompaniment need an anticipatory model, "
+                           f"this one uses {tokenizer.name}")
+    return score, model, tokenizer, info
+
+
+def _sampling(args, info) -> dict:
+    return {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "seed": args.seed,
+            "context": int(info.get("seq_len", 1024))}
+
+
+def _write(result, args, what: str) -> int:
+    from cadenza.data.io import write_score
+
+    path = write_score(result.score, args.output)
+    print(f"{what}: {result.generated_events} new notes; wrote {path}")
+    return 0
+
+
+def run_infill(args) -> int:
+    from cadenza.symbolic.anticipation_tasks import infill
+
+    score, model, tokenizer, info = _load(args)
+    result = infill(model, tokenizer, score, args.start, args.end, **_sampling(args, info))
+    return _write(result, args, f"infilled {args.start:g}-{args.end:g} s")
+
+
+def run_accompany(args) -> int:
+    from cadenza.symbolic.anticipation_tasks import accompany, set_program
+
+    score, model, tokenizer, info = _load(args)
+    program = args.melody_program
+    if args.melody_track is not None:
+        program = 73
+        score = set_program(score, args.melody_track, program)
+    result = accompany(model, tokenizer, score, program, prompt_seconds=args.prompt_seconds, end=args.end,
+                       **_sampling(args, info))
+    return _write(result, args, f"accompanied program {program}")

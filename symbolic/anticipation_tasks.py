@@ -1,0 +1,218 @@
+"""Infilling and accompaniment with an anticipatory Music Transformer.
+
+The generation loop follows the Anticipatory Music Transformer's reference sampler: the music
+before ``start`` is the prompt (padded with RESTs), music after the span and any chosen
+controls (a melody) are anticipated controls, inserted into the sequence ``delta`` ahead of
+their time, and the model writes event triples (time, duration, note) from ``start`` until the
+first onset at or after ``end``. The KV cache grows with the sequence; when the sequence would
+pass the model's context, the window keeps its latest half and is re-read with its times made
+relative to the window, as the reference does at every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import symusic
+import torch
+
+from cadenza.data.errors import CadenzaError
+from cadenza.tokenizers import anticipation_ops as ops
+
+from .sampling import filter_logits
+
+
+@dataclass
+class TaskResult:
+    """The full piece (given music plus generated notes) and the generated notes alone."""
+
+    score: symusic.Score
+    generated: symusic.Score
+    generated_events: int
+
+
+def _time_of(triples: np.ndarray) -> np.ndarray:
+    is_control = triples[:, 2] >= ops.CONTROL_OFFSET
+    return triples[:, 0] - np.where(is_control, ops.ATIME_OFFSET, ops.TIME_OFFSET)
+
+
+class _Window:
+    """The model's view: a flag, then the latest triples with times relative to the window."""
+
+    def __init__(self, model, flag: int, context: int):
+        self.model = model
+        self.flag = flag
+        self.max_triples = (context - 2) // 3
+        self.device = next(model.parameters()).device
+        self.cache = None
+        self.fed = 0          # triples of `history` already in the cache
+        self.start = 0        # first triple of the window in `history`
+        self.offset = 0       # ticks subtracted from the window's times
+        self.logits = None
+
+    def _relative(self, triples: np.ndarray) -> np.ndarray:
+        out = triples.copy()
+        is_control = out[:, 2] >= ops.CONTROL_OFFSET
+        out[:, 0] -= self.offset
+        out[:, 0] = np.maximum(out[:, 0], np.where(is_control, ops.ATIME_OFFSET, ops.TIME_OFFSET))
+        return out
+
+    def _refill(self, history: np.ndarray) -> None:
+        self.start = max(0, len(history) - self.max_triples // 2) if len(history) > self.max_triples else 0
+        window = history[self.start:]
+        self.offset = int(_time_of(window).min()) if len(window) else 0
+        self.cache = self.model.new_cache(1, 1 + 3 * self.max_triples + 3)
+        ids = np.concatenate([[self.flag], self._relative(window).ravel()]) if len(window) else np.array([self.flag])
+        self._feed(ids)
+        self.fed = len(history)
+
+    def _feed(self, ids) -> None:
+        tensor = torch.as_tensor(np.asarray(ids, np.int64), device=self.device)[None]
+        chunk = 512
+        for begin in range(0, tensor.shape[1], chunk):
+            self.logits = self.model(tensor[:, begin:begin + chunk], cache=self.cache, last_only=True)[0][0, -1]
+
+    def sync(self, history: np.ndarray) -> None:
+        """Make the cache hold every triple of ``history`` (a (n, 3) array)."""
+        if self.cache is None or len(history) - self.start > self.max_triples:
+            self._refill(history)
+            return
+        if len(history) > self.fed:
+            self._feed(self._relative(history[self.fed:]).ravel())
+            self.fed = len(history)
+
+    def step(self, token: int) -> None:
+        """Feed one id of a triple being sampled (times already relative)."""
+        self._feed([token])
+
+
+def _sample(logits: torch.Tensor, allowed: slice, low: int, generator, temperature: float,
+            top_p: float | None, top_k: int | None) -> int:
+    masked = torch.full_like(logits, float("-inf"))
+    masked[allowed] = logits[allowed]
+    if low > allowed.start:
+        masked[allowed.start:low] = float("-inf")
+    if temperature == 0:
+        return int(masked.argmax())
+    probs = torch.softmax(filter_logits(masked[None], temperature=temperature, top_k=top_k, top_p=top_p), -1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@torch.no_grad()
+def generate_span(model, events: np.ndarray, *, start: float, end: float, controls: np.ndarray | None = None,
+                  temperature: float = 1.0, top_p: float | None = 0.95, top_k: int | None = None, seed: int = 0,
+                  delta: int = ops.DELTA * ops.TIME_RESOLUTION, max_events: int = 4000,
+                  context: int = ops.CONTEXT_SIZE) -> np.ndarray:
+    """Events (flat triples) after generating from ``start`` to ``end`` seconds.
+
+    ``events`` are the given notes: those before ``start`` are the prompt, those at or after
+    ``start`` are kept and anticipated as controls (so an infill fits the music after it);
+    ``controls`` are extra control triples (e.g. a melody, as ATIME/ADUR/ANOTE ids);
+    ``context`` is the sequence length the model was trained on.
+    Returns the given events plus the generated ones, sorted, without RESTs.
+    """
+    start_tick, end_tick = int(round(start * ops.TIME_RESOLUTION)), int(round(end * ops.TIME_RESOLUTION))
+    if not 0 <= start_tick < end_tick:
+        raise CadenzaError(f"the span must have 0 <= start < end, got {start} .. {end} s")
+    if end_tick > ops.MAX_TIME:
+        raise CadenzaError(f"anticipatory ids hold times below {ops.MAX_TIME // ops.TIME_RESOLUTION} s; "
+                           f"end {end} s is too late")
+    triples = ops.as_triples(events)
+    times = triples[:, 0] - ops.TIME_OFFSET
+    prompt = ops.pad(triples[times < start_tick].ravel(), start_tick)
+    future = triples[times >= start_tick]
+    control_list = [future + ops.CONTROL_OFFSET]
+    if controls is not None and len(controls):
+        control_list.append(ops.as_triples(controls))
+    pending = ops.as_triples(ops.sort(np.concatenate(control_list).ravel()))
+    flag = ops.ANTICIPATE if len(pending) else ops.AUTOREGRESS
+    tokens, leftover = ops.anticipate(prompt, pending.ravel())
+    history = list(ops.as_triples(tokens))
+    leftover = ops.as_triples(leftover)
+    current = int(ops.max_time(prompt, seconds=False)) if len(prompt) else 0
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(int(seed))
+    window = _Window(model, flag, context)
+    next_control = 0
+    generated = 0
+    while generated < max_events:
+        while next_control < len(leftover) and current >= leftover[next_control, 0] - ops.ATIME_OFFSET - delta:
+            history.append(leftover[next_control])
+            next_control += 1
+        window.sync(np.asarray(history, np.int64).reshape(-1, 3))
+        low = max(start_tick, current) - window.offset
+        time_id = _sample(window.logits, slice(ops.TIME_OFFSET, ops.TIME_OFFSET + ops.MAX_TIME),
+                          ops.TIME_OFFSET + max(low, 0), generator, temperature, top_p, top_k)
+        onset = time_id - ops.TIME_OFFSET + window.offset
+        if onset >= end_tick or onset >= ops.MAX_TIME:
+            break
+        window.step(time_id)
+        dur_id = _sample(window.logits, slice(ops.DUR_OFFSET, ops.DUR_OFFSET + ops.MAX_DUR), ops.DUR_OFFSET,
+                         generator, temperature, top_p, top_k)
+        window.step(dur_id)
+        note_id = _sample(window.logits, slice(ops.NOTE_OFFSET, ops.REST + 1), ops.NOTE_OFFSET,
+                          generator, temperature, top_p, top_k)
+        window.step(note_id)
+        history.append(np.array([onset + ops.TIME_OFFSET, dur_id, note_id], np.int64))
+        window.fed = len(history)
+        current = onset
+        generated += 1
+    history = np.asarray(history, np.int64).reshape(-1, 3)
+    new_events, _ = ops.split(history.ravel())
+    return ops.sort(np.concatenate([ops.unpad(new_events), future.ravel()]))
+
+
+def _events_of(tokenizer, score: symusic.Score) -> np.ndarray:
+    events = tokenizer.events(score)
+    triples = ops.as_triples(events)
+    return triples[triples[:, 0] - ops.TIME_OFFSET < ops.MAX_TIME].ravel()
+
+
+def _result(tokenizer, full: np.ndarray, given: np.ndarray) -> TaskResult:
+    full_t, given_t = ops.as_triples(full), ops.as_triples(given)
+    given_keys = {tuple(row) for row in given_t}
+    new = np.array([row for row in full_t if tuple(row) not in given_keys], np.int64).reshape(-1, 3)
+    return TaskResult(tokenizer.decode(ops.sort(full)), tokenizer.decode(ops.sort(new.ravel())), len(new))
+
+
+def infill(model, tokenizer, score: symusic.Score, start: float, end: float, **sampling) -> TaskResult:
+    """Regenerate the notes starting in [start, end) seconds, given the music around them."""
+    events = _events_of(tokenizer, score)
+    triples = ops.as_triples(events)
+    times = (triples[:, 0] - ops.TIME_OFFSET) / ops.TIME_RESOLUTION
+    kept = triples[(times < start) | (times >= end)].ravel()
+    full = generate_span(model, kept, start=start, end=end, **sampling)
+    return _result(tokenizer, full, kept)
+
+
+def accompany(model, tokenizer, score: symusic.Score, melody_program: int, *, prompt_seconds: float = 0.0,
+              end: float | None = None, **sampling) -> TaskResult:
+    """Keep the notes of ``melody_program`` as controls and generate the other parts.
+
+    The first ``prompt_seconds`` of the other parts are kept as a prompt; generation runs to
+    the melody's last onset (or ``end``)."""
+    events = _events_of(tokenizer, score)
+    triples = ops.as_triples(events)
+    instrument = (triples[:, 2] - ops.NOTE_OFFSET) // ops.MAX_PITCH
+    melody = triples[instrument == melody_program]
+    if len(melody) == 0:
+        programs = sorted(set((instrument).tolist()))
+        raise CadenzaError(f"no notes of program {melody_program} to accompany (programs here: {programs})")
+    others = triples[instrument != melody_program]
+    prompt = others[(others[:, 0] - ops.TIME_OFFSET) < int(round(prompt_seconds * ops.TIME_RESOLUTION))]
+    last = int(melody[:, 0].max() + (melody[:, 1].max() - ops.DUR_OFFSET)) / ops.TIME_RESOLUTION
+    stop = min(end if end is not None else last, (ops.MAX_TIME - 1) / ops.TIME_RESOLUTION)
+    full = generate_span(model, prompt.ravel(), start=prompt_seconds, end=stop,
+                         controls=(melody + ops.CONTROL_OFFSET).ravel(), **sampling)
+    # the melody returns as notes: controls are not part of the generated events
+    full = ops.sort(np.concatenate([full, melody.ravel()]))
+    return _result(tokenizer, full, np.concatenate([prompt.ravel(), melody.ravel()]))
+
+
+def set_program(score: symusic.Score, track_index: int, program: int) -> symusic.Score:
+    """A copy of ``score`` with one track moved to ``program`` (to tell a melody apart)."""
+    out = score.copy()
+    if not 0 <= track_index < len(out.tracks):
+        raise CadenzaError(f"track {track_index} does not exist (the piece has {len(out.tracks)} tracks)")
+    out.tracks[track_index].program = program
+    return out
