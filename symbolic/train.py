@@ -195,6 +195,9 @@ def _optimizer(model, settings: TrainSettings, device):
 def _resume_settings(settings: TrainSettings, saved: dict) -> TrainSettings:
     """The saved run's data, model and optimizer settings with this call's steps, device and cadence."""
     values = {k: (tuple(saved[k]) if k == "betas" else saved[k]) for k in RESUMED_FIELDS if k in saved}
+    for cadence in ("steps", "eval_every", "checkpoint_every", "log_every"):
+        if getattr(settings, cadence) is None and saved.get(cadence) is not None:
+            values[cadence] = saved[cadence]
     return dataclasses.replace(settings, **values).resolved()
 
 
@@ -277,7 +280,7 @@ def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], N
             log.write(record)
         return {k: record[k] for k in ("nll_per_token", "bits_per_note", "bits_per_second")}
 
-    def checkpoint(rng=None) -> None:
+    def checkpoint(rng=None, barrier: bool = True) -> None:
         from .train_log import plot_loss_curve
         from .train_state import write_training_checkpoint
 
@@ -286,7 +289,7 @@ def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], N
                      "metrics": metrics, "world_size": dist_info.world_size}
             write_training_checkpoint(out, model, tokenizer, {**info, "metrics": metrics}, optimizer, state, rng=rng)
             plot_loss_curve(log.records(), out / "loss.png", title=f"{tokenizer.name} · {settings.config}")
-        if dist_info.enabled:
+        if dist_info.enabled and barrier:
             import torch.distributed as dist
 
             dist.barrier()
@@ -368,7 +371,7 @@ def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], N
         # keep the completed steps: the partial step's gradients are dropped and its start RNG kept
         optimizer.zero_grad(set_to_none=True)
         if step > 0:
-            checkpoint(rng=step_rng)
+            checkpoint(rng=step_rng, barrier=False)
         raise
     finally:
         bar.close()

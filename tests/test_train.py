@@ -310,8 +310,19 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, choral
         train(_settings(tmp_path / "parts", chorale_dir))
     second = train(_settings(tmp_path / "parts", chorale_dir, resume=True))
     assert whole["step"] == second["step"] == 6
-    a, b = load_file(str(tmp_path / "whole/model.safetensors")), load_file(str(tmp_path / "parts/model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # Ctrl-C in the middle of step 4's accumulation: the checkpoint keeps 3 whole steps
+    def interrupt(step, micro, inputs, targets):
+        if (step, micro) == (3, 1):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_settings(tmp_path / "stopped", chorale_dir), on_batch=interrupt)
+    assert json.loads((tmp_path / "stopped/training_state.json").read_text())["step"] == 3
+    train(_settings(tmp_path / "stopped", chorale_dir, resume=True))
+    a = load_file(str(tmp_path / "whole/model.safetensors"))
+    for run in ("parts", "stopped"):
+        b = load_file(str(tmp_path / run / "model.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     sa = load_file(str(tmp_path / "whole/training_state.safetensors"))
     sb = load_file(str(tmp_path / "parts/training_state.safetensors"))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -371,6 +382,12 @@ def test_cli_trains_on_chorales_then_evaluates(tmp_path, chorale_dir, capsys):
         assert result[key] == pytest.approx(final[key], rel=1e-5)
     assert result["bits_per_note"] == pytest.approx(result["nats"] / math.log(2) / result["notes"])
     assert 0 < result["nll_per_token"] < 2 * math.log(391)
+
+    # --resume needs nothing but the directory; --steps extends the run
+    assert main(["train", "--out", str(out), "--resume", "--steps", "4", "--quiet", "--device", "cpu"]) == 0
+    assert "trained to step 4" in capsys.readouterr().out
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
 
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
