@@ -227,6 +227,11 @@ def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], N
         settings = _resume_settings(settings, resume_state["settings"])
     else:
         settings = settings.resolved()
+        # directories are recorded absolute, so a resume or an evaluation from elsewhere finds them
+        if settings.corpus and Path(settings.corpus).is_dir():
+            settings.corpus = str(Path(settings.corpus).resolve())
+        if settings.shards:
+            settings.shards = str(Path(settings.shards).resolve())
         if has_training_state(out):
             raise CadenzaError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     device = _device_for(settings, dist_info)
@@ -273,7 +278,8 @@ def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], N
     def evaluate_now() -> dict:
         from .evaluate import evaluate_pieces
 
-        result = evaluate_pieces(model, sources["valid"], context=settings.seq_len, batch_size=settings.batch_size,
+        # no activations are kept for backward, so twice the training batch fits
+        result = evaluate_pieces(model, sources["valid"], context=settings.seq_len, batch_size=2 * settings.batch_size,
                                  device=device, rank=dist_info.rank, world_size=dist_info.world_size)
         record = {"kind": "eval", "step": step, "split": "valid", **result.as_dict()}
         if dist_info.is_main:
