@@ -210,10 +210,11 @@ class MusicTransformer(nn.Module):
         return self.token_embedding.weight if self.config.tie_weights else self.lm_head.weight
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                cache: KVCache | None = None, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (batch, length, vocab) for every position and, with targets, the mean
         cross-entropy over targets that are not -100. With ``cache``, ``ids`` are the new
-        positions only; their keys and values are appended to the cache."""
+        positions only; their keys and values are appended to the cache. ``last_only`` computes
+        the logits of the last position only (batch, 1, vocab), as sampling needs."""
         if ids.dim() != 2:
             raise ValueError(f"ids must be (batch, length), got shape {tuple(ids.shape)}")
         offset = cache.length if cache is not None else 0
@@ -222,6 +223,8 @@ class MusicTransformer(nn.Module):
             x = block(x, layer, cache)
         if cache is not None:
             cache.length += ids.shape[1]
+        if last_only:
+            x = x[:, -1:]
         logits = F.linear(self.ln_final(x), self.output_weight())
         loss = None
         if targets is not None:
