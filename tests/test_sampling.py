@@ -268,3 +268,34 @@ def test_continue_score_rejects_bad_lengths():
         continue_score(model, tok, _prompt_score(), bars=2)
     with pytest.raises(CadenzaError, match="do not belong"):
         continue_score(_model(50), tok, _prompt_score(), tokens=5)
+
+
+# -- the command ----------------------------------------------------------------------------------
+def test_cli_continue_writes_numbered_continuations(tmp_path):
+    from conftest import run_cli
+
+    from cadenza.data.io import write_midi
+    from cadenza.symbolic.checkpoint import save_checkpoint
+
+    tok = get_tokenizer("event")
+    save_checkpoint(tmp_path / "ckpt", _model(tok.vocab_size), tok, {"step": 0})
+    prompt = write_midi(_prompt_score(), tmp_path / "prompt.mid")
+    result = run_cli("continue", prompt, "-o", tmp_path / "out.mid", "--checkpoint", tmp_path / "ckpt",
+                     "--seconds", "1.5", "--num-samples", "2", "--seed", "3", "--device", "cpu")
+    assert "2 continuation(s)" in result.stdout.splitlines()[-1]
+    outputs = [symusic.Score(str(tmp_path / f"out-{i}.mid")) for i in (1, 2)]
+    base = tok.decode(tok.encode(_prompt_score()))
+    for out in outputs:
+        onsets = _onsets_seconds(out)
+        assert out.note_num() > base.note_num() and onsets.max() < 4.0 + 1.5 + 1e-3
+    assert not (tmp_path / "out.mid").exists()
+
+
+def test_cli_continue_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
+    from cadenza.cli.main import main
+    from cadenza.data.io import write_midi
+
+    prompt = write_midi(_prompt_score(), tmp_path / "prompt.mid")
+    status = main(["continue", str(prompt), "-o", str(tmp_path / "x.mid"), "--checkpoint", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert status == 2 and "not a checkpoint" in err and len(err.splitlines()) == 1

@@ -1,0 +1,78 @@
+"""``cadenza continue PROMPT -o OUT.mid --checkpoint DIR``: continue a piece with a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import add_device_arg, add_seed_arg
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "continue", help="continue a music file with a trained Music Transformer",
+        description="Sample continuations of PROMPT (any music file) from a checkpoint. Each output holds the "
+                    "prompt (as the model's tokenizer sees it) followed by new music. Sampling follows the "
+                    "scheme's grammar, so every output decodes. With --num-samples N > 1 the outputs are "
+                    "OUT-1.mid ... OUT-N.mid.",
+    )
+    p.add_argument("prompt", help="the music to continue (MIDI, MusicXML, kern, ABC)")
+    p.add_argument("-o", "--output", required=True, help="output MIDI file")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (from 'cadenza train')")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--tokens", type=int, help="new tokens to generate (default 512)")
+    length.add_argument("--seconds", type=float, help="seconds of music to add")
+    length.add_argument("--bars", type=int, help="bars to add (schemes with bars: remi)")
+    p.add_argument("--num-samples", type=int, default=1, help="continuations to sample (default 1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 is greedy (default 1.0)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the K most likely ids")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95; 1 disables)")
+    p.add_argument("--max-tokens", type=int, default=8192,
+                   help="cap on new tokens for --seconds/--bars (default 8192)")
+    add_seed_arg(p)
+    add_device_arg(p)
+    p.set_defaults(func=run)
+
+
+def _output_paths(output: str, count: int) -> list[Path]:
+    path = Path(output)
+    if count == 1:
+        return [path]
+    suffix = path.suffix or ".mid"
+    return [path.with_name(f"{path.stem}-{i}{suffix}") for i in range(1, count + 1)]
+
+
+def run(args) -> int:
+    import time
+
+    import torch
+
+    from cadenza.data.errors import CadenzaError
+    from cadenza.data.io import read_score, write_midi
+    from cadenza.symbolic.checkpoint import load_checkpoint
+    from cadenza.symbolic.device import resolve_device
+    from cadenza.symbolic.sampling import continue_score
+
+    if args.num_samples < 1:
+        raise CadenzaError("--num-samples must be at least 1")
+    if args.tokens is None and args.seconds is None and args.bars is None:
+        args.tokens = 512
+    device = resolve_device(args.device)
+    prompt = read_score(args.prompt)
+    model, tokenizer, _ = load_checkpoint(args.checkpoint, device=device)
+    if tokenizer is None:
+        raise CadenzaError(f"{args.checkpoint}: the checkpoint names no tokenizer")
+    started = time.perf_counter()
+    with torch.inference_mode():
+        scores = continue_score(model, tokenizer, prompt, tokens=args.tokens, seconds=args.seconds, bars=args.bars,
+                                num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k,
+                                top_p=args.top_p, seed=args.seed, max_tokens=args.max_tokens)
+    elapsed = time.perf_counter() - started
+    prompt_notes = tokenizer.decode(tokenizer.encode(prompt) if tokenizer.name != "anticipatory"
+                                    else tokenizer.encode(prompt, controls=None)).note_num()
+    for path, score in zip(_output_paths(args.output, len(scores)), scores):
+        write_midi(score, path)
+        seconds = score.to("second").end()
+        print(f"wrote {path}: {score.note_num()} notes ({score.note_num() - prompt_notes} new), {seconds:.1f} s")
+    print(f"{len(scores)} continuation(s) of {args.prompt} in {elapsed:.1f} s on {device} "
+          f"({tokenizer.name} tokens, seed {args.seed})")
+    return 0
