@@ -39,7 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--eval-every", type=int, help="evaluate on the valid split every N steps (0: only at the end)")
     p.add_argument("--checkpoint-every", type=int, help="write a checkpoint every N steps (default: at evaluations)")
     p.add_argument("--log-every", type=int, help="write a log record every N steps")
-    p.add_argument("--limit-pieces", type=int, help="use only the first N pieces of each split")
+    p.add_argument("--limit-pieces", type=int,
+                   help="use only the first N pieces of each split (a built-in corpus is exported in full first)")
     p.add_argument("--no-augment", action="store_true", help="no transposition or time stretch")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
     p.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)

@@ -1,7 +1,8 @@
 """Learning-rate schedule: linear warmup, then cosine decay to a floor.
 
-A pure function of the step, so the schedule is reproduced exactly on resume from the step
-alone (the scheduler's only state), and can be plotted or tested without an optimizer.
+A pure function of the step: the training loop sets each step's learning rate from it, so the
+schedule's whole state is the step count, restored exactly on resume, and it can be plotted or
+tested without an optimizer.
 """
 
 from __future__ import annotations
@@ -24,11 +25,3 @@ def lr_multiplier(step: int, *, warmup: int, total: int, min_ratio: float = 0.1)
     progress = min(1.0, (step - warmup) / decay_steps)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-
-def make_scheduler(optimizer, *, warmup: int, total: int, min_ratio: float = 0.1):
-    """A ``torch.optim.lr_scheduler.LambdaLR`` following :func:`lr_multiplier`."""
-    import torch
-
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, warmup=warmup, total=total, min_ratio=min_ratio)
-    )
