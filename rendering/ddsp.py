@@ -162,7 +162,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "plucked": Preset(
         name="plucked", harmonics=_harmonic_series(40, 0.8),
-        attack=0.004, decay=0.7, sustain=0.0, release=0.12,
+        attack=0.004, decay=0.5, sustain=0.0, release=0.12,
         tilt_attack=0.2, tilt_sustain=1.6, tilt_decay=0.25, velocity_tilt=1.5,
         key_tracking_db=-1.0, decay_key_scaling=0.5,
         noise_gain=0.0, burst_gain=0.25, burst_decay=0.012, noise_bands=_noise_shape(500, 12000),
