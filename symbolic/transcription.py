@@ -152,7 +152,13 @@ def transcribe(audio, model=None, tokenizer: MT3Tokenizer | None = None, batch_s
     allowed[[tokenizer.pad_id, tokenizer.bos_id]] = False
     allowed = allowed.to(device)
     tokens: list[list[int]] = []
-    total_samples = 0
+    counted = {"samples": 0}
+
+    def counting(source: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for block in source:
+            counted["samples"] += len(block)
+            yield block
+
     peak = 0.0
     batch: list[np.ndarray] = []
     bar = tqdm(desc="transcribing", unit="segment", disable=not progress)
@@ -171,8 +177,7 @@ def transcribe(audio, model=None, tokenizer: MT3Tokenizer | None = None, batch_s
         bar.update(len(batch))
         batch.clear()
 
-    for segment in _segments(blocks, segment_samples):
-        total_samples += segment_samples
+    for segment in _segments(counting(blocks), segment_samples):
         peak = max(peak, float(np.abs(segment).max()))
         batch.append(segment)
         if len(batch) == batch_segments:
@@ -187,12 +192,12 @@ def transcribe(audio, model=None, tokenizer: MT3Tokenizer | None = None, batch_s
     messages = []
     silent = peak <= SILENCE_PEAK
     if not tokens:
-        raise CadenzaError("the audio holds no samples")
+        raise MusicFileError("<array>" if isinstance(audio, np.ndarray) else audio, "the audio holds no samples")
     if silent:
         messages.append("the audio is silent (peak below -70 dBFS): wrote an empty MIDI file")
     elif notes == 0:
         messages.append("no notes were found in the audio: wrote an empty MIDI file")
-    return TranscriptionResult(score=score, seconds=total_samples / SAMPLE_RATE, segments=len(tokens),
+    return TranscriptionResult(score=score, seconds=counted["samples"] / SAMPLE_RATE, segments=len(tokens),
                                notes=notes, silent=silent, invalid_events=tokenizer.last_invalid,
                                messages=messages)
 
