@@ -163,8 +163,12 @@ class _ChunkedRelativeAttention(torch.autograd.Function):
         for q_start in range(0, length, chunk_size):
             q_stop = min(q_start + chunk_size, length)
             logits, _ = _chunk_logits(q[:, :, q_start:q_stop], k, rel_emb, q_start)
-            chunk_lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-            probs = torch.exp(logits - chunk_lse)
+            # Softmax in place (every row sees its diagonal, so its maximum is finite).
+            row_max = logits.amax(dim=-1, keepdim=True)
+            probs = logits.sub_(row_max).exp_()
+            row_sum = probs.sum(dim=-1, keepdim=True)
+            probs.div_(row_sum)
+            chunk_lse = row_max + row_sum.log()
             if generator is not None:
                 probs = probs * _dropout_mask(probs.shape, dropout_p, generator, q.device, q.dtype)
             out[:, :, q_start:q_stop] = probs @ v[:, :, :q_stop]
@@ -189,7 +193,7 @@ class _ChunkedRelativeAttention(torch.autograd.Function):
             q_stop = min(q_start + chunk_size, length)
             q_chunk, do_chunk = q[:, :, q_start:q_stop], grad_out[:, :, q_start:q_stop]
             logits, (key_start, index, n_distances) = _chunk_logits(q_chunk, k, rel_emb, q_start)
-            probs = torch.exp(logits - logsumexp[:, :, q_start:q_stop, None])
+            probs = logits.sub_(logsumexp[:, :, q_start:q_stop, None]).exp_()
             grad_probs = do_chunk @ v[:, :, :q_stop].transpose(-1, -2)
             if generator is not None:
                 mask = _dropout_mask(probs.shape, dropout_p, generator, q.device, q.dtype)
