@@ -50,6 +50,7 @@ class PieceSource:
         raise NotImplementedError
 
     def score(self, index: int, semitones: int = 0, stretch: float = 1.0):
+        """Piece ``index`` as a Score (read, or decoded from its ids), augmented when asked."""
         raise NotImplementedError
 
 
