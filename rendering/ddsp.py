@@ -21,6 +21,7 @@ A preset is a small set of named numbers (``Preset``) saved and loaded as JSON.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # torch is imported where it is used, so importing this modul
 FRAME_RATE = 250  # control frames per second (DDSP's 4 ms hop)
 MAX_TAIL_SECONDS = 4.0  # longest release tail rendered after a note-off
 # Centres of the noise bands (Hz): log-spaced so a preset means the same at any sample rate.
-NOISE_BAND_HZ = tuple(float(x) for x in np.geomspace(40.0, 16000.0, 24))
+NOISE_BAND_HZ = tuple(float(x) for x in np.geomspace(125.0, 16000.0, 16))
 
 
 @dataclass
@@ -186,10 +187,6 @@ def load_preset(preset: "str | os.PathLike | Preset") -> Preset:
 # Torch side: a preset as unconstrained parameters, notes as tensors, and the synthesizer.
 
 
-def _inverse_softplus(x: float) -> float:
-    return x + math.log(-math.expm1(-x)) if x < 20 else x
-
-
 def _logit(p: float) -> float:
     p = min(max(p, 1e-4), 1 - 1e-4)
     return math.log(p / (1 - p))
@@ -274,7 +271,7 @@ def preset_parameters(preset: "str | Preset"):
 
 @dataclass
 class NoteTable:
-    """The pitched notes of a score as parallel arrays (seconds), in score order.
+    """The pitched notes of a score as parallel arrays (seconds), ordered by onset then pitch.
 
     ``source`` holds (track index, note index) for each row so results (velocities) can be
     written back into the score. ``velocity`` is in (0, 1] and may be a tensor that requires grad.
@@ -569,19 +566,41 @@ def synthesize(notes: NoteTable, params, sample_rate: int = 16000, n_samples: in
     noise_frame = torch.as_tensor((start_sample[boundary_note] + boundary_number * hop + hop // 2) // hop)
     noise_power = torch.zeros(total // hop + 2).index_add(0, noise_frame.clamp_max(total // hop + 1), noise_env ** 2)
 
-    bins = max(17, 1 << (math.ceil(math.log2(sample_rate / 125.0)) - 1)) + 1  # filter resolution about 125 Hz
+    bins = max(17, 1 << (math.ceil(math.log2(sample_rate / 62.5)) - 1)) + 1  # filter resolution about 62.5 Hz
     shape = c["noise_bands"] @ _noise_band_matrix(sample_rate, bins)  # (bins,)
     magnitudes = torch.sqrt(noise_power + 1e-12)[:, None] * shape[None, :]
     noise = filtered_noise(magnitudes, hop, seed=seed)
     return out + noise[:total] * math.sqrt(3.0)  # uniform noise has RMS 1/sqrt(3)
 
 
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run torch with ``count`` intra-op threads inside the block (None: leave torch's setting).
+
+    The synth's work is many medium-sized operations: they gain little from a second thread
+    and lose several times over when the cores are shared with other processes (threads
+    spin-wait for each other), so rendering and fitting default to one thread.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if count is None or count == previous:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def render(score: "symusic.Score", *, preset: "str | Preset" = "strings", sample_rate: int = 16000,
-           normalize: bool = True, seed: int = 0) -> np.ndarray:
+           normalize: bool = True, seed: int = 0, threads: int | None = 1) -> np.ndarray:
     """Render a Score with the DDSP synth: float32 mono audio (peak-normalized with 1 dB headroom).
 
     ``preset`` is a name in PRESETS, a path to a preset JSON file (``cadenza ddsp-fit``), or a Preset.
     Drum tracks are skipped; a score without pitched notes renders as half a second of silence.
+    ``threads``: torch threads while rendering (see ``torch_threads``).
     """
     import torch
 
@@ -589,7 +608,7 @@ def render(score: "symusic.Score", *, preset: "str | Preset" = "strings", sample
     if len(notes) == 0:
         return np.zeros(sample_rate // 2, dtype=np.float32)
     params = preset_parameters(preset)
-    with torch.no_grad():
+    with torch.no_grad(), torch_threads(threads):
         audio = synthesize(notes, params, sample_rate, seed=seed).numpy().astype(np.float32)
     if normalize:
         peak = float(np.max(np.abs(audio)))

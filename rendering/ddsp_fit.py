@@ -16,7 +16,7 @@ import numpy as np
 
 from cadenza.data.errors import CadenzaError
 
-from .ddsp import NoteTable, Preset, load_preset, notes_from_score, preset_parameters, synthesize
+from .ddsp import NoteTable, Preset, load_preset, notes_from_score, preset_parameters, synthesize, torch_threads
 
 if TYPE_CHECKING:
     import symusic
@@ -79,15 +79,24 @@ def _notes_or_error(score: "symusic.Score", until_seconds: float | None) -> Note
 
 def fit_preset(reference_audio: np.ndarray, score: "symusic.Score", start_preset: "str | Preset" = "strings",
                steps: int = 200, *, sample_rate: int = 16000, learning_rate: float = 0.05, seed: int = 0,
-               max_seconds: float | None = 12.0, progress: bool = False) -> tuple[Preset, float, float]:
+               max_seconds: float | None = 12.0, progress: bool = False,
+               threads: int | None = 1) -> tuple[Preset, float, float]:
     """Fit a preset's parameters so the synth playing ``score`` sounds like ``reference_audio``.
 
     ``reference_audio`` is a mono recording of the score at ``sample_rate`` (aligned: time 0 is
     the score's time 0). Only the first ``max_seconds`` are used (None: all), which keeps each
-    step fast. Returns (fitted preset, loss before, loss after): the losses of the start preset
-    and of the returned one (the best seen), both at their best-fitting gain.
-    Vibrato is kept from the start preset; every other number is fitted.
+    step fast. Returns (fitted preset, loss before, loss after): the loss of the start preset at
+    the gain that matches the recording's loudness, and that of the returned preset (the best
+    seen) at its fitted gain.
+    Vibrato is kept from the start preset; every other number is fitted. ``threads``: torch
+    threads while fitting (see ``ddsp.torch_threads``).
     """
+    with torch_threads(threads):
+        return _fit_preset(reference_audio, score, start_preset, steps, sample_rate, learning_rate, seed,
+                           max_seconds, progress)
+
+
+def _fit_preset(reference_audio, score, start_preset, steps, sample_rate, learning_rate, seed, max_seconds, progress):
     import torch
 
     torch.manual_seed(seed)
@@ -135,7 +144,7 @@ def fit_preset(reference_audio: np.ndarray, score: "symusic.Score", start_preset
 
 def estimate_velocities(reference_audio: np.ndarray, score: "symusic.Score", preset: "str | Preset" = "strings",
                         steps: int = 150, *, sample_rate: int = 16000, learning_rate: float = 0.1, seed: int = 0,
-                        progress: bool = False) -> "symusic.Score":
+                        progress: bool = False, threads: int | None = 1) -> "symusic.Score":
     """Estimate each note's velocity from a recording of the score, by gradient descent (MIDI-DDSP's use).
 
     The preset is fixed; per-note velocities and a global gain are fitted so that the synth's
@@ -143,7 +152,13 @@ def estimate_velocities(reference_audio: np.ndarray, score: "symusic.Score", pre
     A recording's level says nothing about absolute velocity, so the mean velocity (in logit
     terms) of the input score is kept and the fit redistributes loudness between notes.
     Returns a copy of the score (in its own time unit) with the new velocities (1..127).
+    ``threads``: torch threads while fitting (see ``ddsp.torch_threads``).
     """
+    with torch_threads(threads):
+        return _estimate_velocities(reference_audio, score, preset, steps, sample_rate, learning_rate, seed, progress)
+
+
+def _estimate_velocities(reference_audio, score, preset, steps, sample_rate, learning_rate, seed, progress):
     import torch
 
     torch.manual_seed(seed)

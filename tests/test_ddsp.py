@@ -240,8 +240,7 @@ def test_estimated_velocities_follow_the_recording():
 # --- command line ---------------------------------------------------------------------------
 
 
-def test_cli_fits_a_preset_and_estimates_velocities(tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def test_cli_fits_a_preset_and_estimates_velocities(tmp_path):
     from cadenza.data.io import write_midi
     from cadenza.rendering.audio import write_audio
 
