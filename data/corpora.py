@@ -232,8 +232,31 @@ class DirectoryCorpus(Corpus):
         return [p for p in pieces if split is None or p.split == split]
 
 
+class UnionCorpus(Corpus):
+    """Several built-in corpora as one (``bach-chorales+classical``); ids stay unique per corpus."""
+
+    def __init__(self, names: list[str]):
+        self.parts = [BuiltinCorpus(name) for name in names]
+        self.name = "+".join(names)
+
+    def ensure(self, limit: int | None = None, workers: int | None = None, progress: bool = True) -> ExportReport:
+        report = ExportReport()
+        for part in self.parts:
+            sub = part.ensure(limit=limit, workers=workers, progress=progress)
+            report.exported += sub.exported
+            report.failed.extend(sub.failed)
+            report.skipped_sources += sub.skipped_sources
+        return report
+
+    def pieces(self, split: str | None = None, limit: int | None = None) -> list[Piece]:
+        return [p for part in self.parts for p in part.pieces(split=split, limit=limit)]
+
+
 def open_corpus(name_or_dir: str | os.PathLike) -> Corpus:
-    """A built-in corpus by name, or a directory of MIDI files."""
-    if str(name_or_dir) in BUILTIN:
-        return BuiltinCorpus(str(name_or_dir))
+    """A built-in corpus by name (several joined with ``+``), or a directory of MIDI files."""
+    name = str(name_or_dir)
+    if name in BUILTIN:
+        return BuiltinCorpus(name)
+    if "+" in name and all(part in BUILTIN for part in name.split("+")):
+        return UnionCorpus(name.split("+"))
     return DirectoryCorpus(name_or_dir)

@@ -73,3 +73,13 @@ def test_unknown_corpus_is_a_clear_error(tmp_path):
         open_corpus("no-such-corpus")
     with pytest.raises(CorpusError, match="no MIDI files"):
         open_corpus(tmp_path).pieces()
+
+
+def test_corpora_join_with_plus(bach_pieces):
+    from cadenza.data.corpora import UnionCorpus
+
+    union = open_corpus("bach-chorales+folk")
+    assert isinstance(union, UnionCorpus) and union.name == "bach-chorales+folk"
+    assert [p.name for p in union.parts] == ["bach-chorales", "folk"]
+    with pytest.raises(CorpusError):
+        open_corpus("bach-chorales+nothing")
