@@ -28,8 +28,7 @@ def register(subparsers) -> None:
     a.add_argument("piece")
     group = a.add_mutually_exclusive_group(required=True)
     group.add_argument("--melody-program", type=int, help="GM program (0-127) of the melody's track(s)")
-    group.add_argument("--melody-track", type=int, help="track index of the melody (moved to program 73, flute, "
-                       "so it stays apart from the accompaniment)")
+    group.add_argument("--melody-track", type=int, help="track index of the melody (0-based, as 'cadenza info' lists)")
     a.add_argument("--prompt-seconds", type=float, default=0.0,
                    help="keep this much of the other parts as a prompt (default 0)")
     a.add_argument("--end", type=float, default=None, help="stop at this time (default: the melody's end)")
@@ -76,13 +75,10 @@ def run_infill(args) -> int:
 
 
 def run_accompany(args) -> int:
-    from cadenza.symbolic.anticipation_tasks import accompany, set_program
+    from cadenza.symbolic.anticipation_tasks import accompany
 
     score, model, tokenizer, info = _load(args)
-    program = args.melody_program
-    if args.melody_track is not None:
-        program = 73
-        score = set_program(score, args.melody_track, program)
-    result = accompany(model, tokenizer, score, program, prompt_seconds=args.prompt_seconds, end=args.end,
-                       **_sampling(args, info))
-    return _write(result, args, f"accompanied program {program}")
+    result = accompany(model, tokenizer, score, args.melody_program, melody_track=args.melody_track,
+                       prompt_seconds=args.prompt_seconds, end=args.end, **_sampling(args, info))
+    what = f"track {args.melody_track}" if args.melody_track is not None else f"program {args.melody_program}"
+    return _write(result, args, f"accompanied the melody of {what}")

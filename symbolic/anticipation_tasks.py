@@ -185,34 +185,46 @@ def infill(model, tokenizer, score: symusic.Score, start: float, end: float, **s
     return _result(tokenizer, full, kept)
 
 
-def accompany(model, tokenizer, score: symusic.Score, melody_program: int, *, prompt_seconds: float = 0.0,
-              end: float | None = None, **sampling) -> TaskResult:
-    """Keep the notes of ``melody_program`` as controls and generate the other parts.
+def _without_tracks(score: symusic.Score, keep) -> symusic.Score:
+    out = score.copy()
+    tracks = [t for i, t in enumerate(out.tracks) if keep(i, t)]
+    out.tracks.clear()
+    for track in tracks:
+        out.tracks.append(track)
+    return out
 
-    The first ``prompt_seconds`` of the other parts are kept as a prompt; generation runs to
-    the melody's last onset (or ``end``)."""
-    events = _events_of(tokenizer, score)
-    triples = ops.as_triples(events)
-    instrument = (triples[:, 2] - ops.NOTE_OFFSET) // ops.MAX_PITCH
-    melody = triples[instrument == melody_program]
-    if len(melody) == 0:
-        programs = sorted(set((instrument).tolist()))
+
+def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None = None, *,
+              melody_track: int | None = None, prompt_seconds: float = 0.0, end: float | None = None,
+              **sampling) -> TaskResult:
+    """Keep a melody (the tracks of ``melody_program``, or track ``melody_track``) as anticipated
+    controls and generate the other parts around it.
+
+    The first ``prompt_seconds`` of the other parts are kept as a prompt; generation runs to the
+    melody's last note end (or ``end``). The melody comes back as its own track(s)."""
+    if (melody_program is None) == (melody_track is None):
+        raise CadenzaError("give the melody as a program or as a track index, one of them")
+    if melody_track is not None:
+        if not 0 <= melody_track < len(score.tracks):
+            raise CadenzaError(f"track {melody_track} does not exist (the piece has {len(score.tracks)} tracks)")
+        is_melody = lambda i, t: i == melody_track  # noqa: E731
+    else:
+        is_melody = lambda i, t: t.program == melody_program and not t.is_drum  # noqa: E731
+    melody_score = _without_tracks(score, is_melody)
+    if melody_score.note_num() == 0:
+        programs = sorted({t.program for t in score.tracks if t.notes})
         raise CadenzaError(f"no notes of program {melody_program} to accompany (programs here: {programs})")
-    others = triples[instrument != melody_program]
+    others_score = _without_tracks(score, lambda i, t: not is_melody(i, t))
+    melody = ops.as_triples(_events_of(tokenizer, melody_score))
+    others = ops.as_triples(_events_of(tokenizer, others_score)) if others_score.note_num() else \
+        np.zeros((0, 3), np.int64)
     prompt = others[(others[:, 0] - ops.TIME_OFFSET) < int(round(prompt_seconds * ops.TIME_RESOLUTION))]
-    last = int(melody[:, 0].max() + (melody[:, 1].max() - ops.DUR_OFFSET)) / ops.TIME_RESOLUTION
+    last = int((melody[:, 0] - ops.TIME_OFFSET + melody[:, 1] - ops.DUR_OFFSET).max()) / ops.TIME_RESOLUTION
     stop = min(end if end is not None else last, (ops.MAX_TIME - 1) / ops.TIME_RESOLUTION)
     full = generate_span(model, prompt.ravel(), start=prompt_seconds, end=stop,
                          controls=(melody + ops.CONTROL_OFFSET).ravel(), **sampling)
-    # the melody returns as notes: controls are not part of the generated events
-    full = ops.sort(np.concatenate([full, melody.ravel()]))
-    return _result(tokenizer, full, np.concatenate([prompt.ravel(), melody.ravel()]))
-
-
-def set_program(score: symusic.Score, track_index: int, program: int) -> symusic.Score:
-    """A copy of ``score`` with one track moved to ``program`` (to tell a melody apart)."""
-    out = score.copy()
-    if not 0 <= track_index < len(out.tracks):
-        raise CadenzaError(f"track {track_index} does not exist (the piece has {len(out.tracks)} tracks)")
-    out.tracks[track_index].program = program
-    return out
+    result = _result(tokenizer, full, prompt.ravel())
+    for track in tokenizer.decode(ops.sort(melody.ravel())).tracks:  # same time base as the decoded parts
+        track.name = "melody"
+        result.score.tracks.append(track)
+    return result

@@ -76,8 +76,8 @@ def test_accompaniment_keeps_the_melody_and_fills_the_time():
     result = tasks.accompany(StepModel(tok.vocab_size), tok, melody, 73, temperature=0, end=3.0)
     programs = {t.program for t in result.score.tracks if t.notes}
     assert programs == {0, 73}
-    melody_back = [n for t in result.score.tracks if t.program == 73 for n in t.notes]
-    assert len(melody_back) == 10
+    melody_back = [n for t in result.score.tracks if t.name == "melody" for n in t.notes]
+    assert len(melody_back) == 10 and all(n.pitch >= 72 for n in melody_back)
     assert result.generated_events == len(_onsets(result.generated)) > 0
     assert all(t < 3.0 for t, _ in _onsets(result.generated))
 
@@ -102,6 +102,30 @@ def test_real_model_runs_and_respects_time_order():
     triples = ops.as_triples(full)
     assert np.all(np.diff(triples[:, 0]) >= 0)
     assert np.all(triples[:, 2] < ops.REST)
+
+
+def test_accompany_a_track_of_a_single_program_piece():
+    tok = get_tokenizer("anticipatory")
+    piece = _score([(i, 1, 72) for i in range(6)])
+    bass = symusic.Track("bass", 0, False)
+    bass.notes.extend([symusic.Note(i * 2000, 2000, 48, 80) for i in range(3)])
+    piece.tracks.append(bass)
+    result = tasks.accompany(StepModel(tok.vocab_size), tok, piece, melody_track=0, prompt_seconds=2.0,
+                             temperature=0)
+    melody = [int(n.pitch) for t in result.score.tracks if t.name == "melody" for n in t.notes]
+    assert melody == [72] * 6
+    others = _onsets(_without_melody(result.score))
+    assert (0.0, 48) in others, "the prompt of the other part is kept"
+    assert all(p == 62 for t, p in others if t >= 2.0)
+
+
+def _without_melody(score):
+    out = score.copy()
+    keep = [t for t in out.tracks if t.name != "melody"]
+    out.tracks.clear()
+    for t in keep:
+        out.tracks.append(t)
+    return out
 
 
 def test_bad_spans_and_programs_are_clear_errors():
