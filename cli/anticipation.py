@@ -55,7 +55,7 @@ def _load(args):
 
 def _sampling(args, info) -> dict:
     return {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "seed": args.seed,
-            "context": int(info.get("seq_len", 1024))}
+            "context": int(info.get("settings", {}).get("seq_len", 1024))}
 
 
 def _write(result, args, what: str) -> int:
