@@ -326,26 +326,6 @@ def rendered_length(notes: NoteTable, release: float, sample_rate: int) -> int:
     return int(math.ceil(end * sample_rate)) + 1
 
 
-BLOCK = 64  # frames per matrix product in additive_overlap_add
-
-
-def _block_layout(step_cycles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group frames by frequency and cut each group into blocks of BLOCK frames.
-
-    Returns slot_frame (blocks * BLOCK,): the frame in each slot, -1 for padding, and
-    block_step (blocks,): the frequency that every frame of a block has.
-    """
-    steps, group = np.unique(step_cycles, return_inverse=True)
-    order = np.argsort(group, kind="stable")
-    counts = np.bincount(group, minlength=len(steps))
-    blocks_per_group = -(-counts // BLOCK)
-    first_slot = (np.cumsum(blocks_per_group) - blocks_per_group) * BLOCK
-    rank = np.arange(len(order)) - (np.cumsum(counts) - counts)[group[order]]
-    slot_frame = np.full(int(blocks_per_group.sum()) * BLOCK, -1, dtype=np.int64)
-    slot_frame[first_slot[group[order]] + rank] = order
-    return slot_frame, np.repeat(steps, blocks_per_group)
-
-
 def _harmonic_basis(step_cycles, hop: int, n_harmonics: int):
     """(steps, 4K, hop) float32 rows cos(k w h), sin(k w h), (h/hop) cos(k w h), (h/hop) sin(k w h)."""
     import torch
@@ -359,7 +339,7 @@ def _harmonic_basis(step_cycles, hop: int, n_harmonics: int):
 
 
 def additive_overlap_add(first_sample, phase_cycles, step_cycles, amplitudes_start, amplitudes_end,
-                         hop: int, n_samples: int, blocks_per_chunk: int = 512):
+                         hop: int, n_samples: int, frames_per_chunk: int = 32768):
     """Additive synthesis of many frames, overlap-added into one signal of ``n_samples``.
 
     Frame i covers samples first_sample[i] + h, h < hop, and holds
@@ -372,35 +352,39 @@ def additive_overlap_add(first_sample, phase_cycles, step_cycles, amplitudes_sta
     By the angle-sum identity sin(k phase + k w h) = sin(k phase) cos(k w h) + cos(k phase) sin(k w h),
     and writing a(h) = a_start + (h / hop)(a_end - a_start), a frame is a 4K coefficient vector
     times a (4K, hop) basis [cos(kwh); sin(kwh); (h/hop) cos(kwh); (h/hop) sin(kwh)]. Frames with
-    the same frequency share the basis, so they are grouped, cut into blocks of BLOCK frames, and
-    all blocks go through one batched matrix product: a few trigonometric values per frame and
-    harmonic instead of one per sample and harmonic, and few, large calls into torch.
+    the same frequency share the basis, so frames are sorted by frequency and each run of equal
+    frequency is one matrix product: a few trigonometric values per frame and harmonic instead
+    of one per sample and harmonic.
     """
     import torch
 
     n_harmonics = amplitudes_start.shape[1]
-    slot_frame, block_step = _block_layout(np.asarray(step_cycles, dtype=np.float64))
-    padding = slot_frame < 0
-    frame = np.maximum(slot_frame, 0)
-    slot_row = torch.as_tensor(np.where(padding, len(amplitudes_start), slot_frame))  # padding -> a zero row
-    zero_row = amplitudes_start.new_zeros(1, n_harmonics)
-    start_table = torch.cat([amplitudes_start, zero_row])
-    change_table = torch.cat([amplitudes_end - amplitudes_start, zero_row])
-    first = torch.as_tensor(np.where(padding, 0, np.asarray(first_sample, dtype=np.int64)[frame]))
-    phase = torch.as_tensor(np.asarray(phase_cycles, dtype=np.float64)[frame])
+    step_cycles = np.asarray(step_cycles, dtype=np.float64)
+    order = np.argsort(step_cycles, kind="stable")
+    steps, run_starts = np.unique(step_cycles[order], return_index=True)
+    basis = _harmonic_basis(torch.as_tensor(steps), hop, n_harmonics)  # (steps, 4K, hop)
+    run_edges = [*run_starts.tolist(), len(order)]
     k = torch.arange(1, n_harmonics + 1, dtype=torch.float64)
+    phase = torch.as_tensor(np.asarray(phase_cycles, dtype=np.float64)[order])
+    first = torch.as_tensor(np.asarray(first_sample, dtype=np.int64)[order])
+    index = torch.as_tensor(order)
     out = torch.zeros(n_samples + hop)
-    chunk = blocks_per_chunk * BLOCK
-    for lo in range(0, len(slot_frame), chunk):
-        rows = slice(lo, lo + chunk)
-        angle = (2 * math.pi * torch.frac(phase[rows, None] * k[None, :])).float()
-        trig = torch.stack([torch.sin(angle), torch.cos(angle)], 1)  # (slots, 2, K)
-        amps = torch.stack([start_table[slot_row[rows]], change_table[slot_row[rows]]], 1)  # (slots, 2, K)
-        coefficients = (amps[:, :, None, :] * trig[:, None, :, :]).reshape(-1, BLOCK, 4 * n_harmonics)
-        steps, step_of_block = np.unique(block_step[lo // BLOCK:(lo + chunk) // BLOCK], return_inverse=True)
-        basis = _harmonic_basis(torch.as_tensor(steps), hop, n_harmonics)[torch.as_tensor(step_of_block)]
-        audio = torch.bmm(coefficients, basis)  # (blocks, BLOCK, hop); padding slots are silent
-        out.index_add_(0, (first[rows, None] + torch.arange(hop)).flatten(), audio.flatten())
+    run = 0
+    for lo in range(0, len(order), frames_per_chunk):
+        hi = min(lo + frames_per_chunk, len(order))
+        start = amplitudes_start[index[lo:hi]]
+        change = amplitudes_end[index[lo:hi]] - start
+        angle = (2 * math.pi * torch.frac(phase[lo:hi, None] * k[None, :])).float()
+        trig = torch.stack([torch.sin(angle), torch.cos(angle)], 1)  # (frames, 2, K)
+        coefficients = (torch.stack([start, change], 1)[:, :, None, :] * trig[:, None, :, :]).flatten(1)
+        positions = first[lo:hi, None] + torch.arange(hop)
+        while run < len(steps) and run_edges[run] < hi:  # runs of one frequency within this chunk
+            begin, end = max(run_edges[run], lo), min(run_edges[run + 1], hi)
+            audio = coefficients[begin - lo:end - lo] @ basis[run]
+            out.index_add_(0, positions[begin - lo:end - lo].flatten(), audio.flatten())
+            if run_edges[run + 1] > hi:
+                break
+            run += 1
     return out[:n_samples]
 
 
@@ -566,7 +550,7 @@ def synthesize(notes: NoteTable, params, sample_rate: int = 16000, n_samples: in
     noise_frame = torch.as_tensor((start_sample[boundary_note] + boundary_number * hop + hop // 2) // hop)
     noise_power = torch.zeros(total // hop + 2).index_add(0, noise_frame.clamp_max(total // hop + 1), noise_env ** 2)
 
-    bins = max(17, 1 << (math.ceil(math.log2(sample_rate / 62.5)) - 1)) + 1  # filter resolution about 62.5 Hz
+    bins = max(17, 1 << (math.ceil(math.log2(sample_rate / 125.0)) - 1)) + 1  # filter resolution about 125 Hz
     shape = c["noise_bands"] @ _noise_band_matrix(sample_rate, bins)  # (bins,)
     magnitudes = torch.sqrt(noise_power + 1e-12)[:, None] * shape[None, :]
     noise = filtered_noise(magnitudes, hop, seed=seed)
