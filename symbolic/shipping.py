@@ -1,0 +1,59 @@
+"""Turning a training run into a shipped model: fp16 weights, the figures a user compares by."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from cadenza.data.errors import CadenzaError
+
+from .checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from .registry import MODELS_DIR
+
+MAX_SHIPPED_MB = 25.0
+
+
+def ship_model(run_dir: str | os.PathLike, name: str, *, command: str, models_dir: str | os.PathLike = MODELS_DIR,
+               max_mb: float = MAX_SHIPPED_MB) -> Path:
+    """Copy a trained checkpoint into ``models_dir/name`` with fp16 weights.
+
+    config.json's info gains what ``cadenza models`` shows: the corpus and split it saw, the
+    steps, the valid figures (NLL per token, bits per note, bits per second), the parameter
+    count and the exact training command, so the model can be reproduced.
+    """
+    run_dir = Path(run_dir)
+    config = read_checkpoint_config(run_dir)
+    info = dict(config.get("info") or {})
+    metrics = info.get("metrics") or {}
+    if not metrics:
+        raise CadenzaError(f"{run_dir}: the run has no valid-split evaluation; train it to the end first")
+    model, tokenizer, _ = load_checkpoint(run_dir)
+    state = json.loads((run_dir / "training_state.json").read_text()) if (run_dir / "training_state.json").exists() else {}
+    settings = info.get("settings", {})
+    shipped = {
+        "corpus": info.get("corpus"),
+        "split": "train (evaluated on valid)",
+        "step": state.get("step", settings.get("steps")),
+        "seq_len": settings.get("seq_len"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "valid_nll_per_token": metrics.get("nll_per_token"),
+        "valid_bits_per_note": metrics.get("bits_per_note"),
+        "valid_bits_per_second": metrics.get("bits_per_second"),
+        "training_command": command,
+        "settings": settings,
+    }
+    target = Path(models_dir) / name
+    staging = Path(models_dir) / f".{name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    save_checkpoint(staging, model, tokenizer, shipped, dtype=torch.float16)
+    size_mb = (staging / "model.safetensors").stat().st_size / 2**20
+    if size_mb > max_mb:
+        shutil.rmtree(staging)
+        raise CadenzaError(f"{name}: {size_mb:.1f} MB of weights is over the {max_mb:g} MB a shipped model may take")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
