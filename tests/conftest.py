@@ -13,6 +13,12 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("CADENZA_CACHE", str(REPO / ".cache" / "cadenza"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# One intra-op thread per test process: xdist runs one process per core, and tiny models on
+# several threads spend their time in synchronization, not arithmetic.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
