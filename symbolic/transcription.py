@@ -133,8 +133,11 @@ def _segments(blocks: Iterator[np.ndarray], segment_samples: int) -> Iterator[np
 
 
 def transcribe(audio, model=None, tokenizer: MT3Tokenizer | None = None, batch_segments: int = 32,
-               device="cpu", progress: bool = False) -> TranscriptionResult:
-    """Transcribe a path or a mono 16 kHz float array. Silence gives an empty Score."""
+               device="cpu", progress: bool = False, max_tokens: int = 256) -> TranscriptionResult:
+    """Transcribe a path or a mono 16 kHz float array. Silence gives an empty Score.
+
+    ``max_tokens`` caps each 2.048 s segment's decoding; 256 is well above the densest window
+    of the piano training data (159 tokens), so it only cuts off a model that loops."""
     import torch
     from tqdm import tqdm
 
@@ -170,7 +173,8 @@ def transcribe(audio, model=None, tokenizer: MT3Tokenizer | None = None, batch_s
             audio_batch = torch.as_tensor(np.stack([batch[i] for i in sounding])).to(device)
             with torch.inference_mode():
                 mel = model.frontend(audio_batch)[:, :segment_frames]
-                decoded = model.generate(mel, tokenizer.bos_id, tokenizer.eos_id, allowed=allowed)
+                decoded = model.generate(mel, tokenizer.bos_id, tokenizer.eos_id, max_len=max_tokens,
+                                         allowed=allowed)
             for i, ids in zip(sounding, decoded):
                 results[i] = ids
         tokens.extend(results)

@@ -272,24 +272,32 @@ class Transcriber(nn.Module):
                  allowed: torch.Tensor | None = None) -> list[list[int]]:
         """Greedy decoding of a batch of segments with a key/value cache; ids before EOS.
 
-        ``allowed`` (vocab_size,) bool masks ids that may be produced (e.g. no PAD/BOS)."""
+        Finished rows leave the batch (their caches are dropped), so a batch costs what its
+        longest segments cost only for those segments. ``allowed`` (vocab_size,) bool masks the
+        ids that may be produced (e.g. no PAD/BOS)."""
         max_len = min(max_len or self.config.max_target_len, self.config.max_target_len)
         memory = self.encode(mel)
         cross = self.cross_kv(memory)
         caches: list[dict] = [{} for _ in self.decoder]
         batch = mel.shape[0]
+        outputs: list[list[int]] = [[] for _ in range(batch)]
+        rows = torch.arange(batch, device=mel.device)  # original index of each live row
         tokens = torch.full((batch, 1), bos_id, dtype=torch.long, device=mel.device)
-        done = torch.zeros(batch, dtype=torch.bool, device=mel.device)
-        out = []
         for step in range(max_len):
             logits = self.decode_step(tokens, cross, caches, step)[:, -1]
             if allowed is not None:
                 logits = logits.masked_fill(~allowed, float("-inf"))
             tokens = logits.argmax(-1, keepdim=True)
-            tokens = torch.where(done[:, None], torch.full_like(tokens, eos_id), tokens)
-            out.append(tokens)
-            done |= tokens[:, 0] == eos_id
-            if bool(done.all()):
+            finished = tokens[:, 0] == eos_id
+            for row, token in zip(rows.tolist(), tokens[:, 0].tolist()):
+                if token != eos_id:
+                    outputs[row].append(token)
+            if bool(finished.all()):
                 break
-        ids = torch.cat(out, dim=1).tolist()
-        return [row[: row.index(eos_id)] if eos_id in row else row for row in ids]
+            if bool(finished.any()):
+                keep = (~finished).nonzero().squeeze(1)
+                rows, tokens = rows[keep], tokens[keep]
+                cross = [(k[keep], v[keep]) for k, v in cross]
+                for cache in caches:
+                    cache["k"], cache["v"] = cache["k"][keep], cache["v"][keep]
+        return outputs
