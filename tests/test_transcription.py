@@ -77,6 +77,15 @@ def test_kv_cache_decoding_equals_teacher_forcing():
     caches = [{} for _ in model.decoder]
     stepwise = torch.cat([model.decode_step(tokens[:, i: i + 1], cross, caches, i) for i in range(12)], dim=1)
     assert torch.allclose(full, stepwise, atol=1e-5)
+    # rows that finish early leave the batch without changing the others' results
+    allowed = torch.zeros(40, dtype=torch.bool)
+    allowed[[3, 39]] = True  # 39 plays EOS; make it a near tie with 3 so rows end at different steps
+    with torch.no_grad():
+        model.lm_head.weight[39] = model.lm_head.weight[3] + 0.05 * torch.randn(config.d_model)
+    mel = torch.randn(6, config.segment_frames, config.n_mels)
+    alone = [model.generate(mel[i: i + 1], 38, 39, max_len=20, allowed=allowed)[0] for i in range(6)]
+    assert len({len(row) for row in alone}) > 1
+    assert model.generate(mel, 38, 39, max_len=20, allowed=allowed) == alone
 
 
 def test_tiny_model_overfits_one_example():
@@ -104,6 +113,7 @@ def test_tiny_model_overfits_one_example():
     assert decoded == target.tolist()
     got = sorted((n.pitch, round(n.time, 2)) for t in tok.decode(decoded).to("second").tracks for n in t.notes)
     assert got == [(60, 0.05), (67, 0.2)]
+
 
 
 def test_load_audio_resamples_and_mixes(tmp_path):
