@@ -41,9 +41,9 @@ class ModelEntry:
 def _entry(path: Path) -> ModelEntry:
     config = json.loads((path / "config.json").read_text())
     weights = sum(f.stat().st_size for f in path.glob("*.safetensors"))
-    tokenizer = config.get("tokenizer", {})
-    kind = config.get("kind", "music-transformer" if "model" in config and tokenizer else "transcription")
-    scheme = tokenizer.get("scheme", config.get("codec", {}).get("scheme", "mt3") if kind == "transcription" else "?")
+    tokenizer = config.get("tokenizer") or {}
+    scheme = tokenizer.get("scheme", "?")
+    kind = "transcription" if scheme == "mt3" or "n_mels" in config.get("model", {}) else "music-transformer"
     return ModelEntry(path.name, path, kind, scheme, weights / 2**20, config.get("info", {}))
 
 
