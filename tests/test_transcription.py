@@ -245,10 +245,18 @@ def test_cli_transcribes_a_rendered_chorale(rendered_piano):
     pitches = [n.pitch for t in estimate.tracks for n in t.notes]
     played = {n.pitch for t in reference.tracks for n in t.notes}
     assert len(pitches) >= 10 and all(t.program == 0 for t in estimate.tracks)
-    # the shipped CPU model hears the right pitches (all of them on this excerpt when measured) but
-    # places onsets loosely (onset F1 about 0.2 here): assert both, with margin
+    # the shipped CPU model hears the right pitches but places onsets loosely (its onset F1 at
+    # 50 ms is about 0.2 on held-out audio): assert the pitches, and onsets within 250 ms
     assert np.mean([p in played for p in pitches]) >= 0.8
-    assert transcription_scores(reference, estimate)["onset_f1"] >= 0.1
+    import mir_eval
+
+    from cadenza.symbolic.transcription import note_arrays
+
+    (ref_iv, ref_hz), (est_iv, est_hz) = note_arrays(reference), note_arrays(estimate)
+    _, _, loose_f1, _ = mir_eval.transcription.precision_recall_f1_overlap(
+        ref_iv, ref_hz, est_iv, est_hz, onset_tolerance=0.25, offset_ratio=None)
+    print(f"onset F1 within 250 ms: {loose_f1:.3f}")
+    assert loose_f1 >= 0.4
 
 
 def test_cli_bad_input(tmp_path):
