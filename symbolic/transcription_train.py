@@ -144,15 +144,17 @@ def train(model: Transcriber, tokenizer: MT3Tokenizer, sampler: WindowSampler, o
                                   betas=(0.9, 0.98))
     out = Path(out_dir)
     step = 0
+    earlier_seconds, history = 0.0, []
     if resume and (out / "train_state.json").exists():
         step = load_train_state(out, model, optimizer)
+        earlier = json.loads((out / "config.json").read_text()).get("info", {})
+        earlier_seconds, history = float(earlier.get("train_seconds", 0.0)), list(earlier.get("history", []))
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     model.train()
     began = time.time()
     losses: list[float] = []
-    history = []
     bar = tqdm(total=settings.steps, initial=step, desc="training", unit="step", disable=not progress or rank != 0)
     while step < settings.steps:
         for group in optimizer.param_groups:
@@ -171,19 +173,19 @@ def train(model: Transcriber, tokenizer: MT3Tokenizer, sampler: WindowSampler, o
         bar.update(1)
         if step % settings.log_every == 0:
             mean = float(np.mean(losses[-settings.log_every:]))
-            history.append({"step": step, "loss": mean, "seconds": round(time.time() - began, 1)})
+            history.append({"step": step, "loss": mean, "seconds": round(earlier_seconds + time.time() - began, 1)})
             bar.set_postfix(loss=f"{mean:.3f}")
         out_of_time = settings.max_minutes is not None and time.time() - began > settings.max_minutes * 60
         if rank == 0 and (step % settings.save_every == 0 or step == settings.steps or out_of_time):
             summary = {**(info or {}), "steps": step, "loss": float(np.mean(losses[-settings.log_every:])),
-                       "train_seconds": round(time.time() - began, 1), "history": history}
+                       "train_seconds": round(earlier_seconds + time.time() - began, 1), "history": history}
             save_transcriber(out, model, tokenizer, summary)
             save_train_state(out, model, optimizer, step)
         if out_of_time:
             break
     bar.close()
     return {"steps": step, "loss": float(np.mean(losses[-settings.log_every:])) if losses else None,
-            "seconds": time.time() - began, "history": history}
+            "seconds": earlier_seconds + time.time() - began, "history": history}
 
 
 def save_train_state(directory: Path, model: Transcriber, optimizer: torch.optim.Optimizer, step: int) -> None:
