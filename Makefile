@@ -29,6 +29,10 @@ test: $(STAMP) sysdeps-test
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 bench: setup
+	@sh .ci/sysdeps.sh soundfonts
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m pip install -q --no-deps basic-pitch
+	$(BIN)/python -m pip install -q librosa
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -1,11 +1,14 @@
 #!/bin/sh
 # Install the system libraries cadenza needs, when missing. Idempotent and quick when present.
-#   sh .ci/sysdeps.sh fluidsynth [chromium]
+#   sh .ci/sysdeps.sh fluidsynth [chromium] [soundfonts]
 need=""
 for what in "$@"; do
   case "$what" in
     fluidsynth)
       if ! ldconfig -p 2>/dev/null | grep -q 'libfluidsynth\.so'; then need="$need libfluidsynth3"; fi ;;
+    soundfonts)
+      [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need="$need fluid-soundfont-gm"
+      [ -f /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 ] || need="$need musescore-general-soundfont-small" ;;
     chromium)
       if ! command -v chromium >/dev/null 2>&1; then need="$need chromium"; fi ;;
   esac

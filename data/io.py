@@ -86,6 +86,23 @@ def _check_abc(path: Path) -> None:
             raise MusicFileError(path, f"ABC syntax error on line {number}: unexpected {''.join(sorted(bad))!r}")
 
 
+def _abc_tune(path: Path, index: int):
+    """Parse only the index-th tune of an ABC file (a collection can hold hundreds; parsing
+    them all to take one costs seconds per tune). The file header is kept in front of it."""
+    import music21
+
+    text = path.read_text(encoding="utf-8")
+    starts = [m.start() for m in re.finditer(r"^X:", text, re.M)]
+    if len(starts) <= 1:
+        if index != 0:
+            raise MusicFileError(path, f"holds one piece; index {index} is out of range")
+        return music21.converter.parse(text, format="abc", forceSource=True)
+    if not 0 <= index < len(starts):
+        raise MusicFileError(path, f"has {len(starts)} tunes; index {index} is out of range")
+    end = starts[index + 1] if index + 1 < len(starts) else len(text)
+    return music21.converter.parse(text[: starts[0]] + text[starts[index]:end], format="abc", forceSource=True)
+
+
 def _parse_music21(path: Path, index: int):
     import music21
 
@@ -98,7 +115,12 @@ def _parse_music21(path: Path, index: int):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            parsed = music21.converter.parse(str(path), forceSource=True)
+            if path.suffix.lower() == ".abc":
+                parsed, index = _abc_tune(path, index), 0
+            else:
+                parsed = music21.converter.parse(str(path), forceSource=True)
+    except MusicFileError:
+        raise
     except Exception as exc:
         raise MusicFileError(path, f"cannot parse as {path.suffix.lstrip('.')} ({_first_line(exc)})") from None
     if isinstance(parsed, music21.stream.Opus):

@@ -36,9 +36,10 @@ def _existing(paths) -> list[Path]:
 def training_soundfonts() -> list[Path]:
     """SoundFonts used for training data: TimGM6mb (shipped with pretty_midi) and MuseScore's
     General Lite (Debian's musescore-general-soundfont-small) where installed."""
-    import pretty_midi
+    import importlib.util
 
-    return _existing([Path(pretty_midi.__file__).parent / "TimGM6mb.sf2",
+    pretty_midi = importlib.util.find_spec("pretty_midi")  # located, not imported: it imports pyfluidsynth
+    return _existing([Path(pretty_midi.origin).parent / "TimGM6mb.sf2" if pretty_midi else "",
                       "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3"])
 
 
@@ -59,10 +60,9 @@ class FluidRenderer:
     """
 
     def __init__(self, soundfonts: list[Path], sample_rate: int = SAMPLE_RATE):
-        try:
-            import fluidsynth
-        except (ImportError, OSError) as exc:  # the system library is missing
-            raise MissingDependencyError(f"FluidSynth is not available ({exc}); install libfluidsynth3") from exc
+        from cadenza.rendering.fluidsynth import import_fluidsynth
+
+        fluidsynth = import_fluidsynth()
         self.sample_rate = sample_rate
         self.synth = fluidsynth.Synth(gain=0.4, samplerate=float(sample_rate))
         self.synth.setting("synth.reverb.active", 0)

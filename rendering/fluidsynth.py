@@ -115,9 +115,15 @@ def render(score, *, sample_rate: int = DEFAULT_SAMPLE_RATE, soundfont: str | os
 
 # --- the FluidSynth engine -------------------------------------------------------------------
 
-def _import_fluidsynth():
+def import_fluidsynth():
+    """pyfluidsynth, or a MissingDependencyError saying how to install the library. Its import
+    prints where it found the library when $CI is set; that must not reach our stdout (JSON)."""
+    import contextlib
+    import io
+
     try:
-        import fluidsynth
+        with contextlib.redirect_stdout(io.StringIO()):
+            import fluidsynth
     except (ImportError, OSError):
         raise MissingDependencyError(INSTALL_HINT) from None
     return fluidsynth
@@ -160,7 +166,7 @@ class _LoadedSoundFont:
     the same score always renders to the same samples."""
 
     def __init__(self, path: Path):
-        fluidsynth = _import_fluidsynth()
+        fluidsynth = import_fluidsynth()
         self.fluidsynth = fluidsynth
         self.library = _Library(fluidsynth)
         self.lock = threading.Lock()
