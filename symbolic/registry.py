@@ -29,8 +29,9 @@ class ModelEntry:
         parts = [f"{self.name:22s} {self.kind:18s} {self.scheme:13s} {self.size_mb:6.1f} MB"]
         if "valid_bits_per_note" in info:
             parts.append(f"valid {info['valid_bits_per_note']:.2f} bits/note")
-        if "onset_f1" in info:
-            parts.append(f"onset F1 {info['onset_f1']:.3f}")
+        heldout = info.get("heldout_eval", {})
+        if "onset_f1" in heldout:
+            parts.append(f"held-out onset F1 {heldout['onset_f1']:.3f} ({heldout.get('soundfont', '?')})")
         if "corpus" in info:
             parts.append(f"corpus {info['corpus']}")
         if "step" in info:
