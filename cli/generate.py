@@ -1,4 +1,4 @@
-"""``cadenza continue PROMPT -o OUT.mid --checkpoint DIR``: continue a piece with a trained model."""
+"""``cadenza continue PROMPT -o OUT.mid [--model NAME|DIR]``: continue a piece with a Music Transformer."""
 
 from __future__ import annotations
 
@@ -9,15 +9,21 @@ from .common import add_device_arg, add_seed_arg
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "continue", help="continue a music file with a trained Music Transformer",
-        description="Sample continuations of PROMPT (any music file) from a checkpoint. Each output holds the "
+        "continue", help="continue a music file with a Music Transformer (shipped or trained)",
+        description="Sample continuations of PROMPT (any music file) from a shipped model or a checkpoint. "
+                    "Each output holds the "
                     "prompt (as the model's tokenizer sees it) followed by new music. Sampling follows the "
                     "scheme's grammar, so every output decodes. With --num-samples N > 1 the outputs are "
                     "OUT-1.mid ... OUT-N.mid.",
     )
     p.add_argument("prompt", help="the music to continue (MIDI, MusicXML, kern, ABC)")
     p.add_argument("-o", "--output", required=True, help="output MIDI file")
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (from 'cadenza train')")
+    p.add_argument("--model", "--checkpoint", dest="model", default=None,
+                   help="shipped model name (see 'cadenza models') or a checkpoint directory (default bach-event)")
+    p.add_argument("--index", type=int, default=0, help="tune number in a multi-tune ABC file")
+    p.add_argument("--musicxml", action="store_true", help="also write each continuation as MusicXML")
+    p.add_argument("--wav", action="store_true", help="also render each continuation to WAV (FluidSynth)")
+    p.add_argument("--sheet", default=None, help="write an HTML example sheet comparing prompt and continuations")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--tokens", type=int, help="new tokens to generate (default 512)")
     length.add_argument("--seconds", type=float, help="seconds of music to add")
@@ -50,6 +56,7 @@ def run(args) -> int:
     from cadenza.data.io import read_score, write_midi
     from cadenza.symbolic.checkpoint import load_checkpoint
     from cadenza.symbolic.device import resolve_device
+    from cadenza.symbolic.registry import DEFAULT_MODEL, resolve_model
     from cadenza.symbolic.sampling import continue_score
 
     if args.num_samples < 1:
@@ -57,10 +64,11 @@ def run(args) -> int:
     if args.tokens is None and args.seconds is None and args.bars is None:
         args.tokens = 512
     device = resolve_device(args.device)
-    prompt = read_score(args.prompt)
-    model, tokenizer, _ = load_checkpoint(args.checkpoint, device=device)
+    prompt = read_score(args.prompt, index=args.index)
+    model_dir = resolve_model(args.model or DEFAULT_MODEL)
+    model, tokenizer, _ = load_checkpoint(model_dir, device=device)
     if tokenizer is None:
-        raise CadenzaError(f"{args.checkpoint}: the checkpoint names no tokenizer")
+        raise CadenzaError(f"{model_dir}: the checkpoint names no tokenizer")
     started = time.perf_counter()
     with torch.inference_mode():
         scores = continue_score(model, tokenizer, prompt, tokens=args.tokens, seconds=args.seconds, bars=args.bars,
@@ -69,10 +77,38 @@ def run(args) -> int:
     elapsed = time.perf_counter() - started
     prompt_notes = tokenizer.decode(tokenizer.encode(prompt) if tokenizer.name != "anticipatory"
                                     else tokenizer.encode(prompt, controls=None)).note_num()
-    for path, score in zip(_output_paths(args.output, len(scores)), scores):
+    paths = _output_paths(args.output, len(scores))
+    for path, score in zip(paths, scores):
         write_midi(score, path)
         seconds = score.to("second").end()
         print(f"wrote {path}: {score.note_num()} notes ({score.note_num() - prompt_notes} new), {seconds:.1f} s")
+        if args.musicxml:
+            from cadenza.data.io import write_musicxml
+
+            print(f"wrote {write_musicxml(score, path.with_suffix('.musicxml'))}")
+    if args.wav or args.sheet:
+        _audio_and_sheet(args, prompt, scores, paths, model_dir.name)
     print(f"{len(scores)} continuation(s) of {args.prompt} in {elapsed:.1f} s on {device} "
           f"({tokenizer.name} tokens, seed {args.seed})")
     return 0
+
+
+def _audio_and_sheet(args, prompt, scores, paths, model_name: str) -> None:
+    from cadenza.rendering.audio import write_audio
+    from cadenza.rendering.fluidsynth import render
+    from cadenza.rendering.sheet import Rendering, SheetEntry, write_sheet
+
+    rate = 44100
+    boundary = float(prompt.to("second").end())
+    entries = [SheetEntry("Prompt", prompt, [Rendering("FluidSynth", render(prompt, sample_rate=rate), rate)])]
+    for i, (path, score) in enumerate(zip(paths, scores), 1):
+        audio = render(score, sample_rate=rate)
+        if args.wav:
+            print(f"wrote {write_audio(path.with_suffix('.wav'), audio, rate)}")
+        entries.append(SheetEntry(f"Continuation {i}", score, [Rendering("FluidSynth", audio, rate)],
+                                  description=f"{model_name}, seed {args.seed}, sample {i}", boundary_seconds=boundary))
+    if args.sheet:
+        sheet = write_sheet(args.sheet, f"Continuations of {Path(args.prompt).name}", entries,
+                            metadata={"model": model_name, "seed": args.seed, "temperature": args.temperature,
+                                      "top-p": args.top_p})
+        print(f"wrote {sheet}")

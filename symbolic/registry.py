@@ -64,4 +64,4 @@ def resolve_model(name_or_dir: str | os.PathLike) -> Path:
     if (shipped / "config.json").exists():
         return shipped
     names = ", ".join(e.name for e in list_models()) or "none installed"
-    raise CadenzaError(f"{name_or_dir}: no such model or checkpoint directory (shipped models: {names})")
+    raise CadenzaError(f"{name_or_dir}: not a checkpoint directory and not a shipped model (shipped: {names})")

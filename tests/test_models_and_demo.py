@@ -59,7 +59,7 @@ def test_ship_model_from_a_training_run(tmp_path, bach_pieces):
     with pytest.raises(CadenzaError, match="over the"):
         ship_model(tmp_path / "run", "too-big", command="x", models_dir=models, max_mb=0.001)
     assert not (models / "too-big").exists()
-    with pytest.raises(CadenzaError, match="no such model"):
+    with pytest.raises(CadenzaError, match="not a shipped model"):
         resolve_model("no-such-model")
 
 
@@ -71,3 +71,20 @@ def test_demo_runs_the_whole_loop(tmp_path):
     assert "onset F1" in proc.stdout
     html = next(out.glob("*.html")).read_text()
     assert "<audio" in html and "<svg" in html
+
+
+def test_continue_with_the_default_model_writes_every_format(tmp_path, bach_pieces):
+    out = tmp_path / "c.mid"
+    proc = run_cli("continue", bach_pieces[2].path, "-o", out, "--seconds", "2", "--num-samples", "2",
+                   "--musicxml", "--wav", "--sheet", tmp_path / "sheet.html", "--seed", "3")
+    for name in ("c-1.mid", "c-2.mid", "c-1.musicxml", "c-2.wav", "sheet.html"):
+        assert (tmp_path / name).exists(), name
+    assert "event tokens" in proc.stdout
+    import symusic
+
+    first, second = (symusic.Score(str(tmp_path / f"c-{i}.mid")) for i in (1, 2))
+    original = symusic.Score(str(bach_pieces[2].path))
+    assert first.to("second").end() > original.to("second").end() + 1.0
+    assert [n.pitch for t in first.tracks for n in t.notes] != [n.pitch for t in second.tracks for n in t.notes]
+    html = (tmp_path / "sheet.html").read_text()
+    assert html.count("<audio") == 3
