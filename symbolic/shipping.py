@@ -17,6 +17,20 @@ from .registry import MODELS_DIR
 MAX_SHIPPED_MB = 25.0
 
 
+def _metrics_of_these_weights(run_dir: Path, step: int | None) -> dict:
+    """The valid figures logged at the checkpoint's own step; evaluated afresh when the run was
+    stopped between evaluations (an interrupted run keeps older figures in its info)."""
+    log = run_dir / "log.jsonl"
+    if log.exists() and step is not None:
+        for line in reversed(log.read_text().splitlines()):
+            record = json.loads(line)
+            if record.get("kind") == "eval" and record.get("split") == "valid" and record.get("step") == step:
+                return record
+    from .train import evaluate_checkpoint
+
+    return evaluate_checkpoint(run_dir, split="valid", device="cpu", progress=False)
+
+
 def ship_model(run_dir: str | os.PathLike, name: str, *, command: str, models_dir: str | os.PathLike = MODELS_DIR,
                max_mb: float = MAX_SHIPPED_MB) -> Path:
     """Copy a trained checkpoint into ``models_dir/name`` with fp16 weights.
@@ -28,11 +42,9 @@ def ship_model(run_dir: str | os.PathLike, name: str, *, command: str, models_di
     run_dir = Path(run_dir)
     config = read_checkpoint_config(run_dir)
     info = dict(config.get("info") or {})
-    metrics = info.get("metrics") or {}
-    if not metrics:
-        raise CadenzaError(f"{run_dir}: the run has no valid-split evaluation; train it to the end first")
     model, tokenizer, _ = load_checkpoint(run_dir)
     state = json.loads((run_dir / "training_state.json").read_text()) if (run_dir / "training_state.json").exists() else {}
+    metrics = _metrics_of_these_weights(run_dir, state.get("step"))
     settings = info.get("settings", {})
     shipped = {
         "corpus": info.get("corpus"),
