@@ -10,14 +10,6 @@ import torch
 from cadenza.symbolic.attention import relative_attention, relative_attention_incremental
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors run fastest on one thread; several threads on a busy 2-core machine thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # (batch, heads, length, head_dim, max_relative_position, chunk_size): max_rel below, equal to
 # and above the length; chunks that divide the length and chunks that do not.

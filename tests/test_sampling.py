@@ -14,13 +14,6 @@ from cadenza.symbolic.transformer import MusicTransformer, MusicTransformerConfi
 from cadenza.tokenizers import get_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _model(vocab_size: int, seed: int = 0, **overrides) -> MusicTransformer:
     torch.manual_seed(seed)

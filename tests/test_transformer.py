@@ -16,14 +16,6 @@ from cadenza.symbolic.transformer import MusicTransformer, MusicTransformerConfi
 VOCAB = 50
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; several threads on a busy 2-core machine thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _model(seed=0, **overrides) -> MusicTransformer:
     torch.manual_seed(seed)

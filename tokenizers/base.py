@@ -98,6 +98,18 @@ class Tokenizer(ABC):
         """Extra lines for describe(): what the scheme drops or changes."""
         return ""
 
+    def check_ids(self, ids) -> np.ndarray:
+        """Scheme ids as int64 with special ids removed; TokenizerError for anything else."""
+        array = np.asarray(ids)
+        if array.dtype == object or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
+            raise TokenizerError(f"ids must be integers, got an array of {array.dtype}")
+        array = array.astype(np.int64).ravel()
+        bad = (array < 0) | (array >= self.vocab_size)
+        if bad.any():
+            raise TokenizerError(f"id {int(array[bad][0])} is outside the {self.name} vocabulary "
+                                 f"(0..{self.vocab_size - 1})")
+        return array[array < self.base_vocab_size]
+
     def strip_special(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         return ids[ids < self.base_vocab_size]

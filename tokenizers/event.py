@@ -347,17 +347,6 @@ class EventTokenizer(Tokenizer):
         return ids
 
     # -- decode ------------------------------------------------------------------------------
-    def check_ids(self, ids) -> np.ndarray:
-        """Scheme ids as int64 with special ids removed; TokenizerError for anything else."""
-        array = np.asarray(ids)
-        if array.dtype == object or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
-            raise TokenizerError(f"ids must be integers, got an array of {array.dtype}")
-        array = array.astype(np.int64).ravel()
-        bad = (array < 0) | (array >= self.vocab_size)
-        if bad.any():
-            raise TokenizerError(f"id {int(array[bad][0])} is outside the event vocabulary (0..{self.vocab_size - 1})")
-        return array[array < self.base_vocab_size]
-
     def decode_notes(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(start step, end step, pitch, velocity) of the notes that ``ids`` describe, sorted by (start, pitch)."""
         ids = self.check_ids(ids)

@@ -165,14 +165,7 @@ class REMITokenizer(Tokenizer):
         return ids
 
     def decode(self, ids) -> symusic.Score:
-        array = np.asarray(ids)
-        if array.dtype == object or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
-            raise TokenizerError(f"ids must be integers, got an array of {array.dtype}")
-        array = array.astype(np.int64).ravel()
-        bad = (array < 0) | (array >= self.vocab_size)
-        if bad.any():
-            raise TokenizerError(f"id {int(array[bad][0])} is outside the REMI vocabulary (0..{self.vocab_size - 1})")
-        miditok_ids = (array[array < self.base_vocab_size] + 1).tolist()
+        miditok_ids = (self.check_ids(ids) + 1).tolist()
         if not miditok_ids:
             return symusic.Score(self.miditok.time_division)
         if self.config["use_programs"]:
