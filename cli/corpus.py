@@ -40,7 +40,7 @@ def run_list(args) -> int:
     return 0
 
 
-def _report(report, corpus) -> None:
+def _report(report) -> None:
     if report.failed:
         print(f"skipped {len(report.failed)} pieces that failed to convert:")
         for piece_id, reason in report.failed[:20]:
@@ -56,7 +56,7 @@ def run_export(args) -> int:
 
     corpus = open_corpus(args.name)
     report = corpus.ensure(limit=args.limit)
-    _report(report, corpus)
+    _report(report)
     pieces = corpus.pieces(split=args.split, limit=args.limit)
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)

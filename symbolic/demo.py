@@ -24,7 +24,7 @@ class DemoResult:
     figures: dict[str, float] = field(default_factory=dict)
 
 
-def test_chorale(index: int = 0) -> tuple[str, Path]:
+def chorale_from_test_split(index: int = 0) -> tuple[str, Path]:
     """(piece id, MIDI path) of the index-th test-split Bach chorale, exporting only that one."""
     from cadenza.data.corpora import BuiltinCorpus, source_piece_id, split_of
 
@@ -62,7 +62,7 @@ def run_demo(out: str | Path = "demo-out", *, model: str | None = None, seconds:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    piece_id, path = test_chorale()
+    piece_id, path = chorale_from_test_split()
     result = DemoResult(piece_id)
     prompt = opening(read_score(path), prompt_bars)
     prompt_seconds = float(prompt.to("second").end())
