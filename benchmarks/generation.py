@@ -18,14 +18,12 @@ Prints tokens per second of each and the ratios; the last line is the headline.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from cadenza.tokenizers.remi import repository_off_the_path
 
 
 def _sync(device):
@@ -68,28 +66,6 @@ def time_hf(hf_model, prompt, new_tokens, device) -> float:
     _sync(device)
     assert out.shape[1] == prompt.shape[1] + new_tokens, out.shape
     return time.perf_counter() - start
-
-
-@contextlib.contextmanager
-def repository_off_the_path():
-    """Hide the repository's folders from the import path while HuggingFace code runs: there
-    ``tokenizers/`` (cadenza.tokenizers' source) and ``benchmarks/tokenizers.py`` shadow the
-    HuggingFace ``tokenizers`` package, which transformers imports lazily."""
-    root = Path(__file__).resolve().parent.parent
-
-    def inside(path: str) -> bool:
-        resolved = Path(path or os.getcwd()).resolve()
-        return resolved.is_relative_to(root) and "site-packages" not in resolved.parts
-
-    shadow = sys.modules.get("tokenizers")
-    if shadow is not None and inside(getattr(shadow, "__file__", None) or "/"):
-        del sys.modules["tokenizers"]
-    saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if not inside(p)]
-    try:
-        yield
-    finally:
-        sys.path[:] = saved
 
 
 def main() -> None:

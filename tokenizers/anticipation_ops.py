@@ -13,7 +13,7 @@ reference's result exactly, including its quirks, which are named where they mat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -11,6 +11,7 @@ instruments; tracks with the same program are merged, as miditok does), no rests
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -34,27 +35,36 @@ def _inside_repository(path: str) -> bool:
     return resolved.is_relative_to(_REPO_ROOT) and "site-packages" not in resolved.parts
 
 
-def import_miditok():
-    """Import miditok even when Python runs from the repository root.
+@contextlib.contextmanager
+def repository_off_the_path():
+    """Hide cadenza's source folders from the import path while Hugging Face code loads.
 
-    There, the folder ``tokenizers/`` (cadenza.tokenizers' source) shadows the Hugging Face
-    ``tokenizers`` package that miditok imports; so does ``benchmarks/tokenizers.py`` when run as
-    a script. Folders inside the repository are hidden from the import path while miditok loads,
-    and a shadowing module already imported is forgotten.
+    When Python runs from the repository root, the folder ``tokenizers/`` (cadenza.tokenizers'
+    source), and ``benchmarks/tokenizers.py`` run as a script, shadow the Hugging Face
+    ``tokenizers`` package that miditok and transformers import. A shadowing module already
+    imported is forgotten too.
     """
-    if "miditok" in sys.modules:
-        return sys.modules["miditok"]
     shadow = sys.modules.get("tokenizers")
     if shadow is not None and _inside_repository(getattr(shadow, "__file__", None) or "/"):
         del sys.modules["tokenizers"]
     saved = list(sys.path)
     sys.path[:] = [p for p in sys.path if not _inside_repository(p)]
     try:
-        return importlib.import_module("miditok")
-    except ImportError as exc:
-        raise MissingDependencyError(f"the REMI tokenizer needs miditok ({exc}); pip install 'miditok>=3.1'") from None
+        yield
     finally:
         sys.path[:] = saved
+
+
+def import_miditok():
+    """Import miditok even when Python runs from the repository root (see repository_off_the_path)."""
+    if "miditok" in sys.modules:
+        return sys.modules["miditok"]
+    with repository_off_the_path():
+        try:
+            return importlib.import_module("miditok")
+        except ImportError as exc:
+            raise MissingDependencyError(f"the REMI tokenizer needs miditok ({exc}); "
+                                         "pip install 'miditok>=3.1'") from None
 
 
 def _beat_res_for_miditok(beat_res: dict) -> dict[tuple[int, int], int]:
