@@ -21,7 +21,6 @@ import numpy as np
 
 from cadenza.data.atomic import write_text_atomic
 
-STAT_NAMES = ("pitch_class_entropy", "scale_consistency", "polyphony", "groove_consistency", "empty_beat_rate")
 
 
 @dataclass
@@ -82,12 +81,19 @@ def _note_f1(reference, estimate, tolerance: float = 0.01) -> tuple[float, float
 
 
 def tokenization_figures(tokenizer, scores) -> dict:
-    """Tokens per note and per second, and how exactly decode(encode(x)) gives x back (10 ms)."""
+    """Tokens per note and per second, and how exactly decode(encode(x)) gives x back (10 ms).
+
+    Pieces a scheme cannot hold (over 100 s for anticipatory) are left out."""
+    from cadenza.data.errors import TokenizerError
+
     tokens = notes = 0
     seconds = 0.0
     onset, both = [], []
     for score in scores:
-        ids = tokenizer.encode(score)
+        try:
+            ids = tokenizer.encode(score)
+        except TokenizerError:
+            continue
         decoded = tokenizer.decode(ids)
         tokens += len(ids)
         notes += score.note_num()
@@ -97,17 +103,6 @@ def tokenization_figures(tokenizer, scores) -> dict:
         both.append(f_both)
     return {"tokens_per_note": tokens / max(notes, 1), "tokens_per_second": tokens / max(seconds, 1e-9),
             "roundtrip_onset_f1": float(np.mean(onset)), "roundtrip_onset_offset_f1": float(np.mean(both))}
-
-
-def _usable(tokenizer, scores):
-    out = []
-    for score in scores:
-        try:
-            tokenizer.encode(score)
-            out.append(score)
-        except Exception:  # pieces a scheme cannot hold (over 100 s for anticipatory) are left out
-            continue
-    return out
 
 
 def _train(settings: StudySettings, scheme: str, attention: str, run_dir: Path, steps: int):
@@ -161,7 +156,7 @@ def run_study(settings: StudySettings, log=print) -> dict:
     results: list[ConfigResult] = []
     for scheme in settings.schemes:
         tokenizer = get_tokenizer(scheme, **({"overlong": "clip"} if scheme == "anticipatory" else {}))
-        figures = tokenization_figures(tokenizer, _usable(tokenizer, valid_scores))
+        figures = tokenization_figures(tokenizer, valid_scores)
         for attention in settings.attentions:
             result = ConfigResult(scheme, attention, vocab_size=tokenizer.vocab_size, **figures)
             log(f"[{result.label}] {figures['tokens_per_note']:.2f} tokens/note; calibrating the step time")
