@@ -22,7 +22,6 @@ import numpy as np
 from cadenza.data.atomic import write_text_atomic
 
 
-
 @dataclass
 class StudySettings:
     corpus: str
