@@ -124,6 +124,16 @@ def _distributed() -> tuple[int, int]:
     return rank, world
 
 
+def _agree(flag: bool, world: int, device: torch.device) -> bool:
+    """True on every rank when it is true on any: ranks stop at the same step, none is left waiting
+    in an all-reduce its peers never join."""
+    if world == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def train(model: Transcriber, tokenizer: MT3Tokenizer, sampler: WindowSampler, out_dir: str | os.PathLike,
           settings: TrainSettings, device: torch.device | str = "cpu", resume: bool = True,
           progress: bool = True, info: dict | None = None) -> dict:
@@ -175,7 +185,8 @@ def train(model: Transcriber, tokenizer: MT3Tokenizer, sampler: WindowSampler, o
             mean = float(np.mean(losses[-settings.log_every:]))
             history.append({"step": step, "loss": mean, "seconds": round(earlier_seconds + time.time() - began, 1)})
             bar.set_postfix(loss=f"{mean:.3f}")
-        out_of_time = settings.max_minutes is not None and time.time() - began > settings.max_minutes * 60
+        out_of_time = _agree(settings.max_minutes is not None and time.time() - began > settings.max_minutes * 60,
+                             world, device)
         if rank == 0 and (step % settings.save_every == 0 or step == settings.steps or out_of_time):
             summary = {**(info or {}), "steps": step, "loss": float(np.mean(losses[-settings.log_every:])),
                        "train_seconds": round(earlier_seconds + time.time() - began, 1), "history": history}
@@ -185,7 +196,7 @@ def train(model: Transcriber, tokenizer: MT3Tokenizer, sampler: WindowSampler, o
             break
     bar.close()
     return {"steps": step, "loss": float(np.mean(losses[-settings.log_every:])) if losses else None,
-            "seconds": earlier_seconds + time.time() - began, "history": history}
+            "seconds": earlier_seconds + time.time() - began, "history": history, "rank": rank, "world_size": world}
 
 
 def save_train_state(directory: Path, model: Transcriber, optimizer: torch.optim.Optimizer, step: int) -> None:
