@@ -75,6 +75,16 @@ def test_round_trip_real_chorales(bach_scores):
                [(ts.numerator, ts.denominator) for ts in expected.time_signatures]
 
 
+def test_round_trip_keeps_seconds_at_integer_tempi(bach_scores):
+    """Tempo bins of 1 qpm: 120 and 100 qpm survive exactly, so onsets keep their time in seconds."""
+    from cadenza.symbolic.study import tokenization_figures
+
+    tok = get_tokenizer("remi")
+    assert tok.config["num_tempos"] == 211
+    figures = tokenization_figures(tok, bach_scores[:6])
+    assert figures["roundtrip_onset_f1"] == 1.0 and figures["roundtrip_onset_offset_f1"] > 0.99
+
+
 def multitrack_score(parts, tpq=480) -> symusic.Score:
     score = symusic.Score(tpq)
     score.tempos.append(symusic.Tempo(0, qpm=100.0))
