@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("prompt", help="the music to continue (MIDI, MusicXML, kern, ABC)")
     p.add_argument("-o", "--output", required=True, help="output MIDI file")
     p.add_argument("--model", "--checkpoint", dest="model", default=None,
-                   help="shipped model name (see 'cadenza models') or a checkpoint directory (default bach-event)")
+                   help="shipped model name (see 'cadenza models') or a checkpoint directory (default classical-event)")
     p.add_argument("--index", type=int, default=0, help="tune number in a multi-tune ABC file")
     p.add_argument("--musicxml", action="store_true", help="also write each continuation as MusicXML")
     p.add_argument("--wav", action="store_true", help="also render each continuation to WAV (FluidSynth)")

@@ -14,16 +14,27 @@ def test_shipped_models_are_listed_with_their_figures():
     from cadenza.symbolic.registry import list_models
 
     entries = {e.name: e for e in list_models()}
-    assert {"bach-event", "bach-anticipatory", "transcriber-piano"} <= set(entries)
-    for name in ("bach-event", "bach-anticipatory"):
+    assert {"classical-event", "bach-event", "bach-remi", "bach-anticipatory", "transcriber-piano"} <= set(entries)
+    corpora = {"classical-event": "bach-chorales+classical", "bach-event": "bach-chorales",
+               "bach-remi": "bach-chorales", "bach-anticipatory": "bach-chorales"}
+    for name, corpus in corpora.items():
         entry = entries[name]
         assert entry.kind == "music-transformer" and entry.size_mb <= 25
-        assert entry.info["corpus"] == "bach-chorales"
+        assert entry.info["corpus"] == corpus
         assert entry.info["valid_bits_per_note"] > 0 and entry.info["step"] > 0
         assert entry.info["training_command"].startswith("cadenza train")
     assert entries["transcriber-piano"].kind == "transcription"
     listing = json.loads(run_cli("models", "--json").stdout)
-    assert {m["name"] for m in listing} >= {"bach-event", "bach-anticipatory"}
+    assert {m["name"] for m in listing} >= set(corpora)
+
+
+def test_the_default_model_is_the_broadest_event_model():
+    from cadenza.symbolic.registry import DEFAULT_MODEL, list_models
+
+    entries = {e.name: e for e in list_models()}
+    assert DEFAULT_MODEL == "classical-event" and entries[DEFAULT_MODEL].scheme == "event"
+    # its valid split (the chorales': the classical pieces hash to train and test) is bach-event's
+    assert entries[DEFAULT_MODEL].info["valid_bits_per_note"] < entries["bach-event"].info["valid_bits_per_note"]
 
 
 def test_shipped_event_model_loads_by_name_and_is_fp16_on_disk():
