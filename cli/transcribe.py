@@ -44,6 +44,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this wall time")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="start a new run from these weights (a shipped model's name or a checkpoint directory); "
+                        "its size and codec replace --size, --n-mels and --velocity-bins")
     p.add_argument("--half", action="store_true", help="store the final weights as float16 (small to ship)")
     add_device_arg(p)
     add_seed_arg(p)
@@ -132,8 +135,17 @@ def run_train(args) -> int:
     if not pairs:
         raise CadenzaError(f"{args.data}: no training pairs (run `cadenza transcription-data --out {args.data}`)")
     out = Path(args.out)
+    initialized_from = None
     if not args.no_resume and (out / "train_state.json").exists():
-        model, tokenizer, _ = load_transcriber(out)
+        model, tokenizer, earlier = load_transcriber(out)
+        initialized_from = earlier.get("initialized_from")
+    elif args.init:
+        from cadenza.symbolic.registry import resolve_model
+
+        model, tokenizer, earlier = load_transcriber(resolve_model(args.init))
+        model.train()
+        initialized_from = {"model": str(args.init), "steps": earlier.get("steps"),
+                            "heldout_eval": earlier.get("heldout_eval")}
     else:
         tokenizer = MT3Tokenizer(num_velocity_bins=args.velocity_bins)
         model = new_model(tokenizer, args.size, args.n_mels)
@@ -144,6 +156,8 @@ def run_train(args) -> int:
                              max_minutes=args.max_minutes)
     info = {"data": str(args.data), "train_examples": len(pairs), "train_audio_seconds": sampler.seconds(),
             "seed": args.seed, "batch_size": args.batch_size}
+    if initialized_from:
+        info["initialized_from"] = initialized_from
     summary = train(model, tokenizer, sampler, out, settings, device=_device(args.device),
                     resume=not args.no_resume, info=info)
     if args.half:

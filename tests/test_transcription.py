@@ -218,6 +218,30 @@ def test_rendered_pairs_are_cached_with_their_split(tmp_path):
     assert len((tmp_path / "train" / "manifest.jsonl").read_text().splitlines()) == 1  # cached, not re-rendered
 
 
+def test_cli_training_starts_from_given_weights(tmp_path):
+    """`transcription-train --init` continues from a checkpoint's (or a shipped model's) weights in a
+    new run: same size and codec, and the run records where it started."""
+    pytest.importorskip("fluidsynth")
+    from cadenza.data.transcription_data import PairSpec, build_pairs, training_soundfonts
+
+    fonts = [f for f in training_soundfonts() if f.suffix == ".sf2"]
+    require(bool(fonts), "the TimGM6mb SoundFont")
+    data = tmp_path / "data"
+    build_pairs(data, PairSpec(corpora=(), pieces_per_split={}, textures_per_split={"train": 1}, max_seconds=3.0,
+                               soundfonts=(str(fonts[0]),)), splits=("train",), progress=False)
+    common = ("--steps", "1", "--batch-size", "1", "--warmup", "1")
+    run_cli("transcription-train", data, "--out", tmp_path / "first", "--size", "debug", "--velocity-bins", "4",
+            *common)
+    run_cli("transcription-train", data, "--out", tmp_path / "second", "--init", tmp_path / "first", *common)
+    first, second = (json.loads((tmp_path / d / "config.json").read_text()) for d in ("first", "second"))
+    assert second["model"] == first["model"] and second["tokenizer"] == first["tokenizer"]
+    assert second["info"]["initialized_from"]["model"] == str(tmp_path / "first")
+    run_cli("transcription-train", data, "--out", tmp_path / "third", "--init", "transcriber-piano", *common)
+    third = json.loads((tmp_path / "third" / "config.json").read_text())
+    assert third["model"] == json.loads((SHIPPED_MODEL / "config.json").read_text())["model"]
+    assert third["info"]["initialized_from"]["heldout_eval"]["soundfont"] == "FluidR3_GM"
+
+
 @pytest.fixture(scope="module")
 def rendered_piano(tmp_path_factory, bach_pieces):
     """Four seconds of a chorale played on FluidSynth's piano (+1 s release), and its notes."""
