@@ -58,7 +58,8 @@ def main() -> None:
     model, tokenizer, info = load_checkpoint(resolve_model(args.model))
     context = int(info.get("settings", {}).get("seq_len", 1024))
     pieces = open_corpus("bach-chorales").pieces(split="test")[: args.pieces]
-    print(f"{args.model}: {info.get('step', '?')} steps, valid {info.get('valid_bits_per_note', float('nan')):.2f} "
+    bits = info.get("valid_bits_per_note", info.get("metrics", {}).get("bits_per_note", float("nan")))
+    print(f"{args.model}: {info.get('step', '?')} steps, valid {bits:.2f} "
           f"bits/note; {len(pieces)} test chorales; infill {args.start:g}-{args.end:g} s, "
           f"accompany the soprano for {args.accompany_seconds:g} s")
     keys = ("pitch_class_entropy", "scale_consistency", "polyphony")
