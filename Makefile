@@ -40,8 +40,8 @@ bench: setup
 # in docs/models.md too; they need the training SoundFonts (`make bench` installs them).
 RUNS ?= runs
 models: setup
-	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales+classical --scheme event --config cpu --steps 1500 --out $(RUNS)/classical-event --seed 0 --quiet
-	$(BIN)/cadenza ship-model $(RUNS)/classical-event --name classical-event --command "cadenza train --corpus bach-chorales+classical --scheme event --config cpu --steps 1500 --out runs/classical-event --seed 0"
+	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales+classical --scheme event --config cpu --steps 6000 --out $(RUNS)/classical-event --seed 0 --quiet
+	$(BIN)/cadenza ship-model $(RUNS)/classical-event --name classical-event --command "cadenza train --corpus bach-chorales+classical --scheme event --config cpu --steps 6000 --out runs/classical-event --seed 0"
 	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme event --config cpu --out $(RUNS)/bach-event --seed 0 --quiet
 	$(BIN)/cadenza ship-model $(RUNS)/bach-event --name bach-event --command "cadenza train --corpus bach-chorales --scheme event --config cpu --out runs/bach-event --seed 0"
 	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme remi --config cpu --out $(RUNS)/bach-remi --seed 0 --quiet
