@@ -35,8 +35,8 @@ bench: setup
 	$(BIN)/python -m pip install -q librosa
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-# Retrain and ship the Music Transformers exactly as docs/models.md records (about two hours on
-# two cores; OMP_NUM_THREADS=1 keeps a loaded CPU from thrashing). The transcriber's commands are
+# Retrain and ship the Music Transformers exactly as docs/models.md records (about three hours on
+# one core; OMP_NUM_THREADS=1 keeps a loaded CPU from thrashing). The transcriber's commands are
 # in docs/models.md too; they need the training SoundFonts (`make bench` installs them).
 RUNS ?= runs
 models: setup
@@ -44,10 +44,11 @@ models: setup
 	$(BIN)/cadenza ship-model $(RUNS)/classical-event --name classical-event --command "cadenza train --corpus bach-chorales+classical --scheme event --config cpu --steps 6000 --out runs/classical-event --seed 0"
 	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme event --config cpu --out $(RUNS)/bach-event --seed 0 --quiet
 	$(BIN)/cadenza ship-model $(RUNS)/bach-event --name bach-event --command "cadenza train --corpus bach-chorales --scheme event --config cpu --out runs/bach-event --seed 0"
-	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme remi --config cpu --out $(RUNS)/bach-remi --seed 0 --quiet
-	$(BIN)/cadenza ship-model $(RUNS)/bach-remi --name bach-remi --command "cadenza train --corpus bach-chorales --scheme remi --config cpu --out runs/bach-remi --seed 0"
+	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme remi --config cpu --steps 1800 --out $(RUNS)/bach-remi --seed 0 --quiet
+	$(BIN)/cadenza ship-model $(RUNS)/bach-remi --name bach-remi --command "cadenza train --corpus bach-chorales --scheme remi --config cpu --steps 1800 --out runs/bach-remi --seed 0"
 	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme anticipatory --config cpu --batch-size 4 --steps 2400 --checkpoint-every 300 --out $(RUNS)/bach-anticipatory --seed 0 --quiet
-	$(BIN)/cadenza ship-model $(RUNS)/bach-anticipatory --name bach-anticipatory --command "cadenza train --corpus bach-chorales --scheme anticipatory --config cpu --batch-size 4 --steps 2400 --checkpoint-every 300 --out runs/bach-anticipatory --seed 0"
+	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme anticipatory --config cpu --batch-size 4 --steps 4400 --checkpoint-every 300 --resume --out $(RUNS)/bach-anticipatory --seed 0 --quiet
+	$(BIN)/cadenza ship-model $(RUNS)/bach-anticipatory --name bach-anticipatory --command "cadenza train --corpus bach-chorales --scheme anticipatory --config cpu --batch-size 4 --steps 2400 --checkpoint-every 300 --out runs/bach-anticipatory --seed 0 && cadenza train --corpus bach-chorales --scheme anticipatory --config cpu --batch-size 4 --steps 4400 --checkpoint-every 300 --resume --out runs/bach-anticipatory --seed 0"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
