@@ -42,8 +42,8 @@ RUNS ?= runs
 models: setup
 	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales+classical --scheme event --config cpu --steps 6000 --out $(RUNS)/classical-event --seed 0 --quiet
 	$(BIN)/cadenza ship-model $(RUNS)/classical-event --name classical-event --command "cadenza train --corpus bach-chorales+classical --scheme event --config cpu --steps 6000 --out runs/classical-event --seed 0"
-	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme event --config cpu --out $(RUNS)/bach-event --seed 0 --quiet
-	$(BIN)/cadenza ship-model $(RUNS)/bach-event --name bach-event --command "cadenza train --corpus bach-chorales --scheme event --config cpu --out runs/bach-event --seed 0"
+	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme event --config cpu --steps 1800 --out $(RUNS)/bach-event --seed 0 --quiet
+	$(BIN)/cadenza ship-model $(RUNS)/bach-event --name bach-event --command "cadenza train --corpus bach-chorales --scheme event --config cpu --steps 1800 --out runs/bach-event --seed 0"
 	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme remi --config cpu --steps 1800 --out $(RUNS)/bach-remi --seed 0 --quiet
 	$(BIN)/cadenza ship-model $(RUNS)/bach-remi --name bach-remi --command "cadenza train --corpus bach-chorales --scheme remi --config cpu --steps 1800 --out runs/bach-remi --seed 0"
 	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme anticipatory --config cpu --batch-size 4 --steps 2400 --checkpoint-every 300 --out $(RUNS)/bach-anticipatory --seed 0 --quiet
