@@ -81,6 +81,7 @@ def test_round_trip_keeps_seconds_at_integer_tempi(bach_scores):
 
     tok = get_tokenizer("remi")
     assert tok.config["num_tempos"] == 211
+    assert get_tokenizer("remi", tempo_range=(30, 300)).config["num_tempos"] == 271
     figures = tokenization_figures(tok, bach_scores[:6])
     assert figures["roundtrip_onset_f1"] == 1.0 and figures["roundtrip_onset_offset_f1"] > 0.99
 

@@ -84,8 +84,8 @@ class REMITokenizer(Tokenizer):
 
     Config: ``beat_res`` ({"0_4": 8, "4_12": 4}: positions per beat for durations in beats
     0-4 and 4-12; tuple keys accepted), ``num_velocities`` (32), ``use_tempos`` (True),
-    ``num_tempos`` (211: one bin per quarter note per minute over ``tempo_range``, so the
-    integer tempi of real files keep their value and a round trip keeps times in seconds),
+    ``num_tempos`` (one bin per quarter note per minute over ``tempo_range``, 211 by default,
+    so the integer tempi of real files keep their value and a round trip keeps times in seconds),
     ``tempo_range`` ((40, 250)), ``use_time_signatures`` (True),
     ``use_programs`` (True: Program tokens in one stream; False: all tracks merged into one
     piano track before encoding), ``use_rests`` (False), ``pitch_range`` ((21, 109), half-open
@@ -95,12 +95,14 @@ class REMITokenizer(Tokenizer):
     name = "remi"
 
     def __init__(self, beat_res: dict | None = None, num_velocities: int = 32, use_tempos: bool = True,
-                 num_tempos: int = 211, tempo_range=(40, 250), use_time_signatures: bool = True,
+                 num_tempos: int | None = None, tempo_range=(40, 250), use_time_signatures: bool = True,
                  use_programs: bool = True, use_rests: bool = False, pitch_range=(21, 109),
                  miditok: dict | None = None, **extra: Any):
         if extra:
             raise TokenizerError(f"unknown REMI tokenizer option(s): {', '.join(sorted(extra))}")
         beat_res = {f"{a}_{b}": r for (a, b), r in _beat_res_for_miditok(beat_res or DEFAULT_BEAT_RES).items()}
+        if num_tempos is None:  # one bin per qpm: the ends of the range and every integer tempo between
+            num_tempos = int(tempo_range[1]) - int(tempo_range[0]) + 1
         super().__init__(beat_res=beat_res, num_velocities=int(num_velocities), use_tempos=bool(use_tempos),
                          num_tempos=int(num_tempos), tempo_range=[int(v) for v in tempo_range],
                          use_time_signatures=bool(use_time_signatures), use_programs=bool(use_programs),
