@@ -143,7 +143,6 @@ def run_train(args) -> int:
         from cadenza.symbolic.registry import resolve_model
 
         model, tokenizer, earlier = load_transcriber(resolve_model(args.init))
-        model.train()
         initialized_from = {"model": str(args.init), "steps": earlier.get("steps"),
                             "heldout_eval": earlier.get("heldout_eval")}
     else:

@@ -185,8 +185,8 @@ def train(model: Transcriber, tokenizer: MT3Tokenizer, sampler: WindowSampler, o
             mean = float(np.mean(losses[-settings.log_every:]))
             history.append({"step": step, "loss": mean, "seconds": round(earlier_seconds + time.time() - began, 1)})
             bar.set_postfix(loss=f"{mean:.3f}")
-        out_of_time = _agree(settings.max_minutes is not None and time.time() - began > settings.max_minutes * 60,
-                             world, device)
+        out_of_time = settings.max_minutes is not None and _agree(time.time() - began > settings.max_minutes * 60,
+                                                                  world, device)
         if rank == 0 and (step % settings.save_every == 0 or step == settings.steps or out_of_time):
             summary = {**(info or {}), "steps": step, "loss": float(np.mean(losses[-settings.log_every:])),
                        "train_seconds": round(earlier_seconds + time.time() - began, 1), "history": history}

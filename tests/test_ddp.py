@@ -94,8 +94,9 @@ TRANSCRIBER_WORKER = textwrap.dedent("""
         return audio, decoder_input, targets
 
     sampler.batch = recording_batch
-    summary = train(model, tok, sampler, out, TrainSettings(steps=3, batch_size=2, warmup=1, log_every=1),
-                    progress=False)
+    # a time box makes the ranks agree on stopping at every step (an all-reduce each rank must join)
+    settings = TrainSettings(steps=3, batch_size=2, warmup=1, log_every=1, max_minutes=60)
+    summary = train(model, tok, sampler, out, settings, progress=False)
     assert summary["world_size"] == 2 and summary["steps"] == 3, summary
     rank = summary["rank"]
     save_file({f"batch{i}": a for i, a in enumerate(seen)}, os.path.join(record_dir, f"batches{rank}.safetensors"))
