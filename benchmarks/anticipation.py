@@ -24,19 +24,13 @@ import time
 import numpy as np
 
 
-def _span(score, start: float, end: float, keep_track=None):
-    """The notes of ``score`` (seconds) starting in [start, end), optionally only some tracks."""
-    out = score.to("second").copy()
-    for index, track in enumerate(out.tracks):
-        notes = [n for n in track.notes if start <= n.time < end and (keep_track is None or keep_track(index))]
-        track.notes.clear()
-        for note in notes:
-            track.notes.append(note)
-    return out.to("tick")  # the statistics count beats in ticks
-
-
-def _count(score) -> int:
-    return sum(len(t.notes) for t in score.tracks)
+def _span(score, start: float, end: float, drop_track: int | None = None):
+    """The notes of ``score`` starting in [start, end) seconds (without one track), in ticks,
+    where the statistics count beats."""
+    span = score.to("second").clip(start, end, clip_end=False)
+    if drop_track is not None:
+        del span.tracks[drop_track]
+    return span.to("tick")
 
 
 def main() -> None:
@@ -66,24 +60,22 @@ def main() -> None:
     rows = {"infill": [], "accompany": []}
     stats = {task: {"generated": [], "original": []} for task in rows}
     seconds = {task: 0.0 for task in rows}
+
+    def record(task, run, original):
+        began = time.perf_counter()
+        result = run()
+        seconds[task] += time.perf_counter() - began
+        rows[task].append((result.generated_events, original.note_num()))
+        stats[task]["generated"].append(music_statistics(result.generated))
+        stats[task]["original"].append(music_statistics(original))
+
     for i, piece in enumerate(pieces):
         score = read_score(piece.path)
-        began = time.perf_counter()
-        result = infill(model, tokenizer, score, args.start, args.end, seed=i, top_p=0.95, context=context)
-        seconds["infill"] += time.perf_counter() - began
-        original = _span(score, args.start, args.end)
-        rows["infill"].append((result.generated_events, _count(original)))
-        stats["infill"]["generated"].append(music_statistics(result.generated))
-        stats["infill"]["original"].append(music_statistics(original))
-
-        began = time.perf_counter()
-        result = accompany(model, tokenizer, score, melody_track=0, end=args.accompany_seconds, seed=i,
-                           top_p=0.95, context=context)
-        seconds["accompany"] += time.perf_counter() - began
-        original = _span(score, 0.0, args.accompany_seconds, keep_track=lambda index: index != 0)
-        rows["accompany"].append((result.generated_events, _count(original)))
-        stats["accompany"]["generated"].append(music_statistics(result.generated))
-        stats["accompany"]["original"].append(music_statistics(original))
+        record("infill", lambda: infill(model, tokenizer, score, args.start, args.end, seed=i, top_p=0.95,
+                                        context=context), _span(score, args.start, args.end))
+        record("accompany", lambda: accompany(model, tokenizer, score, melody_track=0, end=args.accompany_seconds,
+                                              seed=i, top_p=0.95, context=context),
+               _span(score, 0.0, args.accompany_seconds, drop_track=0))
         print(f"  {piece.id:12s} infill {rows['infill'][-1][0]:3d}/{rows['infill'][-1][1]:3d} notes   "
               f"accompany {rows['accompany'][-1][0]:3d}/{rows['accompany'][-1][1]:3d} notes", flush=True)
 
