@@ -39,16 +39,21 @@ bench: setup
 # one core; OMP_NUM_THREADS=1 keeps a loaded CPU from thrashing). The transcriber's commands are
 # in docs/models.md too; they need the training SoundFonts (`make bench` installs them).
 RUNS ?= runs
+# $(call train-and-ship,NAME,TRAIN ARGUMENTS): train $(RUNS)/NAME and ship it, recording the command
+define train-and-ship
+	OMP_NUM_THREADS=1 $(BIN)/cadenza train $(2) --out $(RUNS)/$(1) --seed 0 --quiet
+	$(BIN)/cadenza ship-model $(RUNS)/$(1) --name $(1) --command "cadenza train $(2) --out runs/$(1) --seed 0"
+endef
+ANTICIPATORY := train --corpus bach-chorales --scheme anticipatory --config cpu --batch-size 4
+ANTICIPATORY_1 := $(ANTICIPATORY) --steps 2400 --checkpoint-every 300
+ANTICIPATORY_2 := $(ANTICIPATORY) --steps 4400 --checkpoint-every 300 --resume
 models: setup
-	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales+classical --scheme event --config cpu --steps 6000 --out $(RUNS)/classical-event --seed 0 --quiet
-	$(BIN)/cadenza ship-model $(RUNS)/classical-event --name classical-event --command "cadenza train --corpus bach-chorales+classical --scheme event --config cpu --steps 6000 --out runs/classical-event --seed 0"
-	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme event --config cpu --steps 1800 --out $(RUNS)/bach-event --seed 0 --quiet
-	$(BIN)/cadenza ship-model $(RUNS)/bach-event --name bach-event --command "cadenza train --corpus bach-chorales --scheme event --config cpu --steps 1800 --out runs/bach-event --seed 0"
-	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme remi --config cpu --steps 1800 --out $(RUNS)/bach-remi --seed 0 --quiet
-	$(BIN)/cadenza ship-model $(RUNS)/bach-remi --name bach-remi --command "cadenza train --corpus bach-chorales --scheme remi --config cpu --steps 1800 --out runs/bach-remi --seed 0"
-	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme anticipatory --config cpu --batch-size 4 --steps 2400 --checkpoint-every 300 --out $(RUNS)/bach-anticipatory --seed 0 --quiet
-	OMP_NUM_THREADS=1 $(BIN)/cadenza train --corpus bach-chorales --scheme anticipatory --config cpu --batch-size 4 --steps 4400 --checkpoint-every 300 --resume --out $(RUNS)/bach-anticipatory --seed 0 --quiet
-	$(BIN)/cadenza ship-model $(RUNS)/bach-anticipatory --name bach-anticipatory --command "cadenza train --corpus bach-chorales --scheme anticipatory --config cpu --batch-size 4 --steps 2400 --checkpoint-every 300 --out runs/bach-anticipatory --seed 0 && cadenza train --corpus bach-chorales --scheme anticipatory --config cpu --batch-size 4 --steps 4400 --checkpoint-every 300 --resume --out runs/bach-anticipatory --seed 0"
+	$(call train-and-ship,classical-event,--corpus bach-chorales+classical --scheme event --config cpu --steps 6000)
+	$(call train-and-ship,bach-event,--corpus bach-chorales --scheme event --config cpu --steps 1800)
+	$(call train-and-ship,bach-remi,--corpus bach-chorales --scheme remi --config cpu --steps 1800)
+	OMP_NUM_THREADS=1 $(BIN)/cadenza $(ANTICIPATORY_1) --out $(RUNS)/bach-anticipatory --seed 0 --quiet
+	OMP_NUM_THREADS=1 $(BIN)/cadenza $(ANTICIPATORY_2) --out $(RUNS)/bach-anticipatory --seed 0 --quiet
+	$(BIN)/cadenza ship-model $(RUNS)/bach-anticipatory --name bach-anticipatory --command "cadenza $(ANTICIPATORY_1) --out runs/bach-anticipatory --seed 0 && cadenza $(ANTICIPATORY_2) --out runs/bach-anticipatory --seed 0"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
