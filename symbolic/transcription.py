@@ -101,6 +101,9 @@ def load_transcriber(directory: str | os.PathLike | None = None, device="cpu"):
     if not (directory / "config.json").exists() or not (directory / "model.safetensors").exists():
         raise CadenzaError(f"{directory}: not a transcription checkpoint (config.json + model.safetensors)")
     config = json.loads((directory / "config.json").read_text())
+    if "n_mels" not in config.get("model", {}):
+        scheme = (config.get("tokenizer") or {}).get("scheme", "?")
+        raise CadenzaError(f"{directory}: not a transcription checkpoint (its tokenizer is {scheme})")
     tokenizer = MT3Tokenizer(**config["tokenizer"]["config"])
     model = Transcriber(TranscriberConfig(**config["model"]))
     weights = load_file(str(directory / "model.safetensors"))

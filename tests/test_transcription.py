@@ -240,6 +240,10 @@ def test_cli_training_starts_from_given_weights(tmp_path):
     third = json.loads((tmp_path / "third" / "config.json").read_text())
     assert third["model"] == json.loads((SHIPPED_MODEL / "config.json").read_text())["model"]
     assert third["info"]["initialized_from"]["heldout_eval"]["soundfont"] == "FluidR3_GM"
+    for wrong, says in (("no-such-model", "not a shipped model"), ("bach-event", "not a transcription checkpoint (its tokenizer is event)")):
+        proc = run_cli("transcription-train", data, "--out", tmp_path / "wrong", "--init", wrong, *common, check=False)
+        assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "wrong").exists()
 
 
 @pytest.fixture(scope="module")
