@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from cadenza.data.errors import CadenzaError
-    from cadenza.symbolic.study import StudySettings, run_study
+    from cadenza.apps.study import StudySettings, run_study
     from cadenza.tokenizers.base import SCHEMES
 
     schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip())

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from cadenza.symbolic.demo import run_demo
+    from cadenza.apps.demo import run_demo
 
     result = run_demo(args.out, model=args.model, seconds=args.seconds, prompt_bars=args.prompt_bars, seed=args.seed,
                       temperature=args.temperature, top_p=args.top_p, device=args.device)

@@ -28,7 +28,7 @@ def small_corpus(tmp_path, bach_pieces):
 
 
 def test_tokenization_figures_are_exact_for_a_lossless_scheme(bach_scores):
-    from cadenza.symbolic.study import tokenization_figures
+    from cadenza.apps.study import tokenization_figures
     from cadenza.tokenizers import get_tokenizer
 
     figures = tokenization_figures(get_tokenizer("event"), bach_scores[:3])

@@ -77,7 +77,7 @@ def test_round_trip_real_chorales(bach_scores):
 
 def test_round_trip_keeps_seconds_at_integer_tempi(bach_scores):
     """Tempo bins of 1 qpm: 120 and 100 qpm survive exactly, so onsets keep their time in seconds."""
-    from cadenza.symbolic.study import tokenization_figures
+    from cadenza.apps.study import tokenization_figures
 
     tok = get_tokenizer("remi")
     assert tok.config["num_tempos"] == 211

@@ -67,7 +67,7 @@ def _note_f1(reference, estimate, tolerance: float = 0.01) -> tuple[float, float
     """Onset F1 and onset+offset F1 of ``estimate`` against ``reference`` at ``tolerance`` seconds."""
     import mir_eval
 
-    from .transcription import note_arrays
+    from cadenza.symbolic.transcription import note_arrays
 
     ref, est = note_arrays(reference), note_arrays(estimate)
     if len(ref[1]) == 0 or len(est[1]) == 0:
@@ -105,7 +105,7 @@ def tokenization_figures(tokenizer, scores) -> dict:
 
 
 def _train(settings: StudySettings, scheme: str, attention: str, run_dir: Path, steps: int):
-    from .train import TrainSettings, train
+    from cadenza.symbolic.train import TrainSettings, train
 
     stamps: list[float] = []
     train_settings = TrainSettings(
@@ -122,7 +122,7 @@ def _train(settings: StudySettings, scheme: str, attention: str, run_dir: Path, 
 def _sample_statistics(model, tokenizer, prompts, settings: StudySettings) -> dict:
     from cadenza.data.metrics import summarize
 
-    from .sampling import continue_score
+    from cadenza.symbolic.sampling import continue_score
 
     continuations = []
     for i, prompt in enumerate(prompts):
@@ -142,7 +142,7 @@ def run_study(settings: StudySettings, log=print) -> dict:
     from cadenza.data.metrics import summarize
     from cadenza.tokenizers import get_tokenizer
 
-    from .checkpoint import load_checkpoint
+    from cadenza.symbolic.checkpoint import load_checkpoint
     from .demo import opening
 
     out = Path(settings.out)
