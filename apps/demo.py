@@ -52,12 +52,12 @@ def run_demo(out: str | Path = "demo-out", *, model: str | None = None, seconds:
     from cadenza.data.io import read_score, write_midi, write_musicxml
     from cadenza.rendering.audio import write_audio
     from cadenza.rendering.fluidsynth import render
-    from cadenza.rendering.sheet import Rendering, SheetEntry, write_sheet
+    from cadenza.rendering.sheet import write_continuation_sheet
     from cadenza.symbolic.checkpoint import load_checkpoint
     from cadenza.symbolic.device import resolve_device
     from cadenza.symbolic.registry import DEFAULT_MODEL, resolve_model
     from cadenza.symbolic.sampling import continue_score
-    from cadenza.symbolic.transcription import load_transcriber, transcribe, transcription_scores
+    from cadenza.transcription.inference import load_transcriber, transcribe, transcription_scores
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,18 +85,10 @@ def run_demo(out: str | Path = "demo-out", *, model: str | None = None, seconds:
     result.files["MusicXML"] = write_musicxml(generated, out / f"{stem}.musicxml")
     audio = render(generated, sample_rate=44100)
     result.files["WAV"] = write_audio(out / f"{stem}.wav", audio, 44100)
-    prompt_audio = render(prompt, sample_rate=44100)
-    entries = [
-        SheetEntry("Prompt", prompt, [Rendering("FluidSynth", prompt_audio, 44100)],
-                   description=f"The first {prompt_bars} bars of {piece_id}."),
-        SheetEntry("Continuation", generated, [Rendering("FluidSynth", audio, 44100)],
-                   description=f"Continued by {model_dir.name}; the line marks where the prompt ends.",
-                   boundary_seconds=prompt_seconds),
-    ]
-    result.files["example sheet"] = write_sheet(
-        out / f"{stem}.html", f"cadenza: {piece_id} continued", entries,
-        metadata={"model": model_dir.name, "scheme": tokenizer.name, "seed": seed, "temperature": temperature,
-                  "top-p": top_p})
+    result.files["example sheet"] = write_continuation_sheet(
+        out / f"{stem}.html", f"cadenza: {piece_id} continued", prompt, [generated], model=model_dir.name,
+        metadata={"scheme": tokenizer.name, "seed": seed, "temperature": temperature, "top-p": top_p},
+        prompt_description=f"The first {prompt_bars} bars of {piece_id}.", audio=[audio], sample_rate=44100)
 
     transcriber, codec, _ = load_transcriber(device="cpu")
     transcription = transcribe(str(result.files["WAV"]), transcriber, codec)

@@ -67,7 +67,7 @@ def _note_f1(reference, estimate, tolerance: float = 0.01) -> tuple[float, float
     """Onset F1 and onset+offset F1 of ``estimate`` against ``reference`` at ``tolerance`` seconds."""
     import mir_eval
 
-    from cadenza.symbolic.transcription import note_arrays
+    from cadenza.transcription.inference import note_arrays
 
     ref, est = note_arrays(reference), note_arrays(estimate)
     if len(ref[1]) == 0 or len(est[1]) == 0:

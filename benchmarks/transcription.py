@@ -28,7 +28,7 @@ import symusic
 
 
 def heldout_pairs(data_dir: Path, pieces: int):
-    from cadenza.data.transcription_data import PairSpec, build_pairs, heldout_soundfont, load_pairs
+    from cadenza.transcription.data import PairSpec, build_pairs, heldout_soundfont, load_pairs
 
     spec = PairSpec(corpora=("bach-chorales",), pieces_per_split={"test": pieces}, textures_per_split={"test": 0},
                     max_seconds=30.0, programs=(0,), soundfonts=(str(heldout_soundfont()),), augment=False, seed=1)
@@ -70,7 +70,7 @@ def basic_pitch_runner():
 def main() -> None:
     import torch
 
-    from cadenza.symbolic.transcription import load_transcriber, transcribe, transcription_scores
+    from cadenza.transcription.inference import load_transcriber, transcribe, transcription_scores
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("CADENZA_TRANSCRIPTION_EVAL",

@@ -78,7 +78,7 @@ def run_transcribe(args) -> int:
     import sys
 
     from cadenza.data.io import write_midi
-    from cadenza.symbolic.transcription import load_transcriber, transcribe
+    from cadenza.transcription.inference import load_transcriber, transcribe
 
     device = _device(args.device)
     model, tokenizer, _ = load_transcriber(args.model, device=device)
@@ -92,7 +92,7 @@ def run_transcribe(args) -> int:
 
 
 def run_data(args) -> int:
-    from cadenza.data.transcription_data import PairSpec, build_pairs, heldout_soundfont
+    from cadenza.transcription.data import PairSpec, build_pairs, heldout_soundfont
 
     splits = ("train", "valid", "test")
     spec = PairSpec(
@@ -122,9 +122,9 @@ def run_train(args) -> int:
     import torch
 
     from cadenza.data.errors import CadenzaError
-    from cadenza.data.transcription_data import load_pairs
-    from cadenza.symbolic.transcription import load_transcriber, save_transcriber
-    from cadenza.symbolic.transcription_train import TrainSettings, WindowSampler, new_model, train
+    from cadenza.transcription.data import load_pairs
+    from cadenza.transcription.inference import load_transcriber, save_transcriber
+    from cadenza.transcription.seq2seq_train import TrainSettings, WindowSampler, new_model, train
     from cadenza.tokenizers.mt3 import MT3Tokenizer
     from pathlib import Path
 
@@ -170,8 +170,8 @@ def run_train(args) -> int:
 
 def run_eval(args) -> int:
     from cadenza.data.errors import CadenzaError
-    from cadenza.data.transcription_data import load_pairs
-    from cadenza.symbolic.transcription import evaluate, load_transcriber
+    from cadenza.transcription.data import load_pairs
+    from cadenza.transcription.inference import evaluate, load_transcriber
 
     from .common import print_json
 

@@ -77,7 +77,7 @@ TRANSCRIBER_WORKER = textwrap.dedent("""
     import os, sys
     import torch
     from safetensors.torch import save_file
-    from cadenza.symbolic.transcription_train import TrainSettings, WindowSampler, new_model, train
+    from cadenza.transcription.seq2seq_train import TrainSettings, WindowSampler, new_model, train
     from cadenza.tokenizers.mt3 import MT3Tokenizer
 
     audio_path, midi_path, out, record_dir = sys.argv[1:5]

@@ -13,9 +13,9 @@ import symusic
 import torch
 
 from cadenza.data.errors import MusicFileError
-from cadenza.symbolic.transcription import (SHIPPED_MODEL, load_audio, load_transcriber, save_transcriber,
+from cadenza.transcription.inference import (SHIPPED_MODEL, load_audio, load_transcriber, save_transcriber,
                                             transcribe, transcription_scores)
-from cadenza.symbolic.transcription_model import LogMel, Transcriber, TranscriberConfig, mel_filterbank
+from cadenza.transcription.seq2seq import LogMel, Transcriber, TranscriberConfig, mel_filterbank
 from cadenza.tokenizers.mt3 import MT3Tokenizer, notes_to_score
 
 from conftest import require, run_cli
@@ -152,7 +152,7 @@ def test_silence_gives_empty_score_and_batches_are_bounded():
 
 
 def test_training_checkpoints_and_resumes(tmp_path):
-    from cadenza.symbolic.transcription_train import TrainSettings, WindowSampler, new_model, train
+    from cadenza.transcription.seq2seq_train import TrainSettings, WindowSampler, new_model, train
 
     tok = MT3Tokenizer()
     audio_path, midi_path = tmp_path / "x.flac", tmp_path / "x.mid"
@@ -199,7 +199,7 @@ def test_metrics_known_values():
 
 def test_rendered_pairs_are_cached_with_their_split(tmp_path):
     pytest.importorskip("fluidsynth")
-    from cadenza.data.transcription_data import PairSpec, build_pairs, load_pairs, training_soundfonts
+    from cadenza.transcription.data import PairSpec, build_pairs, load_pairs, training_soundfonts
 
     fonts = [f for f in training_soundfonts() if f.suffix == ".sf2"]
     require(bool(fonts), "the TimGM6mb SoundFont")
@@ -222,7 +222,7 @@ def test_cli_training_starts_from_given_weights(tmp_path):
     """`transcription-train --init` continues from a checkpoint's (or a shipped model's) weights in a
     new run: same size and codec, and the run records where it started."""
     pytest.importorskip("fluidsynth")
-    from cadenza.data.transcription_data import PairSpec, build_pairs, training_soundfonts
+    from cadenza.transcription.data import PairSpec, build_pairs, training_soundfonts
 
     fonts = [f for f in training_soundfonts() if f.suffix == ".sf2"]
     require(bool(fonts), "the TimGM6mb SoundFont")
@@ -250,7 +250,7 @@ def test_cli_training_starts_from_given_weights(tmp_path):
 def rendered_piano(tmp_path_factory, bach_pieces):
     """Four seconds of a chorale played on FluidSynth's piano (+1 s release), and its notes."""
     pytest.importorskip("fluidsynth")
-    from cadenza.data.transcription_data import FluidRenderer, score_notes, training_soundfonts
+    from cadenza.transcription.data import FluidRenderer, score_notes, training_soundfonts
 
     fonts = [f for f in training_soundfonts() if f.suffix == ".sf2"]
     require(bool(fonts), "the TimGM6mb SoundFont")
@@ -278,7 +278,7 @@ def test_cli_transcribes_a_rendered_chorale(rendered_piano):
     assert np.mean([p in played for p in pitches]) >= 0.8
     import mir_eval
 
-    from cadenza.symbolic.transcription import note_arrays
+    from cadenza.transcription.inference import note_arrays
 
     (ref_iv, ref_hz), (est_iv, est_hz) = note_arrays(reference), note_arrays(estimate)
     _, _, loose_f1, _ = mir_eval.transcription.precision_recall_f1_overlap(

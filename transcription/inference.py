@@ -18,10 +18,11 @@ import numpy as np
 import symusic
 
 from cadenza.data.errors import CadenzaError, MusicFileError
+from cadenza.symbolic.registry import MODELS_DIR
 from cadenza.tokenizers.mt3 import MT3Tokenizer
 
 SAMPLE_RATE = 16000
-SHIPPED_MODEL = Path(__file__).parent / "models" / "transcriber-piano"
+SHIPPED_MODEL = MODELS_DIR / "transcriber-piano"
 SILENCE_PEAK = 10 ** (-70 / 20)  # below -70 dBFS everywhere: nothing to transcribe
 
 
@@ -95,7 +96,7 @@ def load_transcriber(directory: str | os.PathLike | None = None, device="cpu"):
     import torch
     from safetensors.torch import load_file
 
-    from .transcription_model import Transcriber, TranscriberConfig
+    from .seq2seq import Transcriber, TranscriberConfig
 
     directory = Path(directory) if directory else SHIPPED_MODEL
     if not (directory / "config.json").exists() or not (directory / "model.safetensors").exists():
@@ -144,7 +145,7 @@ def transcribe(audio, model=None, tokenizer: MT3Tokenizer | None = None, batch_s
     import torch
     from tqdm import tqdm
 
-    from .transcription_model import HOP
+    from .seq2seq import HOP
 
     if model is None:
         model, tokenizer, _ = load_transcriber(device=device)

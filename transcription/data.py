@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import symusic
 
-from .atomic import atomic_path
-from .corpora import SPLITS, open_corpus, split_of
-from .errors import MissingDependencyError
+from cadenza.data.atomic import atomic_path
+from cadenza.data.corpora import SPLITS, open_corpus, split_of
+from cadenza.data.errors import MissingDependencyError
 
 SAMPLE_RATE = 16000
 PIANO_PROGRAMS = (0, 1, 2, 3)  # acoustic grand, bright, electric grand, honky-tonk: one "piano" label

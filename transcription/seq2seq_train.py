@@ -21,7 +21,7 @@ import torch
 
 from cadenza.tokenizers.mt3 import MT3Tokenizer, NoteEvent
 
-from .transcription_model import HOP, SAMPLE_RATE, Transcriber, TranscriberConfig
+from .seq2seq import HOP, SAMPLE_RATE, Transcriber, TranscriberConfig
 
 
 class WindowSampler:
@@ -32,7 +32,7 @@ class WindowSampler:
         import soundfile
         import symusic
 
-        from cadenza.symbolic.transcription import load_audio
+        from .inference import load_audio
 
         if not pairs:
             raise ValueError("no training examples")
@@ -140,7 +140,7 @@ def train(model: Transcriber, tokenizer: MT3Tokenizer, sampler: WindowSampler, o
     """Train and checkpoint into ``out_dir``; returns a summary (steps, loss, seconds)."""
     from tqdm import tqdm
 
-    from .transcription import save_transcriber
+    from .inference import save_transcriber
 
     rank, world = _distributed()
     device = torch.device(device)

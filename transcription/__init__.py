@@ -1,0 +1,2 @@
+"""Audio in: the framewise piano transcriber and the MT3-style sequence model, their training
+data, training and inference. Both write notes through the MT3 codec (``cadenza.tokenizers.mt3``)."""
