@@ -27,6 +27,7 @@ from typing import Any
 
 from cadenza.data.errors import CadenzaError
 
+from .kit import Distributed, adamw, init_distributed  # noqa: F401  (Distributed: public name here too)
 from .schedule import lr_multiplier
 
 # Model sizes. "debug" is the model's own tiny test config; "cpu" is the size of the shipped
@@ -119,38 +120,6 @@ def model_config_for(settings: TrainSettings, vocab_size: int):
     return dataclasses.replace(config, **changes)
 
 
-@dataclass
-class Distributed:
-    """This process's place in a torchrun job (rank 0 of 1 when not distributed)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_name: str) -> Distributed:
-    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Distributed()
-    import torch
-    import torch.distributed as dist
-
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and not device_name.startswith("cpu")
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return Distributed(rank, world_size, local_rank)
-
-
 def _device_for(settings: TrainSettings, dist_info: Distributed):
     import torch
 
@@ -187,13 +156,7 @@ def _sources(settings: TrainSettings, tokenizer, splits=("train", "valid")) -> d
 
 def _optimizer(model, settings: TrainSettings, device):
     """AdamW with weight decay on matrices only (not biases or norms); fused on CUDA."""
-    import torch
-
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    kwargs = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.AdamW(groups, lr=settings.lr, betas=tuple(settings.betas), **kwargs)
+    return adamw(model, lr=settings.lr, weight_decay=settings.weight_decay, betas=settings.betas, device=device)
 
 
 def _resume_settings(settings: TrainSettings, saved: dict) -> TrainSettings:

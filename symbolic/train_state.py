@@ -4,7 +4,8 @@ everything else (step, data position, optimizer hyperparameters, run settings) i
 A training run's output directory is itself a checkpoint (``config.json`` + ``model.safetensors``,
 loadable by ``load_checkpoint``) plus ``training_state.safetensors`` and ``training_state.json``.
 All four are first written into a temporary directory beside them and then renamed into place,
-model and config last; each file records the step, so a resume that finds files of different
+model and config last (:func:`write_checkpoint`, shared by every trainer through
+``cadenza.symbolic.kit``); each file records the step, so a resume that finds files of different
 steps (an interruption inside the renames) says so instead of continuing from a mixture.
 """
 
@@ -14,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,32 +83,47 @@ def load_rng_state(tensors: dict) -> None:
         torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
 
 
-def write_training_checkpoint(out_dir: str | os.PathLike, model, tokenizer, info: dict, optimizer,
-                              state: dict, rng: dict | None = None) -> Path:
-    """Write model, config and training state of step ``state["step"]`` into ``out_dir`` atomically per file.
+def write_checkpoint(out_dir: str | os.PathLike, write_model: Callable[[Path], Any], optimizer, state: dict,
+                     rng: dict | None = None, tensors: dict | None = None) -> Path:
+    """Write a model checkpoint and the training state of step ``state["step"]`` into ``out_dir``.
 
-    ``rng`` overrides the current generator states (:func:`rng_state_flat`), for a checkpoint
-    taken after an interruption in the middle of a step, which must restore the step's start.
+    ``write_model(directory)`` writes the model's ``config.json`` (recording ``info["step"]``)
+    and ``model.safetensors`` there; this function adds the optimizer moments, the generator
+    states (``rng`` overrides the current ones, :func:`rng_state_flat`, for a checkpoint taken
+    in the middle of a step, which must restore the step's start) and any extra ``tensors``,
+    then renames the four files into place, model and config last. A failure or an exception
+    removes the temporary directory; one a SIGKILL leaves behind is removed by the next run
+    (``kit.remove_stale_temporaries``).
     """
     from safetensors.torch import save_file
-
-    from .checkpoint import save_checkpoint
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     step = int(state["step"])
     tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=out))
     try:
-        save_checkpoint(tmp, model, tokenizer, {**info, "step": step})
-        tensors, optimizer_meta = optimizer_state_flat(optimizer)
-        tensors.update(rng if rng is not None else rng_state_flat())
-        save_file(tensors, str(tmp / STATE_TENSORS), metadata={"step": str(step)})
+        write_model(tmp)
+        flat, optimizer_meta = optimizer_state_flat(optimizer)
+        flat.update(rng if rng is not None else rng_state_flat())
+        flat.update({k: v.detach().to("cpu").contiguous() for k, v in (tensors or {}).items()})
+        save_file(flat, str(tmp / STATE_TENSORS), metadata={"step": str(step)})
         (tmp / STATE_JSON).write_text(json.dumps({**state, "optimizer": optimizer_meta}, indent=2))
         for name in CHECKPOINT_FILES:
             os.replace(tmp / name, out / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def write_training_checkpoint(out_dir: str | os.PathLike, model, tokenizer, info: dict, optimizer,
+                              state: dict, rng: dict | None = None) -> Path:
+    """A Music Transformer's :func:`write_checkpoint`: model, config and training state of step
+    ``state["step"]`` into ``out_dir``."""
+    from .checkpoint import save_checkpoint
+
+    step = int(state["step"])
+    return write_checkpoint(out_dir, lambda tmp: save_checkpoint(tmp, model, tokenizer, {**info, "step": step}),
+                            optimizer, state, rng=rng)
 
 
 def has_training_state(out_dir: str | os.PathLike) -> bool:
