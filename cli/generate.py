@@ -96,19 +96,17 @@ def run(args) -> int:
 def _audio_and_sheet(args, prompt, scores, paths, model_name: str) -> None:
     from cadenza.rendering.audio import write_audio
     from cadenza.rendering.fluidsynth import render
-    from cadenza.rendering.sheet import Rendering, SheetEntry, write_sheet
+    from cadenza.rendering.sheet import write_continuation_sheet
 
     rate = 44100
-    boundary = float(prompt.to("second").end())
-    entries = [SheetEntry("Prompt", prompt, [Rendering("FluidSynth", render(prompt, sample_rate=rate), rate)])]
-    for i, (path, score) in enumerate(zip(paths, scores), 1):
-        audio = render(score, sample_rate=rate)
-        if args.wav:
-            print(f"wrote {write_audio(path.with_suffix('.wav'), audio, rate)}")
-        entries.append(SheetEntry(f"Continuation {i}", score, [Rendering("FluidSynth", audio, rate)],
-                                  description=f"{model_name}, seed {args.seed}, sample {i}", boundary_seconds=boundary))
+    audio = [render(score, sample_rate=rate) for score in scores]
+    if args.wav:
+        for path, samples in zip(paths, audio):
+            print(f"wrote {write_audio(path.with_suffix('.wav'), samples, rate)}")
     if args.sheet:
-        sheet = write_sheet(args.sheet, f"Continuations of {Path(args.prompt).name}", entries,
-                            metadata={"model": model_name, "seed": args.seed, "temperature": args.temperature,
-                                      "top-p": args.top_p})
+        sheet = write_continuation_sheet(args.sheet, f"Continuations of {Path(args.prompt).name}", prompt, scores,
+                                         model=model_name, metadata={"seed": args.seed,
+                                                                     "temperature": args.temperature,
+                                                                     "top-p": args.top_p},
+                                         audio=audio, sample_rate=rate)
         print(f"wrote {sheet}")

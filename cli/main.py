@@ -1,15 +1,35 @@
-"""The ``cadenza`` command. Each module in this package with a ``register(subparsers)``
-function contributes its subcommands; heavy libraries are imported inside the handlers,
-so ``cadenza --help`` stays instant."""
+"""The ``cadenza`` command.
+
+The command list is the table ``COMMANDS`` below: each entry names the subcommands a module
+of this package registers with its ``register(subparsers)`` function. Modules import their
+heavy libraries (torch, symusic, music21) inside the handlers, so building the parser, and
+``cadenza --help``, import none of them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
+import os
 import sys
 
 from cadenza.data.errors import CadenzaError
+
+# (module, the subcommands it registers), in the order ``cadenza --help`` lists them.
+COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("info", ("info",)),
+    ("render", ("render",)),
+    ("generate", ("continue",)),
+    ("anticipation", ("infill", "accompany")),
+    ("transcribe", ("transcribe", "transcription-data", "transcription-train", "transcription-eval")),
+    ("models", ("models", "ship-model")),
+    ("corpus", ("corpus",)),
+    ("tokenize", ("tokenize", "detokenize")),
+    ("train", ("train", "evaluate")),
+    ("compare", ("compare",)),
+    ("ddsp", ("ddsp-fit", "ddsp-velocities")),
+    ("demo", ("demo",)),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,15 +38,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Symbolic music generation: tokenize, train, continue, infill, render, transcribe.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    import cadenza.cli as package
-
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name in ("main", "common") or info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"cadenza.cli.{info.name}")
-        if hasattr(module, "register"):
-            module.register(subparsers)
+    for module_name, commands in COMMANDS:
+        before = set(subparsers.choices)
+        importlib.import_module(f"cadenza.cli.{module_name}").register(subparsers)
+        added = tuple(name for name in subparsers.choices if name not in before)
+        if set(added) - set(commands) or set(commands) - set(subparsers.choices):
+            raise RuntimeError(f"cadenza.cli.{module_name} registers {added}; COMMANDS lists {commands}")
     return parser
+
+
+def _error(message: str) -> int:
+    print(f"cadenza: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (``cadenza models | head``): exit quietly, as cat does."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,10 +69,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except CadenzaError as exc:
-        print(f"cadenza: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
+    except OSError as exc:  # an output in an unwritable place, under a file, on a full disk
+        if exc.filename is None:
+            return _error(exc.strerror or str(exc))
+        where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        return _error(f"{where}: {exc.strerror or exc}")
+    except MemoryError:
+        return _error("out of memory; the input is larger than this machine can hold (see the command's limits)")
     except KeyboardInterrupt:
         print("cadenza: interrupted", file=sys.stderr)
         return 130

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SYNTHS = ("fluidsynth", "ddsp")
-DEFAULT_RATES = {"fluidsynth": 44100, "ddsp": 16000}
+SYNTHS = ("fluidsynth", "ddsp")  # cadenza.rendering.audio.SYNTHS, named here so --help loads no numpy
 
 
 def register(subparsers) -> None:
@@ -58,11 +57,10 @@ def run(args) -> int:
     if output and Path(output).suffix.lower() not in (".wav", ".flac"):
         raise CadenzaError(f"{output}: audio output must end in .wav or .flac")
 
-    sample_rate = args.sample_rate or DEFAULT_RATES[args.synth]
     audio = None
     if output or args.sheet:
         started = time.perf_counter()
-        audio = synthesize(score, args, sample_rate)
+        audio, sample_rate = synthesize(score, args, args.sample_rate)
         elapsed = time.perf_counter() - started
         seconds = len(audio) / sample_rate
     if output:
@@ -96,24 +94,18 @@ def run(args) -> int:
     return 0
 
 
-def synthesize(score, args, sample_rate: int):
-    """Audio of the score from the chosen synthesizer, mono or stereo as asked."""
-    import numpy as np
-
-    if args.synth == "ddsp":
-        from cadenza.rendering import ddsp
-
-        audio = ddsp.render(score, preset=args.preset or "strings", sample_rate=sample_rate)
-        return np.stack([audio, audio], axis=1) if args.stereo else audio
+def synthesize(score, args, sample_rate: int | None):
+    """(audio, sample rate) from the chosen synthesizer; the fallback's notice becomes one line on stderr."""
     import sys
     import warnings
 
-    from cadenza.rendering.fluidsynth import render
+    from cadenza.rendering.audio import synthesize
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        audio = render(score, sample_rate=sample_rate, soundfont=args.soundfont, stereo=args.stereo,
-                       tail=args.tail, allow_fallback=args.allow_fallback)
-    for warning in caught:  # the fallback synthesizer says which one it used: one line, not a traceback
+        result = synthesize(score, args.synth, sample_rate=sample_rate, stereo=args.stereo,
+                            soundfont=args.soundfont, preset=args.preset, tail=args.tail,
+                            allow_fallback=args.allow_fallback)
+    for warning in caught:
         print(f"cadenza: note: {warning.message}", file=sys.stderr)
-    return audio
+    return result

@@ -17,6 +17,8 @@ from cadenza.data.errors import CadenzaError, MusicFileError
 
 AUDIO_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16")}
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+SYNTHS = ("fluidsynth", "ddsp")
+DEFAULT_RATES = {"fluidsynth": 44100, "ddsp": 16000}
 
 
 def _format_for(path: Path) -> tuple[str, str]:
@@ -94,3 +96,29 @@ def peak_normalize(audio: np.ndarray, headroom_db: float = 1.0) -> np.ndarray:
     if peak <= 0.0:
         return audio
     return audio * np.float32(10.0 ** (-headroom_db / 20.0) / peak)
+
+
+def synthesize(score, synth: str = "fluidsynth", *, sample_rate: int | None = None, stereo: bool = False,
+               soundfont: str | os.PathLike | None = None, preset=None, tail: float = 1.0,
+               allow_fallback: bool = False) -> tuple[np.ndarray, int]:
+    """(audio, sample rate) of a Score from FluidSynth (a SoundFont) or the DDSP synth (a preset).
+
+    The sample rate defaults to the synthesizer's own (44.1 kHz FluidSynth, 16 kHz DDSP). Each
+    synthesizer takes only its own timbre option: a SoundFont for FluidSynth, a preset for DDSP.
+    """
+    if synth not in SYNTHS:
+        raise CadenzaError(f"unknown synthesizer {synth!r}; choose {' or '.join(SYNTHS)}")
+    if preset is not None and synth != "ddsp":
+        raise CadenzaError("a preset applies to the DDSP synth; FluidSynth takes a SoundFont")
+    if soundfont is not None and synth != "fluidsynth":
+        raise CadenzaError("a SoundFont applies to FluidSynth; the DDSP synth takes a preset")
+    rate = int(sample_rate or DEFAULT_RATES[synth])
+    if synth == "ddsp":
+        from . import ddsp
+
+        audio = ddsp.render(score, preset=preset or "strings", sample_rate=rate)
+        return (np.stack([audio, audio], axis=1) if stereo else audio), rate
+    from .fluidsynth import render
+
+    return render(score, sample_rate=rate, soundfont=soundfont, stereo=stereo, tail=tail,
+                  allow_fallback=allow_fallback), rate

@@ -175,3 +175,31 @@ def write_sheet(path: str | os.PathLike, title: str, *entries: SheetEntry | Sequ
                       audio_format=audio_format, self_contained=self_contained)
     write_text_atomic(path, text)
     return path
+
+
+def write_continuation_sheet(path: str | os.PathLike, title: str, prompt, continuations: Sequence, *,
+                             model: str, metadata: dict | None = None, prompt_description: str = "",
+                             audio: Sequence[np.ndarray] | None = None, sample_rate: int = 44100,
+                             render=None) -> Path:
+    """The example sheet of a prompt and its continuations, as ``continue --sheet`` and the demo write it.
+
+    Every entry sounds through FluidSynth (``render(score, sample_rate=...)``, default
+    ``cadenza.rendering.fluidsynth.render``); ``audio`` passes continuations already rendered, so
+    a caller that also writes them as WAV renders each once. A line on each continuation marks
+    where the prompt ends.
+    """
+    if render is None:
+        from .fluidsynth import render
+    if audio is None:
+        audio = [render(score, sample_rate=sample_rate) for score in continuations]
+    boundary = float(prompt.to("second").end())
+    entries = [SheetEntry("Prompt", prompt, [Rendering("FluidSynth", render(prompt, sample_rate=sample_rate),
+                                                       sample_rate)], description=prompt_description)]
+    for number, (score, samples) in enumerate(zip(continuations, audio), 1):
+        label = "Continuation" if len(continuations) == 1 else f"Continuation {number}"
+        entries.append(SheetEntry(label, score, [Rendering("FluidSynth", samples, sample_rate)],
+                                  description=f"Continued by {model}"
+                                              + (f", sample {number}" if len(continuations) > 1 else "")
+                                              + "; the line marks where the prompt ends.",
+                                  boundary_seconds=boundary))
+    return write_sheet(path, title, entries, metadata={"model": model, **(metadata or {})})
