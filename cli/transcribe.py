@@ -185,12 +185,8 @@ def run_eval(args) -> int:
         return 0
     for row in report["per_piece"]:
         print(f"  {row['piece'][:40]:40s} onset F1 {row['onset_f1']:.3f}  onset+offset F1 {row['onset_offset_f1']:.3f}")
-    programs: dict = {}
-    for row in report["per_piece"]:
-        for program, value in row.get("program_f1", {}).items():
-            programs.setdefault(program, []).append(value)
-    for program, values in sorted(programs.items()):
-        print(f"  program {program:3d}: onset+offset F1 {sum(values) / len(values):.3f} ({len(values)} pieces)")
+    for program, row in report["programs"].items():
+        print(f"  program {program:3d}: onset+offset F1 {row['onset_offset_f1']:.3f} ({row['pieces']} pieces)")
     print(f"{report['pieces']} pieces, {report['audio_seconds']:.0f} s of audio at "
           f"{report['speed_x_realtime']:.1f}x real time")
     print(f"onset F1 {report['onset_f1']:.3f}  onset+offset F1 {report['onset_offset_f1']:.3f}  "

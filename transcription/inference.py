@@ -283,6 +283,12 @@ def evaluate(model, tokenizer: MT3Tokenizer, pairs: list[tuple[Path, Path]], bat
         totals["est"] += scores["estimated_notes"]
     mean = {key: float(np.mean([s[key] for s in per_piece])) if per_piece else 0.0
             for key in ("onset_precision", "onset_recall", "onset_f1", "onset_offset_f1")}
-    return {**mean, "pieces": len(per_piece), "audio_seconds": audio_seconds, "compute_seconds": compute_seconds,
+    by_program: dict[int, list[float]] = {}
+    for scores in per_piece:
+        for program, value in scores.get("program_f1", {}).items():
+            by_program.setdefault(program, []).append(value)
+    programs = {program: {"onset_offset_f1": float(np.mean(values)), "pieces": len(values)}
+                for program, values in sorted(by_program.items())}
+    return {**mean, "programs": programs, "pieces": len(per_piece), "audio_seconds": audio_seconds, "compute_seconds": compute_seconds,
             "speed_x_realtime": audio_seconds / max(compute_seconds, 1e-9), "per_piece": per_piece,
             "reference_notes": totals["ref"], "estimated_notes": totals["est"]}
