@@ -1,0 +1,127 @@
+"""restore_context: generated music comes back with the prompt's tempo, metre, key and parts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import symusic
+
+from cadenza.data.context import restore_context, seconds_to_ticks
+from cadenza.tokenizers import get_tokenizer
+
+TPQ = 480
+QPM = 96.0
+# four parts, 3/4, D major: soprano, alto, tenor, bass; bars of quarter-note chords
+CHORDS = [(74, 66, 57, 50), (73, 64, 57, 45), (74, 66, 57, 50), (76, 67, 59, 43), (78, 69, 62, 50),
+          (76, 67, 61, 45), (74, 66, 57, 50), (71, 67, 62, 43), (73, 64, 57, 45)]
+NAMES = ("Soprano", "Alto", "Tenor", "Bass")
+
+
+def chorale(chords, qpm=QPM) -> symusic.Score:
+    score = symusic.Score(TPQ)
+    score.tempos.append(symusic.Tempo(0, qpm))
+    score.time_signatures.append(symusic.TimeSignature(0, 3, 4))
+    score.key_signatures.append(symusic.KeySignature(0, 2, 0))
+    for voice, name in enumerate(NAMES):
+        track = symusic.Track(name, 52, False)
+        for i, chord in enumerate(chords):
+            track.notes.append(symusic.Note(i * TPQ, TPQ, chord[voice], 80))
+        score.tracks.append(track)
+    return score
+
+
+PROMPT = chorale(CHORDS[:6])   # two bars
+WHOLE = chorale(CHORDS)         # the prompt and a third bar, as a model might continue it
+
+
+def parts_of(score):
+    return [[(n.time, n.duration, n.pitch) for n in t.notes] for t in score.tracks]
+
+
+def assert_context(restored):
+    assert restored.ticks_per_quarter == TPQ
+    assert [(t.time, t.qpm) for t in restored.tempos] == [(0, pytest.approx(QPM))]
+    assert [(t.numerator, t.denominator) for t in restored.time_signatures] == [(3, 4)]
+    assert [(k.key, k.tonality) for k in restored.key_signatures] == [(2, 0)]
+    assert [t.name for t in restored.tracks] == list(NAMES)
+    assert [t.program for t in restored.tracks] == [52] * 4
+
+
+def test_seconds_to_ticks_follows_the_tempo_map():
+    score = symusic.Score(TPQ)
+    score.tempos.append(symusic.Tempo(0, 120.0))
+    score.tempos.append(symusic.Tempo(2 * TPQ, 60.0))  # after 1 s, a quarter lasts 1 s
+    assert seconds_to_ticks(score, np.array([0.0, 0.5, 1.0, 2.0, 3.5])).tolist() == \
+        pytest.approx([0, 480, 960, 1440, 2160])
+    assert seconds_to_ticks(symusic.Score(TPQ), np.array([1.0])).tolist() == [960]  # 120 qpm by default
+
+
+@pytest.mark.parametrize("scheme", ["event", "anticipatory"])
+def test_a_seconds_scheme_output_gets_the_prompts_tempo_metre_key_and_parts(scheme):
+    tok = get_tokenizer(scheme)
+    ids = tok.encode(WHOLE, controls=None) if scheme == "anticipatory" else tok.encode(WHOLE)
+    generated = tok.decode(ids)  # one track at 120 qpm, no metre: what the model's ids decode to
+    assert len([t for t in generated.tracks if t.notes]) == 1 and not generated.time_signatures
+    restored = restore_context(PROMPT, generated)
+    assert_context(restored)
+    # every note back in its part, on the prompt's beats (the tokenizers keep 10 ms)
+    for got, want in zip(parts_of(restored), parts_of(WHOLE)):
+        assert len(got) == len(want) == len(CHORDS)
+        for (t1, d1, p1), (t2, d2, p2) in zip(got, want):
+            assert p1 == p2 and abs(t1 - t2) <= 5 and abs(d1 - d2) <= 5
+    # the third bar starts at bar 3 of 3/4: six quarters = 6 * 480 ticks
+    assert restored.tracks[0].notes[6].time == pytest.approx(6 * TPQ, abs=5)
+
+
+def test_a_remi_output_keeps_its_beats_and_gets_the_prompts_parts():
+    tok = get_tokenizer("remi")
+    generated = tok.decode(tok.encode(WHOLE))
+    assert len([t for t in generated.tracks if t.notes]) == 1  # four voices on one program
+    restored = restore_context(PROMPT, generated)
+    assert_context(restored)
+    assert parts_of(restored) == parts_of(WHOLE)
+
+
+def test_new_voices_continue_by_pitch_proximity_when_a_part_rests():
+    # after the prompt, three notes: soprano, tenor and bass go on; the alto rests
+    generated = PROMPT.copy()
+    merged = symusic.Track("all", 0, False)
+    for track in generated.tracks:
+        for note in track.notes:
+            merged.notes.append(note.copy())
+    for pitch in (74, 57, 50):
+        merged.notes.append(symusic.Note(6 * TPQ, TPQ, pitch, 80))
+    generated.tracks.clear()
+    generated.tracks.append(merged)
+    restored = restore_context(PROMPT, generated)
+    last = [[n.pitch for n in t.notes if n.time == 6 * TPQ] for t in restored.tracks]
+    assert last == [[74], [], [57], [50]]
+
+
+def test_fixed_tracks_go_whole_to_their_part_and_the_rest_splits_over_the_others():
+    melody = symusic.Track("melody", 0, False)
+    for note in WHOLE.tracks[0].notes:
+        melody.notes.append(note.copy())
+    lower = symusic.Track("others", 0, False)
+    for track in WHOLE.tracks[1:]:
+        for note in track.notes:
+            lower.notes.append(note.copy())
+    generated = symusic.Score(TPQ)
+    generated.time_signatures.append(symusic.TimeSignature(0, 3, 4))
+    generated.tracks.append(lower)
+    generated.tracks.append(melody)
+    restored = restore_context(PROMPT, generated, fixed={1: 0})
+    assert parts_of(restored) == parts_of(WHOLE)
+
+
+def test_a_prompt_with_one_part_gets_everything_in_that_part():
+    single = PROMPT.copy()
+    for track in list(single.tracks)[1:]:
+        for note in track.notes:
+            single.tracks[0].notes.append(note.copy())
+    while len(single.tracks) > 1:
+        single.tracks.pop(1)
+    tok = get_tokenizer("event")
+    restored = restore_context(single, tok.decode(tok.encode(WHOLE)))
+    assert [t.name for t in restored.tracks] == ["Soprano"] and restored.note_num() == WHOLE.note_num()
+    assert restored.time_signatures[0].numerator == 3
