@@ -160,14 +160,18 @@ def write_midi(score: symusic.Score, path: str | os.PathLike) -> Path:
 def score_to_m21(score: symusic.Score, quarter_divisors: tuple[int, ...] = (4, 3)):
     """A music21 Score from a symusic Score, quantized to sixteenths and eighth-triplets.
 
-    Parts follow tracks; time and key signatures are kept, and a key is estimated
+    Parts follow tracks; every part gets the time and key signatures, and a key is estimated
     (Krumhansl-Schmuckler) when the file has none, so the engraving has a signature.
     """
     import music21
     from music21.midi import translate
 
+    # An empty first track holds the tempi, time and key signatures: music21 reads a track without
+    # notes as the conductor and gives its signatures to every part (else only the first part has them).
+    led = score.copy()
+    led.tracks.insert(0, symusic.Track("", 0, False))
     midi_file = music21.midi.MidiFile()
-    midi_file.readstr(score.dumps_midi())
+    midi_file.readstr(led.dumps_midi())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stream = translate.midiFileToStream(midi_file, quantizePost=True, quarterLengthDivisors=quarter_divisors)

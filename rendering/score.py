@@ -6,7 +6,6 @@ The quantization (sixteenths and eighth-triplets) and key estimation happen in
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from pathlib import Path
@@ -35,8 +34,7 @@ def musicxml_text(score, title: str | None = None) -> str:
 
     from cadenza.data.io import score_to_m21
 
-    stream = score_to_m21(score)
-    _share_key_signature(stream)
+    stream = score_to_m21(score)  # every part has the time and key signatures
     stream.metadata = music21.metadata.Metadata()
     stream.metadata.title = title or ""
     stream.metadata.movementName = title or ""
@@ -44,18 +42,6 @@ def musicxml_text(score, title: str | None = None) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return GeneralObjectExporter(stream).parse().decode("utf-8")
-
-
-def _share_key_signature(stream) -> None:
-    """MIDI holds one key signature for the whole file, which music21 gives to the first part only;
-    give it to every part whose first bar has none, so no staff spells the key in accidentals."""
-    first = stream.recurse().getElementsByClass("KeySignature").first()
-    if first is None:
-        return
-    for part in stream.parts:
-        measure = part.getElementsByClass("Measure").first()
-        if measure is not None and measure.getElementsByClass("KeySignature").first() is None:
-            measure.insert(0, copy.deepcopy(first))
 
 
 def svg_pages(score, title: str | None = None, scale: int | None = None) -> list[str]:

@@ -125,3 +125,71 @@ def test_a_prompt_with_one_part_gets_everything_in_that_part():
     restored = restore_context(single, tok.decode(tok.encode(WHOLE)))
     assert [t.name for t in restored.tracks] == ["Soprano"] and restored.note_num() == WHOLE.note_num()
     assert restored.time_signatures[0].numerator == 3
+
+
+# -- every output keeps it: continue_score, MusicXML, engraving, the command ---------------------------
+def _debug_model(vocab_size: int):
+    import torch
+
+    from cadenza.symbolic.transformer import MusicTransformer, MusicTransformerConfig
+
+    torch.manual_seed(0)
+    return MusicTransformer(MusicTransformerConfig.debug(vocab_size)).eval()
+
+
+@pytest.mark.parametrize("scheme", ["event", "remi"])
+def test_continue_score_returns_the_prompts_parts_and_metre(scheme):
+    from cadenza.symbolic.sampling import continue_score
+
+    tok = get_tokenizer(scheme)
+    outputs = continue_score(_debug_model(tok.vocab_size), tok, PROMPT, tokens=40, num_samples=2, seed=1)
+    for out in outputs:
+        assert_context(out)
+        for got, want in zip(parts_of(out)[:4], parts_of(PROMPT)):  # the prompt's notes, each in its part
+            assert [p for _, _, p in got[:6]] == [p for _, _, p in want]
+
+
+def _signatures_per_part(xml_text: str) -> list[tuple[str, str, str]]:
+    """(part id, beats/beat-type, fifths) of each part's first bar in MusicXML text."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(xml_text)
+    out = []
+    for part in root.iter("part"):
+        attributes = part.find("measure").find("attributes")
+        time, key = attributes.find("time"), attributes.find("key")
+        out.append((part.get("id"), f"{time.findtext('beats')}/{time.findtext('beat-type')}", key.findtext("fifths")))
+    return out
+
+
+def test_musicxml_and_engraving_give_every_staff_the_metre_and_key(tmp_path):
+    from cadenza.data.io import write_musicxml
+    from cadenza.rendering.score import musicxml_text, svg_pages
+
+    written = write_musicxml(WHOLE, tmp_path / "out.musicxml").read_text()
+    for text in (written, musicxml_text(WHOLE)):
+        signatures = _signatures_per_part(text)
+        assert len(signatures) == 4 and all(s[1:] == ("3/4", "2") for s in signatures)
+    pytest.importorskip("verovio")
+    svg = "".join(svg_pages(WHOLE))
+    assert svg.count('class="staff"') == 4 * 3          # four staves in each of the three bars
+    assert svg.count('class="meterSig') == svg.count('class="keySig') == 4  # 3/4 and D major on each staff
+
+
+def test_cli_continue_musicxml_prompt_gives_four_staves_in_its_metre(tmp_path):
+    from conftest import run_cli
+
+    from cadenza.data.io import read_score, write_musicxml
+    from cadenza.symbolic.checkpoint import save_checkpoint
+
+    tok = get_tokenizer("event")
+    save_checkpoint(tmp_path / "ckpt", _debug_model(tok.vocab_size), tok, {"step": 0})
+    prompt = write_musicxml(PROMPT, tmp_path / "chorale.musicxml")
+    assert len(read_score(prompt).tracks) >= 4
+    run_cli("continue", prompt, "-o", tmp_path / "out.mid", "--checkpoint", tmp_path / "ckpt", "--seconds", "2",
+            "--musicxml", "--seed", "0", "--device", "cpu")
+    midi = symusic.Score(str(tmp_path / "out.mid"))
+    assert [t.name for t in midi.tracks if t.notes][:4] == list(NAMES)
+    assert (midi.time_signatures[0].numerator, round(midi.tempos[0].qpm)) == (3, 96)
+    signatures = _signatures_per_part((tmp_path / "out.musicxml").read_text())
+    assert len(signatures) == 4 and all(s[1:] == ("3/4", "2") for s in signatures)
