@@ -61,7 +61,7 @@ def _generated_notes(prompt: symusic.Score, generated: symusic.Score) -> list[di
 
 
 def restore_context(prompt: symusic.Score, generated: symusic.Score, *,
-                    fixed: dict[int, int] | None = None) -> symusic.Score:
+                    fixed: dict[int, int] | None = None, avoid: tuple[int, ...] = ()) -> symusic.Score:
     """``generated`` in the prompt's frame: the prompt's ticks per quarter, tempi, time and key
     signatures, and one track per prompt part (a pitched or drum track holding notes, with its
     name and program).
@@ -72,7 +72,9 @@ def restore_context(prompt: symusic.Score, generated: symusic.Score, *,
     go to the part of their program (REMI, Anticipatory with several instruments); otherwise notes
     are split into voices: a note at the onset and pitch of a prompt note is that note, and each
     new chord is spread over the parts in pitch order, each part continuing from its last pitch
-    (a part still holding a note, or already given one at that instant, is avoided)."""
+    (a part still holding a note, or already given one at that instant, is avoided). Prompt tracks
+    in ``avoid`` get no notes but the fixed ones (an accompaniment's new notes leave the melody's
+    part alone); when no part is left, the other generated tracks are kept as tracks of their own."""
     fixed = dict(fixed or {})
     out = symusic.Score(prompt.ticks_per_quarter)
     for source, target in ((prompt.tempos, out.tempos), (prompt.time_signatures, out.time_signatures),
@@ -94,10 +96,17 @@ def restore_context(prompt: symusic.Score, generated: symusic.Score, *,
         out.tracks.append(symusic.Track(source.name, source.program, source.is_drum))
 
     fixed_parts = {g: part_of_track[p] for g, p in fixed.items() if p in part_of_track and g < len(tracks)}
-    free_parts = [k for k in range(len(part_tracks)) if k not in fixed_parts.values()] or list(range(len(part_tracks)))
+    taken = set(fixed_parts.values()) | {part_of_track[p] for p in avoid if p in part_of_track}
+    free_parts = [k for k in range(len(part_tracks)) if k not in taken]
     for g, k in fixed_parts.items():
         _add_notes(out.tracks[k], tracks[g], np.ones(len(tracks[g]["start"]), bool))
     rest = [g for g in range(len(tracks)) if g not in fixed_parts]
+    if not free_parts:  # every part is taken (an accompaniment of a lone melody): new tracks of their own
+        for g in rest:
+            source = generated.tracks[g]
+            out.tracks.append(symusic.Track(source.name, source.program, source.is_drum))
+            _add_notes(out.tracks[-1], tracks[g], np.ones(len(tracks[g]["start"]), bool))
+        rest = []
     if not rest:
         return _sorted(out)
     programs = [prompt.tracks[part_tracks[k]].program for k in free_parts]

@@ -182,7 +182,18 @@ def infill(model, tokenizer, score: symusic.Score, start: float, end: float, **s
     times = (triples[:, 0] - ops.TIME_OFFSET) / ops.TIME_RESOLUTION
     kept = triples[(times < start) | (times >= end)].ravel()
     full = generate_span(model, kept, start=start, end=end, **sampling)
-    return _result(tokenizer, full, kept)
+    return _in_context(score, _result(tokenizer, full, kept))
+
+
+def _in_context(score: symusic.Score, result: TaskResult, melody: int | None = None) -> TaskResult:
+    """The result in the given piece's tempo, metre, key and parts (see restore_context); the
+    last track of ``result.score`` is the melody, given back to track ``melody``."""
+    from cadenza.data.context import restore_context
+
+    fixed = {len(result.score.tracks) - 1: melody} if melody is not None else None
+    result.score = restore_context(score, result.score, fixed=fixed)
+    result.generated = restore_context(score, result.generated, avoid=(melody,) if melody is not None else ())
+    return result
 
 
 def _without_tracks(score: symusic.Score, keep) -> symusic.Score:
@@ -201,7 +212,9 @@ def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None
     controls and generate the other parts around it.
 
     The first ``prompt_seconds`` of the other parts are kept as a prompt; generation runs to the
-    melody's last note end (or ``end``). The melody comes back as its own track(s)."""
+    melody's last note end (or ``end``). The result has the piece's tempo, metre, key and tracks:
+    the melody in its own track, the new notes in the others (in tracks of their own when the
+    piece has no others)."""
     if (melody_program is None) == (melody_track is None):
         raise CadenzaError("give the melody as a program or as a track index, one of them")
     if melody_track is not None:
@@ -227,4 +240,6 @@ def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None
     for track in tokenizer.decode(ops.sort(melody.ravel())).tracks:  # same time base as the decoded parts
         track.name = "melody"
         result.score.tracks.append(track)
-    return result
+    melody_part = melody_track if melody_track is not None else \
+        next(i for i, t in enumerate(score.tracks) if t.notes and is_melody(i, t))
+    return _in_context(score, result, melody_part)
