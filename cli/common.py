@@ -1,9 +1,14 @@
-"""Small helpers shared by the CLI modules."""
+"""What every command shares: JSON output, the device and seed options, the one-line parser,
+the rules every numeric option obeys, and the ``--max-*`` limit options."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import sys
+
+from cadenza.data.errors import CadenzaError
 
 
 def print_json(obj) -> None:
@@ -17,3 +22,120 @@ def add_device_arg(parser) -> None:
 
 def add_seed_arg(parser, default: int = 0) -> None:
     parser.add_argument("--seed", type=int, default=default, help=f"random seed (default {default})")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (``cadenza continue: error: ...``) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- numeric options --------------------------------------------------------------------------
+# One rule per option name, for every command that has the option (training options are
+# checked by the trainer). A rule is (test, what the value must be).
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _int_at_least(low: int, high: int | None = None):
+    def test(value):
+        return isinstance(value, int) and value >= low and (high is None or value <= high)
+    bound = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+    return test, bound
+
+
+def _float_range(low: float, high: float, low_open: bool = False, high_open: bool = False):
+    def test(value):
+        return _finite(value) and (value > low if low_open else value >= low) and \
+            (value < high if high_open else value <= high)
+    bound = f"a finite number {'>' if low_open else '>='} {low:g} and {'<' if high_open else '<='} {high:g}"
+    return test, bound
+
+
+MAX_TOKENS = 1_000_000
+RULES: dict[str, tuple] = {
+    "temperature": _float_range(0, 100),
+    "top_p": _float_range(0, 1, low_open=True),
+    "top_k": _int_at_least(1),
+    "tokens": _int_at_least(1, MAX_TOKENS),
+    "max_tokens": _int_at_least(1, MAX_TOKENS),
+    "bars": _int_at_least(1, 10_000),
+    "prompt_bars": _int_at_least(1, 10_000),
+    "num_samples": _int_at_least(1, 64),
+    "samples": _int_at_least(1, 64),
+    "seconds": _float_range(0, 1e6, low_open=True),
+    "sample_seconds": _float_range(0, 1e6, low_open=True),
+    "budget_minutes": _float_range(0, 1e6, low_open=True),
+    "start": _float_range(0, 1e6),
+    "end": _float_range(0, 1e6, low_open=True),
+    "prompt_seconds": _float_range(0, 1e6),
+    "boundary": _float_range(0, 1e6),
+    "tail": _float_range(0, 60),
+    "sample_rate": _int_at_least(8000, 192000),
+    "batch_segments": _int_at_least(1, 4096),
+    "index": _int_at_least(0),
+    "seed": _int_at_least(0, 2**32 - 1),
+    "steps": _int_at_least(1, 10**7),
+    "learning_rate": _float_range(0, 100, low_open=True),
+    "melody_program": _int_at_least(0, 127),
+    "melody_track": _int_at_least(0),
+    "workers": _int_at_least(1, 1024),
+    "limit": _int_at_least(1),
+    "limit_pieces": _int_at_least(1),
+    "seq_len": _int_at_least(1, MAX_TOKENS),
+    "batch_size": _int_at_least(1, 65536),
+}
+# Where an option means something else, its own rule.
+COMMAND_RULES: dict[tuple[str, str], tuple] = {
+    ("ddsp-fit", "seconds"): _float_range(0, 1e6),  # 0: the whole recording
+}
+UNCHECKED_COMMANDS = ("train", "transcription-train", "transcription-data")  # their trainers check them
+
+
+def _option_name(parser: argparse.ArgumentParser | None, dest: str) -> str:
+    if parser is not None:
+        for action in parser._actions:
+            if action.dest == dest and action.option_strings:
+                return max(action.option_strings, key=len)
+    return "--" + dest.replace("_", "-")
+
+
+def check_options(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> None:
+    """Raise CadenzaError, in one line naming the option, for a value outside its rule."""
+    command = getattr(args, "command", None)
+    if command in UNCHECKED_COMMANDS:
+        return
+    for dest, value in vars(args).items():
+        rule = COMMAND_RULES.get((command, dest), RULES.get(dest))
+        if rule is None or value is None or isinstance(value, bool):
+            continue
+        test, bound = rule
+        if not test(value):
+            raise CadenzaError(f"{_option_name(parser, dest)} must be {bound} (got {value})")
+    start, end = getattr(args, "start", None), getattr(args, "end", None)
+    if start is not None and end is not None and not start < end:
+        raise CadenzaError(f"--start ({start:g}) must come before --end ({end:g})")
+
+
+# -- limits -----------------------------------------------------------------------------------
+LIMIT_OPTIONS = ("max_seconds", "max_notes", "max_polyphony", "max_vocab", "max_parameters", "max_uncompressed_mb")
+
+
+def add_limit_args(parser: argparse.ArgumentParser) -> None:
+    """The ``--max-*`` options that raise (or lower) cadenza's input limits for one run."""
+    from cadenza.data.limits import OPTIONS, Limits
+
+    group = parser.add_argument_group("limits (checked before anything is allocated)")
+    defaults = Limits()
+    for name in LIMIT_OPTIONS:
+        option, phrase = OPTIONS[name]
+        kind = float if isinstance(getattr(defaults, name), float) else int
+        group.add_argument(option, dest=name, type=kind, default=None, metavar="N",
+                           help=f"at most {phrase.format(getattr(defaults, name))} (default)")
+
+
+def apply_limits(args: argparse.Namespace) -> None:
+    from cadenza.data.limits import set_limits
+
+    set_limits(**{name: getattr(args, name, None) for name in LIMIT_OPTIONS})

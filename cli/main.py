@@ -15,6 +15,8 @@ import sys
 
 from cadenza.data.errors import CadenzaError
 
+from .common import Parser, add_limit_args, apply_limits, check_options
+
 # (module, the subcommands it registers), in the order ``cadenza --help`` lists them.
 COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("info", ("info",)),
@@ -32,8 +34,32 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# Commands that read music or load a model take the --max-* limit options.
+LIMITED = ("info", "render", "continue", "infill", "accompany", "tokenize", "detokenize", "transcribe",
+           "evaluate", "ddsp-fit", "ddsp-velocities", "demo")
+
+# One name for one thing: an output file is -o/--output, a model is --model, an output
+# directory is --out. Older spellings still work and no longer show in --help.
+ALIASES: dict[tuple[str, str], str] = {
+    ("tokenize", "--out"): "--output",
+    ("detokenize", "--out"): "--output",
+    ("transcribe", "--out"): "--output",
+    ("evaluate", "--checkpoint"): "--model",
+    ("continue", "--checkpoint"): "--model",
+}
+
+
+def _rename_option(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Show ``new`` in place of ``old``; ``old`` keeps working as a hidden alias."""
+    action = parser._option_string_actions[old]
+    action.option_strings = [o for o in action.option_strings if o != old]
+    if new not in action.option_strings:
+        action.option_strings.append(new)
+        parser._option_string_actions[new] = action
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="cadenza",
         description="Symbolic music generation: tokenize, train, continue, infill, render, transcribe.",
     )
@@ -44,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         added = tuple(name for name in subparsers.choices if name not in before)
         if set(added) - set(commands) or set(commands) - set(subparsers.choices):
             raise RuntimeError(f"cadenza.cli.{module_name} registers {added}; COMMANDS lists {commands}")
+    for (command, old), new in ALIASES.items():
+        _rename_option(subparsers.choices[command], old, new)
+    for command in LIMITED:
+        add_limit_args(subparsers.choices[command])
     return parser
 
 
@@ -69,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        check_options(args, parser._subparsers._group_actions[0].choices.get(args.command))
+        apply_limits(args)
         code = int(args.func(args) or 0)
         sys.stdout.flush()
         return code

@@ -126,3 +126,61 @@ def corpus_stats(scores) -> dict:
         "pitch_range": [low, high] if notes else None,
         "time_signatures": dict(time_sigs.most_common()),
     }
+
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3")
+
+
+def audio_summary(path) -> dict:
+    """Duration, sample rate, channels and peak level of an audio file, read in blocks (a long
+    recording is never held whole). Raises MusicFileError for a file that is not readable audio."""
+    import math
+    from pathlib import Path
+
+    import soundfile
+
+    from .errors import MusicFileError
+    from .io import _check_file, _first_line
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with soundfile.SoundFile(str(path)) as audio:
+            rate, channels, frames, fmt = audio.samplerate, audio.channels, audio.frames, audio.format
+            peak, finite = 0.0, True
+            for block in audio.blocks(blocksize=65536, dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    finite = False
+                    block = block[np.isfinite(block)]
+                if block.size:
+                    peak = max(peak, float(np.abs(block).max()))
+    except (RuntimeError, soundfile.LibsndfileError, ValueError) as exc:
+        raise MusicFileError(path, f"cannot read as audio ({_first_line(exc)})") from None
+    if rate <= 0:
+        raise MusicFileError(path, f"a sample rate of {rate} Hz is not a recording")
+    return {
+        "duration_seconds": round(frames / rate, 3),
+        "sample_rate": int(rate),
+        "channels": int(channels),
+        "frames": int(frames),
+        "format": fmt,
+        "peak": round(peak, 6),
+        "peak_dbfs": round(20 * math.log10(peak), 2) if peak > 0 else None,
+        "finite": finite,
+    }
+
+
+def format_audio_summary(summary: dict, title: str) -> str:
+    minutes, secs = divmod(summary["duration_seconds"], 60)
+    peak = "silent" if summary["peak_dbfs"] is None else f"{summary['peak_dbfs']:.1f} dBFS ({summary['peak']:.3f})"
+    if not summary["finite"]:
+        peak += "; holds NaN or infinite samples"
+    channels = {1: "mono", 2: "stereo"}.get(summary["channels"], f"{summary['channels']} channels")
+    return "\n".join([
+        title,
+        f"  duration        {int(minutes)}:{secs:05.2f} ({summary['duration_seconds']:.2f} s)",
+        f"  sample rate     {summary['sample_rate']} Hz",
+        f"  channels        {summary['channels']} ({channels})",
+        f"  format          {summary['format']}",
+        f"  peak level      {peak}",
+    ])

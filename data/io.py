@@ -16,6 +16,7 @@ import symusic
 
 from .atomic import atomic_path
 from .errors import MusicFileError
+from .limits import LIMITS, check_score, limit_error
 
 MIDI_SUFFIXES = (".mid", ".midi")
 SCORE_SUFFIXES = (".musicxml", ".xml", ".mxl", ".krn", ".abc")
@@ -42,6 +43,8 @@ def read_score(path: str | os.PathLike, index: int = 0, allow_empty: bool = Fals
     _check_file(path)
     suffix = path.suffix.lower()
     if suffix in MIDI_SUFFIXES:
+        if index != 0:
+            raise MusicFileError(path, f"a MIDI file holds one piece; index {index} applies to ABC collections")
         score = _read_midi(path)
     elif suffix in SCORE_SUFFIXES:
         score = m21_to_score(_parse_music21(path, index), path)
@@ -50,13 +53,26 @@ def read_score(path: str | os.PathLike, index: int = 0, allow_empty: bool = Fals
                              + ", ".join(SUPPORTED_SUFFIXES))
     if not allow_empty and score.note_num() == 0:
         raise MusicFileError(path, "contains no notes")
+    check_tempos(score, path)
+    check_score(score, path)
     return score
+
+
+def check_tempos(score: symusic.Score, path: str | os.PathLike = "<score>") -> None:
+    """Refuse a tempo of 0 microseconds per quarter note (time would stand still: every note at 0 s)."""
+    for tempo in score.tempos:
+        if tempo.mspq <= 0:
+            raise MusicFileError(path, f"a tempo of {tempo.mspq} microseconds per quarter note at tick {tempo.time} "
+                                       "is not a tempo")
 
 
 def _read_midi(path: Path) -> symusic.Score:
     data = path.read_bytes()
     if not data.startswith(b"MThd"):
         raise MusicFileError(path, "not a MIDI file (no MThd header)")
+    if len(data) >= 14 and data[12] & 0x80:
+        raise MusicFileError(path, "SMPTE time division (frames per second); cadenza reads MIDI files "
+                                   "timed in ticks per quarter note")
     try:
         return symusic.Score.from_midi(data)
     except Exception as exc:  # symusic raises RuntimeError/ValueError with C++ messages
@@ -65,7 +81,24 @@ def _read_midi(path: Path) -> symusic.Score:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    line = re.sub(r"^MiniMidi: |: iostream error$", "", line)  # the C++ reader's own prefix and suffix
+    return line[:160]
+
+
+def _check_archive(path: Path) -> None:
+    """A compressed MusicXML file is a zip archive: refuse one that unpacks past the limit before
+    anything unpacks it (a 1 MB file can hold gigabytes of spaces)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise MusicFileError(path, f"not a compressed MusicXML file ({_first_line(exc)})") from None
+    unpacked = sum(member.file_size for member in members)
+    if unpacked > LIMITS.max_uncompressed_mb * 2**20:
+        raise limit_error(str(path), "unpacks to", f"{unpacked / 2**20:.0f} MB", "max_uncompressed_mb")
 
 
 _ABC_FIELD = re.compile(r"^[A-Za-z+]:")
@@ -111,6 +144,8 @@ def _parse_music21(path: Path, index: int):
             _check_abc(path)
         except UnicodeDecodeError:
             raise MusicFileError(path, "not a text file, so not ABC") from None
+    if path.suffix.lower() == ".mxl":
+        _check_archive(path)
 
     try:
         with warnings.catch_warnings():
@@ -138,20 +173,70 @@ def _parse_music21(path: Path, index: int):
 def m21_to_score(stream, path: str | os.PathLike = "<music21>") -> symusic.Score:
     """Convert a music21 stream to a Score through an in-memory MIDI file."""
     from music21.midi import translate
+    from music21.repeat import ExpanderException
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            midi_file = translate.streamToMidiFile(stream)
+            try:
+                midi_file = translate.streamToMidiFile(stream)
+            except ExpanderException:  # repeats music21 reads but cannot unfold: play them as written
+                midi_file = translate.streamToMidiFile(_without_repeats(stream))
             data = midi_file.writestr()
+        score = symusic.Score.from_midi(data)
     except Exception as exc:
+        longest = max((float(n.quarterLength) for n in stream.recurse().notesAndRests), default=0.0)
+        if longest > 4 * 1024:
+            raise MusicFileError(path, f"a note or rest lasts {longest:g} quarter notes, too long for MIDI") from None
         raise MusicFileError(path, f"cannot convert to MIDI ({_first_line(exc)})") from None
-    return symusic.Score.from_midi(data)
+    _restore_slow_tempos(stream, score)
+    return score
+
+
+# The slowest tempo a MIDI file holds: 2^24 - 1 microseconds per quarter note (3.58 qpm).
+SLOWEST_MIDI_QPM = 60e6 / 0xFFFFFF
+
+
+def _restore_slow_tempos(stream, score: symusic.Score) -> None:
+    """music21 writes a tempo below 3.58 qpm into 24 bits by wrapping it (1 bpm came back as 6.21):
+    take such tempi from the score itself (symusic holds them exactly)."""
+    marks = {}
+    for mark in stream.flatten().getElementsByClass("MetronomeMark"):
+        qpm = mark.getQuarterBPM()
+        if qpm:
+            marks.setdefault(float(mark.getOffsetInHierarchy(stream)), float(qpm))
+    if not any(qpm < SLOWEST_MIDI_QPM for qpm in marks.values()):
+        return
+    score.tempos = type(score.tempos)()
+    for offset, qpm in sorted(marks.items()):
+        score.tempos.append(symusic.Tempo(int(round(offset * score.ticks_per_quarter)), qpm=qpm))
+
+
+def _without_repeats(stream):
+    """A copy of the stream with its repeat barlines and repeat expressions removed."""
+    from music21 import bar, repeat, spanner
+
+    copy = stream.coreCopyAsDerivation("withoutRepeats") if hasattr(stream, "coreCopyAsDerivation") \
+        else __import__("copy").deepcopy(stream)
+    for measure in copy.recurse().getElementsByClass("Measure"):
+        if isinstance(measure.leftBarline, bar.Repeat):
+            measure.leftBarline = None
+        if isinstance(measure.rightBarline, bar.Repeat):
+            measure.rightBarline = bar.Barline("regular")
+        for element in list(measure.getElementsByClass(repeat.RepeatExpression)):
+            measure.remove(element)
+    for element in list(copy.recurse().getElementsByClass(spanner.RepeatBracket)):
+        element.activeSite.remove(element)
+    return copy
 
 
 def write_midi(score: symusic.Score, path: str | os.PathLike) -> Path:
     """Write a Score as a standard MIDI file, atomically."""
     path = Path(path)
+    if any(tempo.mspq > 0xFFFFFF for tempo in score.tempos):  # 24 bits would wrap it to a faster tempo
+        score = score.copy()
+        for tempo in score.tempos:
+            tempo.mspq = min(tempo.mspq, 0xFFFFFF)
     with atomic_path(path) as tmp:
         score.dump_midi(str(tmp))
     return path

@@ -10,7 +10,7 @@ import time
 
 from conftest import REPO
 
-HEAVY = ("torch", "symusic", "numpy", "music21", "miditok", "matplotlib", "verovio")
+HEAVY = ("torch", "symusic", "music21", "miditok", "matplotlib", "verovio", "soundfile")
 
 
 def _python(code: str, cwd=None) -> subprocess.CompletedProcess:
