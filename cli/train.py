@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from .common import add_device_arg, add_seed_arg
 
@@ -12,17 +13,21 @@ def register(subparsers) -> None:
         "train", help="train a Music Transformer on a corpus or on token shards",
         description="Train a Music Transformer. The output directory becomes a checkpoint (config.json, "
                     "model.safetensors) with the training state, log.jsonl and loss.png; --resume continues "
-                    "it exactly. Under torchrun --nproc_per_node N it trains with DistributedDataParallel.",
+                    "it exactly. Checkpoints are written periodically, and on SIGINT or SIGTERM before the "
+                    "command exits (status 130 or 143). Under torchrun --nproc_per_node N it trains with "
+                    "DistributedDataParallel.",
     )
     data = p.add_mutually_exclusive_group()
-    data.add_argument("--corpus", help="built-in corpus name or a directory of MIDI files (tokenized on the fly)")
+    data.add_argument("--corpus", help="built-in corpus name, or a directory of MIDI, MusicXML, kern and ABC files "
+                                           "(tokenized on the fly; unreadable files are skipped and counted)")
     data.add_argument("--shards", help="token shard directory written by 'cadenza tokenize'")
     p.add_argument("--scheme", help="tokenization scheme for --corpus: event, remi or anticipatory")
     p.add_argument("--out", required=True, help="output directory (the checkpoint)")
-    from cadenza.symbolic.train import RUN_PRESETS
+    from cadenza.symbolic.train import SIZES
 
-    p.add_argument("--config", default="debug", choices=tuple(RUN_PRESETS), help="model size (default debug)")
-    p.add_argument("--steps", type=int, help="optimizer steps (default from --config)")
+    p.add_argument("--size", choices=SIZES, help="model size preset (default debug; a resume keeps the run's)")
+    p.add_argument("--config", dest="size", choices=SIZES, help=argparse.SUPPRESS)  # the old name of --size
+    p.add_argument("--steps", type=int, help="optimizer steps (default from --size)")
     p.add_argument("--batch-size", type=int, help="crops per micro-batch per process")
     p.add_argument("--seq-len", type=int, help="crop length L in tokens")
     p.add_argument("--lr", type=float, help="peak learning rate")
@@ -37,7 +42,13 @@ def register(subparsers) -> None:
     add_seed_arg(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--eval-every", type=int, help="evaluate on the valid split every N steps (0: only at the end)")
-    p.add_argument("--checkpoint-every", type=int, help="write a checkpoint every N steps (default: at evaluations)")
+    p.add_argument("--checkpoint-every", type=int,
+                   help="write a checkpoint every N steps (default: at evaluations, else every 500)")
+    p.add_argument("--checkpoint-minutes", type=float,
+                   help="and at least every M minutes of wall time (default 5; 0: by steps only)")
+    p.add_argument("--max-minutes", type=float,
+                   help="time box: stop after M minutes in all (resumes included), evaluated and checkpointed; "
+                        "the learning rate decays by time too")
     p.add_argument("--log-every", type=int, help="write a log record every N steps")
     p.add_argument("--limit-pieces", type=int,
                    help="use only the first N pieces of each split (a built-in corpus is exported in full first)")
@@ -63,23 +74,35 @@ def register(subparsers) -> None:
 
 
 def run_train(args) -> int:
-    from cadenza.symbolic.train import TrainSettings, train
+    import sys
+
+    from cadenza.symbolic.train import TrainingInterrupted, TrainSettings, train
 
     if not args.resume and not (args.corpus or args.shards):
         from cadenza.data.errors import CadenzaError
 
         raise CadenzaError("give --corpus NAME_OR_DIR or --shards DIR (or --resume)")
     settings = TrainSettings(
-        out=args.out, corpus=args.corpus, shards=args.shards, scheme=args.scheme, config=args.config,
+        out=args.out, corpus=args.corpus, shards=args.shards, scheme=args.scheme, size=args.size,
         steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, warmup=args.warmup,
         grad_accum=args.grad_accum, clip=args.clip, weight_decay=args.weight_decay, dropout=args.dropout,
         attention=args.attention, device=args.device, seed=args.seed, resume=args.resume,
-        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+        checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, log_every=args.log_every,
         limit_pieces=args.limit_pieces, augment=not args.no_augment, num_workers=args.workers,
         progress=not args.quiet, stop_after=args.stop_after,
     )
-    summary = train(settings)
+    try:
+        summary = train(settings)
+    except TrainingInterrupted as stopped:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"cadenza: {stopped}", file=sys.stderr)
+        return stopped.exit_status
     if summary["rank"] == 0:
+        skipped = summary["skipped"]
+        if skipped:
+            names = ", ".join(piece for _, piece, _ in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+            print(f"skipped {len(skipped)} unreadable pieces: {names} (first: {skipped[0][2]})")
         metrics = summary["metrics"]
         figures = (f"; valid {metrics['nll_per_token']:.3f} nats/token, {metrics['bits_per_note']:.2f} bits/note, "
                    f"{metrics['bits_per_second']:.1f} bits/s" if metrics else "")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import write_bytes_atomic, write_text_atomic
 from .errors import CorpusError
-from .io import MIDI_SUFFIXES
+from .io import MIDI_SUFFIXES, SUPPORTED_SUFFIXES
 
 SPLITS = ("train", "valid", "test")
 
@@ -216,7 +217,9 @@ class BuiltinCorpus(Corpus):
 
 
 class DirectoryCorpus(Corpus):
-    """Every MIDI file under a directory, recursively; ids are paths relative to it."""
+    """Every MIDI, MusicXML, kern and ABC file under a directory, recursively (the first tune of an
+    ABC collection); ids are paths relative to it without the suffix, which a score file keeps
+    when another file shares its name."""
 
     def __init__(self, root: str | os.PathLike):
         self.dir = Path(root)
@@ -225,10 +228,13 @@ class DirectoryCorpus(Corpus):
             raise CorpusError(f"{root}: not a directory and not a built-in corpus ({', '.join(BUILTIN)})")
 
     def pieces(self, split: str | None = None, limit: int | None = None) -> list[Piece]:
-        files = sorted(p for p in self.dir.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+        files = sorted(p for p in self.dir.rglob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES and p.is_file())
         if not files:
-            raise CorpusError(f"{self.dir}: no MIDI files found")
-        pieces = [Piece(str(p.relative_to(self.dir).with_suffix("")), p) for p in files[:limit]]
+            raise CorpusError(f"{self.dir}: no MIDI files found, nor MusicXML, kern or ABC")
+        stems = [p.relative_to(self.dir).with_suffix("") for p in files]
+        shared = {stem for stem, count in Counter(stems).items() if count > 1}
+        pieces = [Piece(str(stem if p.suffix.lower() in MIDI_SUFFIXES or stem not in shared else p.relative_to(self.dir)), p)
+                  for p, stem in zip(files[:limit], stems)]
         return [p for p in pieces if split is None or p.split == split]
 
 

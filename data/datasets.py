@@ -25,7 +25,7 @@ import numpy as np
 from .augment import augment_score, sample_augmentation
 from .errors import CadenzaError, TokenizerError
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # the target id a loss skips (padding); the one definition, symbolic.transformer imports it
 
 
 def score_notes_seconds(score) -> tuple[int, float]:
@@ -138,6 +138,9 @@ class CorpusPieces(PieceSource):
                 ids = np.asarray(tokenizer.encode(score), dtype=np.int64)
             except CadenzaError as exc:
                 self.failed.append((piece.id, str(exc)))
+                continue
+            except Exception as exc:  # a broken file is skipped and reported, as tokenize does
+                self.failed.append((piece.id, f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:180]}"))
                 continue
             if len(ids) == 0:
                 self.failed.append((piece.id, "no tokens"))

@@ -12,11 +12,13 @@ scored in overlapping windows that each count only tokens no earlier window coun
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from cadenza.data.datasets import IGNORE_INDEX, PieceSource, frame_piece
+from cadenza.data.errors import CadenzaError
 
 
 @dataclass(frozen=True)
@@ -132,3 +134,35 @@ def evaluate_pieces(model, source: PieceSource, *, context: int, stride: int | N
         model.train(was_training)
     return Likelihood(nats=float(nats), tokens=int(counted), notes=int(np.sum(source.notes)),
                       seconds=float(np.sum(source.seconds)), pieces=len(source))
+
+
+def evaluate_checkpoint(checkpoint_dir: str | os.PathLike, *, split: str = "valid", corpus: str | None = None,
+                        shards: str | None = None, seq_len: int | None = None, batch_size: int | None = None,
+                        limit_pieces: int | None = None, device: str = "auto", progress: bool = True) -> dict:
+    """NLL per token, bits per note and bits per second of a checkpoint on a split.
+
+    The data defaults to what the checkpoint was trained on (its ``info``); the context to its
+    training sequence length.
+    """
+    from cadenza.data.datasets import open_pieces
+
+    from .checkpoint import load_checkpoint
+    from .device import resolve_device
+
+    torch_device = resolve_device(device)
+    model, tokenizer, info = load_checkpoint(checkpoint_dir, device=str(torch_device))
+    trained = info.get("settings", {})
+    if corpus is None and shards is None:
+        corpus, shards = info.get("corpus"), info.get("shards")
+    if corpus is None and shards is None:
+        raise CadenzaError(f"{checkpoint_dir}: the checkpoint does not name its data; pass --corpus or --shards")
+    seq_len = seq_len or trained.get("seq_len") or 512
+    batch_size = batch_size or trained.get("batch_size") or 8
+    if limit_pieces is None:
+        limit_pieces = trained.get("limit_pieces")
+    source = open_pieces(split=split, shards=shards, corpus=corpus, tokenizer=tokenizer, limit=limit_pieces,
+                         progress=progress)
+    result = evaluate_pieces(model, source, context=seq_len, batch_size=batch_size, device=torch_device,
+                             progress=progress)
+    return {"checkpoint": str(checkpoint_dir), "split": split, "step": info.get("step"), "context": seq_len,
+            **result.as_dict()}

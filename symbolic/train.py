@@ -1,16 +1,31 @@
 """Training the Music Transformer: AdamW, warmup + cosine decay, clipping, accumulation, DDP.
 
-``train(TrainSettings(...))`` is the whole procedure; ``cadenza train`` is a thin wrapper. One
-optimizer step consumes ``grad_accum`` micro-batches of ``batch_size`` random crops per rank
+``train(TrainSettings(...))`` runs four named steps around a small run state (:class:`Run`):
+:func:`set_up` (settings, data, model, optimizer, and on ``resume`` everything saved),
+:func:`train_step` (one optimizer step), :func:`evaluate_run` (the valid split) and
+:func:`write_run_checkpoint`; ``cadenza train`` is a thin wrapper. The schedule, DDP set-up,
+optimizer groups, run clock, stop signals and checkpoint format are the training kit's
+(:mod:`cadenza.symbolic.kit`), shared with the transcribers.
+
+One optimizer step consumes ``grad_accum`` micro-batches of ``batch_size`` random crops per rank
 (``data.datasets.RandomCrops``, a pure function of the seed and the example index), so the data
 position is just the step count and ``resume=True`` continues exactly: the weights, the
-optimizer moments, the generator state that drives dropout and the data position all come back
-from the output directory, and on the CPU a run interrupted at step k and resumed ends with
-bit-identical weights to one that never stopped.
+optimizer moments, the generator state that drives dropout, the data position and the run's
+elapsed time (its time box, ``max_minutes``) all come back from the output directory, and on the
+CPU a run interrupted at step k and resumed ends with bit-identical weights to one that never
+stopped. A resume refuses a scheme, tokenizer config, corpus, size or crop settings other than
+the saved run's, and data whose pieces changed since.
+
+Work is not lost: a checkpoint is written every ``checkpoint_every`` steps (default: at each
+evaluation, else every 500 steps), at least every ``checkpoint_minutes`` of wall time (default
+5), at the end, and when SIGINT or SIGTERM arrives (Ctrl-C, ``timeout``, a container stop, Slurm):
+the step under way finishes, the checkpoint is written and :class:`~.kit.TrainingInterrupted`
+is raised. Temporary checkpoint directories a killed write left are removed by the next run.
 
 Under ``torchrun --nproc_per_node N`` every rank reads its own crops (disjoint example indices)
 and DistributedDataParallel averages gradients, so all ranks hold the same weights; rank 0
-writes the log and the checkpoints.
+writes the log and the checkpoints, and the ranks agree each step on stopping and on time-due
+checkpoints.
 """
 
 from __future__ import annotations
@@ -19,16 +34,23 @@ import contextlib
 import dataclasses
 import math
 import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cadenza.data.errors import CadenzaError
 
-from .kit import Distributed, adamw, init_distributed  # noqa: F401  (Distributed: public name here too)
-from .schedule import lr_multiplier
+from .evaluate import evaluate_checkpoint  # noqa: F401  (also reachable here, where it used to live)
+from .kit import (CheckpointCadence, Distributed, RunClock, StopSignals, TrainingInterrupted, adamw, agree_all,
+                  check_number, fingerprint, has_training_state, init_distributed, load_optimizer_state,
+                  load_rng_state, read_training_state, remove_stale_temporaries, wrap_ddp)
+
+__all__ = ["TrainSettings", "Run", "set_up", "train_step", "evaluate_run", "write_run_checkpoint", "train",
+           "evaluate_checkpoint", "model_config_for", "MODEL_PRESETS", "RUN_PRESETS", "SIZES", "Distributed",
+           "init_distributed", "TrainingInterrupted"]
 
 # Model sizes. "debug" is the model's own tiny test config; "cpu" is the size of the shipped
 # models, trained on a 2-core CPU; "small" trains on a laptop CPU in hours; "base" is the
@@ -47,22 +69,37 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(seq_len=512, batch_size=16, steps=20000, lr=5e-4, warmup=1000, eval_every=1000, log_every=10),
     "base": dict(seq_len=2048, batch_size=8, steps=100000, lr=3e-4, warmup=4000, eval_every=2000, log_every=50),
 }
+SIZES = tuple(RUN_PRESETS)
+DEFAULT_SIZE = "debug"
 # Settings a resumed run takes from its checkpoint (changing any would not be a continuation).
-RESUMED_FIELDS = ("corpus", "shards", "scheme", "tokenizer_config", "config", "seq_len", "batch_size", "lr",
+RESUMED_FIELDS = ("corpus", "shards", "scheme", "tokenizer_config", "size", "seq_len", "batch_size", "lr",
                   "min_lr_ratio", "warmup", "weight_decay", "betas", "grad_accum", "clip", "attention", "seed",
                   "augment", "limit_pieces", "dropout")
+# Of those, the ones a resume refuses to see changed when given (their defaults are None).
+REFUSED_CHANGES = ("corpus", "shards", "scheme", "tokenizer_config", "size", "seq_len", "batch_size", "lr",
+                   "warmup", "dropout", "limit_pieces")
+# Settings a resume takes from the call when given, else from the saved run.
+CADENCE_FIELDS = ("steps", "eval_every", "checkpoint_every", "checkpoint_minutes", "log_every", "max_minutes")
+DEFAULT_CHECKPOINT_EVERY = 500
+DEFAULT_CHECKPOINT_MINUTES = 5.0
+MAX_SEQ_LEN = 1 << 17
+MAX_BATCH = 1 << 16
 
 
 @dataclass
 class TrainSettings:
-    """Everything that defines a training run; ``None`` fields take the preset's value."""
+    """Everything that defines a training run; ``None`` fields take the size preset's value.
+
+    ``size`` is the model size preset (``SIZES``, default ``debug``); ``config`` is its old
+    name, still accepted.
+    """
 
     out: str
     corpus: str | None = None
     shards: str | None = None
     scheme: str | None = None
     tokenizer_config: dict = field(default_factory=dict)
-    config: str = "debug"
+    size: str | None = None
     steps: int | None = None
     batch_size: int | None = None
     seq_len: int | None = None
@@ -80,26 +117,69 @@ class TrainSettings:
     resume: bool = False
     eval_every: int | None = None
     checkpoint_every: int | None = None
+    checkpoint_minutes: float | None = None  # a checkpoint at least this often (wall time); 0: only by steps
     log_every: int | None = None
+    max_minutes: float | None = None  # time box: stop (evaluated and checkpointed) after this much wall time
     limit_pieces: int | None = None
     augment: bool = True
     num_workers: int = 0
     progress: bool = True
+    handle_signals: bool = True  # SIGINT/SIGTERM checkpoint and raise TrainingInterrupted
     stop_after: int | None = None  # stop (with a checkpoint) once this many steps are done
+    config: dataclasses.InitVar[str | None] = None  # the old name of ``size``
+
+    def __post_init__(self, config: str | None) -> None:
+        if config is not None:
+            if self.size is not None and self.size != config:
+                raise CadenzaError(f"size {self.size!r} and config {config!r} (its old name) disagree")
+            self.size = config
 
     def resolved(self) -> "TrainSettings":
-        if self.config not in RUN_PRESETS:
-            raise CadenzaError(f"unknown model config {self.config!r}; choose from {', '.join(RUN_PRESETS)}")
-        values = {k: v for k, v in RUN_PRESETS[self.config].items() if getattr(self, k) is None}
-        out = dataclasses.replace(self, **values)
+        """The settings with the size preset's values filled in and every option checked."""
+        size = self.size or DEFAULT_SIZE
+        if size not in RUN_PRESETS:
+            raise CadenzaError(f"unknown model size {size!r}; choose from {', '.join(SIZES)}")
+        values = {k: v for k, v in RUN_PRESETS[size].items() if getattr(self, k) is None}
+        out = dataclasses.replace(self, size=size, **values)
         if out.checkpoint_every is None:
-            out.checkpoint_every = out.eval_every or out.steps
-        if out.attention not in ("relative", "absolute"):
-            raise CadenzaError(f"attention must be relative or absolute, got {out.attention!r}")
-        for name in ("steps", "batch_size", "seq_len", "grad_accum"):
-            if getattr(out, name) < 1:
-                raise CadenzaError(f"{name} must be at least 1, got {getattr(out, name)}")
+            out.checkpoint_every = out.eval_every or DEFAULT_CHECKPOINT_EVERY
+        if out.checkpoint_minutes is None:
+            out.checkpoint_minutes = DEFAULT_CHECKPOINT_MINUTES
+        out.validate()
         return out
+
+    def validate(self) -> None:
+        """One-line CadenzaError for any option that is not a finite number in its range."""
+        if self.attention not in ("relative", "absolute"):
+            raise CadenzaError(f"attention must be relative or absolute, got {self.attention!r}")
+
+        def whole(name, minimum, maximum=None, optional=False):
+            value = getattr(self, name)
+            if not (optional and value is None):
+                check_number(_option(name), value, minimum=minimum, maximum=maximum, integer=True)
+
+        whole("steps", 1, 10**12)
+        whole("batch_size", 1, MAX_BATCH)
+        whole("seq_len", 1, MAX_SEQ_LEN)
+        whole("grad_accum", 1, MAX_BATCH)
+        whole("log_every", 1)
+        for name in ("warmup", "eval_every", "checkpoint_every", "num_workers", "seed"):
+            whole(name, 0)
+        whole("limit_pieces", 1, optional=True)
+        whole("stop_after", 0, optional=True)
+        check_number("--lr", self.lr, above=0, maximum=1)
+        check_number("min_lr_ratio", self.min_lr_ratio, minimum=0, maximum=1)
+        check_number("--weight-decay", self.weight_decay, minimum=0)
+        check_number("--clip", self.clip, minimum=0)
+        check_number("--checkpoint-minutes", self.checkpoint_minutes, minimum=0)
+        if len(self.betas) != 2:
+            raise CadenzaError(f"betas must be two numbers, got {self.betas!r}")
+        for beta in self.betas:
+            check_number("betas", beta, minimum=0, below=1)
+        if self.dropout is not None:
+            check_number("--dropout", self.dropout, minimum=0, below=1)
+        if self.max_minutes is not None:
+            check_number("--max-minutes", self.max_minutes, above=0)
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -107,11 +187,16 @@ class TrainSettings:
         return data
 
 
+def _option(name: str) -> str:
+    """How the command line spells a setting."""
+    return {"num_workers": "--workers", "tokenizer_config": "the tokenizer config"}.get(name, "--" + name.replace("_", "-"))
+
+
 def model_config_for(settings: TrainSettings, vocab_size: int):
-    """The MusicTransformerConfig of a preset, with the run's attention kind and dropout."""
+    """The MusicTransformerConfig of a size preset, with the run's attention kind and dropout."""
     from .transformer import MusicTransformerConfig
 
-    preset = MODEL_PRESETS[settings.config]
+    preset = MODEL_PRESETS[settings.size or DEFAULT_SIZE]
     config = MusicTransformerConfig.debug(vocab_size) if preset is None else MusicTransformerConfig(
         vocab_size=vocab_size, **preset)
     changes: dict[str, Any] = {"attention": settings.attention}
@@ -154,74 +239,140 @@ def _sources(settings: TrainSettings, tokenizer, splits=("train", "valid")) -> d
                                limit=settings.limit_pieces, progress=settings.progress) for split in splits}
 
 
+def _data_identity(sources: dict) -> dict:
+    """Piece counts per split and a fingerprint of the pieces' ids and token counts."""
+    return {"pieces": {split: len(source) for split, source in sources.items()},
+            "fingerprint": fingerprint({split: [[str(i) for i in source.piece_ids], [int(n) for n in source.lengths]]
+                                        for split, source in sources.items()})}
+
+
+def _check_same_data(out: Path, saved: dict | None, now: dict) -> None:
+    if not saved or saved.get("fingerprint") == now["fingerprint"]:
+        return
+    for split, count in now["pieces"].items():
+        then = saved.get("pieces", {}).get(split)
+        if then is not None and then != count:
+            raise CadenzaError(f"{out}: cannot resume: the corpus changed ({split} split: {count} pieces now, "
+                               f"{then} when the run began); train into another --out")
+    raise CadenzaError(f"{out}: cannot resume: the corpus changed (the same number of pieces, other contents or "
+                       f"tokens); train into another --out")
+
+
 def _optimizer(model, settings: TrainSettings, device):
     """AdamW with weight decay on matrices only (not biases or norms); fused on CUDA."""
     return adamw(model, lr=settings.lr, weight_decay=settings.weight_decay, betas=settings.betas, device=device)
 
 
-def _resume_settings(settings: TrainSettings, saved: dict) -> TrainSettings:
-    """The saved run's data, model and optimizer settings with this call's steps, device and cadence."""
+def _absolute_data_paths(settings: TrainSettings) -> TrainSettings:
+    """Directories recorded absolute, so a resume or an evaluation from elsewhere finds them."""
+    changes = {}
+    if settings.corpus and Path(settings.corpus).is_dir():
+        changes["corpus"] = str(Path(settings.corpus).resolve())
+    if settings.shards:
+        changes["shards"] = str(Path(settings.shards).resolve())
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _resume_settings(settings: TrainSettings, saved: dict, out: Path) -> TrainSettings:
+    """The saved run's data, model and optimizer settings with this call's steps, device and cadence;
+    a one-line error when the call asks for other data, tokenization or model than the saved run's."""
+    saved = dict(saved)
+    if "size" not in saved and "config" in saved:  # runs recorded before the preset was called size
+        saved["size"] = saved.pop("config")
+    given = _absolute_data_paths(settings)
+    for name in REFUSED_CHANGES:
+        value = getattr(given, name)
+        if value is None or value == {} or name not in saved or value == saved[name]:
+            continue
+        label = _option(name)
+        raise CadenzaError(f"{out}: cannot resume with {label} {value!r}: the run was started with {saved[name]!r} "
+                           f"(resume without {label}, or train into another --out)")
     values = {k: (tuple(saved[k]) if k == "betas" else saved[k]) for k in RESUMED_FIELDS if k in saved}
-    for cadence in ("steps", "eval_every", "checkpoint_every", "log_every"):
+    for cadence in CADENCE_FIELDS:
         if getattr(settings, cadence) is None and saved.get(cadence) is not None:
             values[cadence] = saved[cadence]
     return dataclasses.replace(settings, **values).resolved()
 
 
-def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], None] | None = None) -> dict:
-    """Run (or continue) training; returns a summary dict (step, seconds, tokens/s, the last evaluation
-    metrics, rank, world size) and under ``"model"`` the trained module itself.
+@dataclass
+class StepResult:
+    """What one optimizer step reports (the loss and tokens summed over ranks)."""
 
-    ``on_batch(step, micro_step, inputs, targets)`` sees every micro-batch before it is used.
-    """
+    loss: float
+    tokens: int
+    grad_norm: float
+    lr: float
+
+
+@dataclass
+class Run:
+    """A training run between its steps: what :func:`set_up` builds and the other steps use."""
+
+    settings: TrainSettings
+    out: Path
+    dist: Distributed
+    device: Any
+    model: Any
+    train_model: Any  # the model, or DistributedDataParallel around it
+    tokenizer: Any
+    sources: dict
+    optimizer: Any
+    batches: Iterator
+    log: Any
+    clock: RunClock
+    cadence: CheckpointCadence
+    info: dict
+    data: dict  # piece counts and fingerprint, compared on resume
+    step: int = 0
+    metrics: dict = field(default_factory=dict)
+    skipped: list = field(default_factory=list)  # (split, piece id, reason) of pieces that could not be read
+    written_step: int = -1
+    step_rng: dict | None = None  # generator states at the start of the step under way
+
+
+def set_up(settings: TrainSettings) -> Run:
+    """Resolve and check the settings, read the data, build (or, on resume, load) the model, optimizer
+    and data stream, and prepare the output directory."""
     import torch
 
     from cadenza.data.datasets import CropBatchSampler, collate, training_dataset
 
     from .checkpoint import load_checkpoint
-    from .device import autocast_context
     from .train_log import JsonlLog
-    from .train_state import has_training_state, load_optimizer_state, load_rng_state, read_training_state
     from .transformer import MusicTransformer
 
     out = Path(settings.out)
     dist_info = init_distributed(settings.device)
-    resume_state = None
+    saved = None
     if settings.resume:
         if not has_training_state(out):
             raise CadenzaError(f"{out}: nothing to resume (no training checkpoint there)")
-        resume_tensors, resume_state = read_training_state(out)
-        settings = _resume_settings(settings, resume_state["settings"])
+        saved_tensors, saved = read_training_state(out)
+        settings = _resume_settings(settings, saved["settings"], out)
     else:
-        settings = settings.resolved()
-        # directories are recorded absolute, so a resume or an evaluation from elsewhere finds them
-        if settings.corpus and Path(settings.corpus).is_dir():
-            settings.corpus = str(Path(settings.corpus).resolve())
-        if settings.shards:
-            settings.shards = str(Path(settings.shards).resolve())
+        settings = _absolute_data_paths(settings.resolved())
         if has_training_state(out):
             raise CadenzaError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    if dist_info.is_main:
+        remove_stale_temporaries(out)
     device = _device_for(settings, dist_info)
 
-    if resume_state is not None:
+    if saved is not None:
         model, tokenizer, _ = load_checkpoint(out, device=str(device))
     else:
         tokenizer = _tokenizer_for(settings)
         torch.manual_seed(settings.seed)
         model = MusicTransformer(model_config_for(settings, tokenizer.vocab_size)).to(device)
     sources = _sources(settings, tokenizer)
+    data = _data_identity(sources)
+    if saved is not None:
+        _check_same_data(out, saved.get("data"), data)
     optimizer = _optimizer(model, settings, device)
     step = 0
-    if resume_state is not None:
-        load_optimizer_state(optimizer, resume_tensors, resume_state["optimizer"])
-        load_rng_state(resume_tensors)
-        step = int(resume_state["step"])
-
-    train_model = model
-    if dist_info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if saved is not None:
+        load_optimizer_state(optimizer, saved_tensors, saved["optimizer"])
+        load_rng_state(saved_tensors)
+        step = int(saved["step"])
 
     crops = training_dataset(sources["train"], settings.seq_len, seed=settings.seed, augment=settings.augment)
     sampler = CropBatchSampler(settings.batch_size, rank=dist_info.rank, world_size=dist_info.world_size,
@@ -229,160 +380,195 @@ def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], N
     loader = torch.utils.data.DataLoader(crops, batch_sampler=sampler, collate_fn=collate,
                                          num_workers=settings.num_workers, pin_memory=device.type == "cuda",
                                          generator=torch.Generator().manual_seed(settings.seed))
-    batches = iter(loader)
-
     log = JsonlLog(out / "log.jsonl")
     if dist_info.is_main:
-        if resume_state is not None:
+        if saved is not None:
             log.truncate_after(step)
         else:
             out.mkdir(parents=True, exist_ok=True)
             log.path.unlink(missing_ok=True)
-    info = {"corpus": settings.corpus, "shards": settings.shards, "scheme": tokenizer.name, "split": "train",
-            "settings": settings.to_json(), "world_size": dist_info.world_size}
-    metrics: dict = dict(resume_state.get("metrics", {})) if resume_state else {}
-
-    def evaluate_now() -> dict:
-        from .evaluate import evaluate_pieces
-
-        # no activations are kept for backward, so twice the training batch fits
-        result = evaluate_pieces(model, sources["valid"], context=settings.seq_len, batch_size=2 * settings.batch_size,
-                                 device=device, rank=dist_info.rank, world_size=dist_info.world_size)
-        record = {"kind": "eval", "step": step, "split": "valid", **result.as_dict()}
-        if dist_info.is_main:
-            log.write(record)
-        return {k: record[k] for k in ("nll_per_token", "bits_per_note", "bits_per_second")}
-
-    def checkpoint(rng=None, barrier: bool = True) -> None:
-        from .train_log import plot_loss_curve
-        from .train_state import write_training_checkpoint
-
-        if dist_info.is_main:
-            state = {"step": step, "micro_batches": step * settings.grad_accum, "settings": settings.to_json(),
-                     "metrics": metrics, "world_size": dist_info.world_size}
-            write_training_checkpoint(out, model, tokenizer, {**info, "metrics": metrics}, optimizer, state, rng=rng)
-            plot_loss_curve(log.records(), out / "loss.png", title=f"{tokenizer.name} · {settings.config}")
-        if dist_info.enabled and barrier:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=settings.steps, initial=step, desc="training", unit="step",
-               disable=not (settings.progress and dist_info.is_main))
-    started = time.perf_counter()
-    window_loss, window_tokens, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
-    total_tokens = 0
-    last_stop = min(settings.steps, settings.stop_after) if settings.stop_after is not None else settings.steps
-    model.train()
-    step_rng = None
-    try:
-        while step < last_stop:
-            step_rng = {"rng.cpu": torch.get_rng_state()}
-            if device.type == "cuda":
-                step_rng.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-            loss_sum = torch.zeros((), device=device)
-            tokens = torch.zeros((), dtype=torch.int64, device=device)
-            for micro in range(settings.grad_accum):
-                inputs, targets = next(batches)
-                if on_batch is not None:
-                    on_batch(step, micro, inputs, targets)
-                inputs = inputs.to(device, non_blocking=True)
-                targets = targets.to(device, non_blocking=True)
-                sync_later = dist_info.enabled and micro < settings.grad_accum - 1
-                with train_model.no_sync() if sync_later else contextlib.nullcontext():
-                    with autocast_context(device):
-                        _, loss = train_model(inputs, targets)
-                    (loss / settings.grad_accum).backward()
-                loss_sum += loss.detach().float()
-                tokens += (targets != -100).sum()
-            lr = settings.lr * lr_multiplier(step, warmup=settings.warmup, total=settings.steps,
-                                             min_ratio=settings.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if settings.clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
-            else:
-                grad_norm = torch.linalg.vector_norm(
-                    torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            step_rng = None
-
-            mean_loss = loss_sum / settings.grad_accum
-            if dist_info.enabled:
-                import torch.distributed as dist
-
-                stats = torch.stack([mean_loss.double(), tokens.double()])
-                dist.all_reduce(stats)
-                mean_loss, tokens = stats[0] / dist_info.world_size, stats[1]
-            loss_value, token_count = float(mean_loss), int(tokens)
-            window_loss += loss_value
-            window_tokens += token_count
-            window_steps += 1
-            total_tokens += token_count
-            if not math.isfinite(loss_value):
-                raise CadenzaError(f"training diverged at step {step} (loss {loss_value}); lower --lr or raise --warmup")
-            if step % settings.log_every == 0 or step == last_stop:
-                elapsed = time.perf_counter() - window_start
-                record = {"kind": "train", "step": step, "loss": window_loss / window_steps, "lr": lr,
-                          "grad_norm": float(grad_norm), "tokens": window_tokens,
-                          "tokens_per_s": window_tokens / max(elapsed, 1e-9), "time": time.time()}
-                if dist_info.is_main:
-                    log.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
-                window_loss, window_tokens, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
-            bar.update(1)
-            finished = step == settings.steps
-            if finished or (settings.eval_every and step % settings.eval_every == 0):
-                metrics = evaluate_now()
-            if finished or step == last_stop or (settings.checkpoint_every and step % settings.checkpoint_every == 0):
-                checkpoint()
-    except KeyboardInterrupt:
-        # keep the completed steps: the partial step's gradients are dropped and its start RNG kept
-        optimizer.zero_grad(set_to_none=True)
-        if step > 0:
-            checkpoint(rng=step_rng, barrier=False)
-        raise
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - started
-    summary = {"step": step, "seconds": seconds, "tokens": total_tokens,
-               "tokens_per_s": total_tokens / max(seconds, 1e-9), "metrics": metrics, "out": str(out),
-               "rank": dist_info.rank, "world_size": dist_info.world_size, "model": model}
-    return summary
+    budget = settings.max_minutes * 60 if settings.max_minutes else None
+    return Run(
+        settings=settings, out=out, dist=dist_info, device=device, model=model,
+        train_model=wrap_ddp(model, dist_info, device), tokenizer=tokenizer, sources=sources, optimizer=optimizer,
+        batches=iter(loader), log=log,
+        clock=RunClock(budget, elapsed=float(saved.get("elapsed_seconds", 0.0)) if saved else 0.0),
+        cadence=CheckpointCadence(settings.checkpoint_every, settings.checkpoint_minutes),
+        info={"corpus": settings.corpus, "shards": settings.shards, "scheme": tokenizer.name, "split": "train",
+              "settings": settings.to_json(), "world_size": dist_info.world_size},
+        data=data, step=step, metrics=dict(saved.get("metrics", {})) if saved else {},
+        skipped=[(split, piece, reason) for split, source in sources.items()
+                 for piece, reason in getattr(source, "failed", [])],
+    )
 
 
-def evaluate_checkpoint(checkpoint_dir: str | os.PathLike, *, split: str = "valid", corpus: str | None = None,
-                        shards: str | None = None, seq_len: int | None = None, batch_size: int | None = None,
-                        limit_pieces: int | None = None, device: str = "auto", progress: bool = True) -> dict:
-    """NLL per token, bits per note and bits per second of a checkpoint on a split.
+def train_step(run: Run, on_batch: Callable[[int, int, Any, Any], None] | None = None) -> StepResult:
+    """One optimizer step: ``grad_accum`` micro-batches, the scheduled learning rate, clipping, AdamW."""
+    import torch
 
-    The data defaults to what the checkpoint was trained on (its ``info``); the context to its
-    training sequence length.
-    """
-    from cadenza.data.datasets import open_pieces
+    from cadenza.data.datasets import IGNORE_INDEX
 
-    from .checkpoint import load_checkpoint
-    from .device import resolve_device
+    from .device import autocast_context
+
+    settings, device, model = run.settings, run.device, run.model
+    run.step_rng = {"rng.cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        run.step_rng.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    loss_sum = torch.zeros((), device=device)
+    tokens = torch.zeros((), dtype=torch.int64, device=device)
+    for micro in range(settings.grad_accum):
+        inputs, targets = next(run.batches)
+        if on_batch is not None:
+            on_batch(run.step, micro, inputs, targets)
+        inputs = inputs.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        sync_later = run.dist.enabled and micro < settings.grad_accum - 1
+        with run.train_model.no_sync() if sync_later else contextlib.nullcontext():
+            with autocast_context(device):
+                _, loss = run.train_model(inputs, targets)
+            (loss / settings.grad_accum).backward()
+        loss_sum += loss.detach().float()
+        tokens += (targets != IGNORE_INDEX).sum()
+    lr = settings.lr * run.clock.multiplier(run.step, warmup=settings.warmup, total=settings.steps,
+                                            min_ratio=settings.min_lr_ratio)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    if settings.clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
+    else:
+        grad_norm = torch.linalg.vector_norm(
+            torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    run.step_rng = None
+
+    mean_loss = loss_sum / settings.grad_accum
+    if run.dist.enabled:
+        import torch.distributed as dist
+
+        stats = torch.stack([mean_loss.double(), tokens.double()])
+        dist.all_reduce(stats)
+        mean_loss, tokens = stats[0] / run.dist.world_size, stats[1]
+    result = StepResult(float(mean_loss), int(tokens), float(grad_norm), lr)
+    if not math.isfinite(result.loss):
+        raise CadenzaError(f"training diverged at step {run.step} (loss {result.loss}); lower --lr or raise --warmup")
+    return result
+
+
+def evaluate_run(run: Run) -> dict:
+    """NLL per token, bits per note and bits per second on the valid split (logged by rank 0)."""
     from .evaluate import evaluate_pieces
 
-    torch_device = resolve_device(device)
-    model, tokenizer, info = load_checkpoint(checkpoint_dir, device=str(torch_device))
-    trained = info.get("settings", {})
-    if corpus is None and shards is None:
-        corpus, shards = info.get("corpus"), info.get("shards")
-    if corpus is None and shards is None:
-        raise CadenzaError(f"{checkpoint_dir}: the checkpoint does not name its data; pass --corpus or --shards")
-    seq_len = seq_len or trained.get("seq_len") or 512
-    batch_size = batch_size or trained.get("batch_size") or 8
-    if limit_pieces is None:
-        limit_pieces = trained.get("limit_pieces")
-    source = open_pieces(split=split, shards=shards, corpus=corpus, tokenizer=tokenizer, limit=limit_pieces,
-                         progress=progress)
-    result = evaluate_pieces(model, source, context=seq_len, batch_size=batch_size, device=torch_device,
-                             progress=progress)
-    return {"checkpoint": str(checkpoint_dir), "split": split, "step": info.get("step"), "context": seq_len,
-            **result.as_dict()}
+    # no activations are kept for backward, so twice the training batch fits
+    result = evaluate_pieces(run.model, run.sources["valid"], context=run.settings.seq_len,
+                             batch_size=2 * run.settings.batch_size, device=run.device, rank=run.dist.rank,
+                             world_size=run.dist.world_size)
+    record = {"kind": "eval", "step": run.step, "split": "valid", **result.as_dict()}
+    if run.dist.is_main:
+        run.log.write(record)
+    return {k: record[k] for k in ("nll_per_token", "bits_per_note", "bits_per_second")}
+
+
+def write_run_checkpoint(run: Run, rng: dict | None = None, barrier: bool = True) -> None:
+    """Rank 0 writes model, config and training state (and the loss curve); the ranks then meet.
+
+    ``rng`` is the generator state to record instead of the current one (a step's start, when
+    the step was cut short)."""
+    from .train_log import plot_loss_curve
+    from .train_state import write_training_checkpoint
+
+    if run.dist.is_main:
+        settings = run.settings
+        state = {"step": run.step, "micro_batches": run.step * settings.grad_accum, "settings": settings.to_json(),
+                 "metrics": run.metrics, "world_size": run.dist.world_size, "elapsed_seconds": run.clock.elapsed(),
+                 "data": run.data}
+        write_training_checkpoint(run.out, run.model, run.tokenizer, {**run.info, "metrics": run.metrics},
+                                  run.optimizer, state, rng=rng)
+        plot_loss_curve(run.log.records(), run.out / "loss.png", title=f"{run.tokenizer.name} · {settings.size}")
+    if run.dist.enabled and barrier:
+        import torch.distributed as dist
+
+        dist.barrier()
+    run.written_step = run.step
+    run.cadence.written()
+
+
+class _LogWindow:
+    """Train-loss records averaged over the steps since the last record."""
+
+    def __init__(self):
+        self.loss, self.tokens, self.steps, self.started = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, result: StepResult) -> None:
+        self.loss += result.loss
+        self.tokens += result.tokens
+        self.steps += 1
+
+    def record(self, step: int, result: StepResult) -> dict:
+        elapsed = time.perf_counter() - self.started
+        record = {"kind": "train", "step": step, "loss": self.loss / self.steps, "lr": result.lr,
+                  "grad_norm": result.grad_norm, "tokens": self.tokens,
+                  "tokens_per_s": self.tokens / max(elapsed, 1e-9), "time": time.time()}
+        self.__init__()
+        return record
+
+
+def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], None] | None = None) -> dict:
+    """Run (or continue) training; returns a summary dict (step, seconds, tokens/s, the last evaluation
+    metrics, the pieces skipped as unreadable, rank, world size) and under ``"model"`` the trained
+    module itself.
+
+    ``on_batch(step, micro_step, inputs, targets)`` sees every micro-batch before it is used.
+    SIGINT/SIGTERM (with ``handle_signals``) end the run after a checkpoint with
+    :class:`~.kit.TrainingInterrupted`; a KeyboardInterrupt raised inside a step keeps the
+    completed steps (the partial step's gradients are dropped and its start RNG recorded).
+    """
+    from tqdm import tqdm
+
+    run = set_up(settings)
+    settings = run.settings
+    last_stop = min(settings.steps, settings.stop_after) if settings.stop_after is not None else settings.steps
+    bar = tqdm(total=settings.steps, initial=run.step, desc="training", unit="step",
+               disable=not (settings.progress and run.dist.is_main))
+    started = time.perf_counter()
+    window, total_tokens = _LogWindow(), 0
+    run.model.train()
+    signals = StopSignals()
+    with signals if settings.handle_signals else contextlib.nullcontext(signals):
+        try:
+            spent = agree_all([run.clock.out_of_time()], run.dist, run.device)[0]  # a resumed run's budget
+            while run.step < last_stop and not spent:
+                result = train_step(run, on_batch)
+                total_tokens += result.tokens
+                window.add(result)
+                if run.step % settings.log_every == 0 or run.step == last_stop:
+                    record = window.record(run.step, result)
+                    if run.dist.is_main:
+                        run.log.write(record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{result.lr:.2e}")
+                bar.update(1)
+                stop_now, out_of_time, time_due = agree_all(
+                    [signals.requested, run.clock.out_of_time(), run.cadence.due_by_time()], run.dist, run.device)
+                finished = run.step == settings.steps or out_of_time
+                if finished or (settings.eval_every and run.step % settings.eval_every == 0):
+                    run.metrics = evaluate_run(run)
+                if finished or stop_now or time_due or run.step == last_stop or run.cadence.due_by_steps(run.step):
+                    write_run_checkpoint(run)
+                if stop_now:
+                    raise TrainingInterrupted(signals.signum or signal.SIGTERM, run.step, run.out)
+                spent = out_of_time
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:
+            run.optimizer.zero_grad(set_to_none=True)
+            if run.step > 0 and run.written_step != run.step:
+                write_run_checkpoint(run, rng=run.step_rng, barrier=False)
+            raise
+        finally:
+            bar.close()
+    seconds = time.perf_counter() - started
+    return {"step": run.step, "seconds": seconds, "tokens": total_tokens,
+            "tokens_per_s": total_tokens / max(seconds, 1e-9), "metrics": run.metrics, "out": str(run.out),
+            "elapsed_seconds": run.clock.elapsed(), "skipped": run.skipped, "rank": run.dist.rank,
+            "world_size": run.dist.world_size, "model": run.model}

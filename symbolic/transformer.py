@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import IMPLEMENTATIONS, relative_attention, relative_attention_incremental
+from cadenza.data.datasets import IGNORE_INDEX  # noqa: F401  (the one definition; targets are padded with it)
 
-IGNORE_INDEX = -100
+from .attention import IMPLEMENTATIONS, relative_attention, relative_attention_incremental
 
 
 @dataclass

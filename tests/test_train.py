@@ -391,3 +391,189 @@ def test_cli_trains_on_chorales_then_evaluates(tmp_path, chorale_dir, capsys):
 
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+# -- never losing work -------------------------------------------------------------------------
+FAULT_STEPS = 40
+
+
+def _cli_train_args(out, corpus, *extra):
+    return ["train", "--corpus", str(corpus), "--scheme", "event", "--out", str(out), "--size", "debug",
+            "--steps", str(FAULT_STEPS), "--seq-len", "32", "--batch-size", "2", "--device", "cpu", "--seed", "7",
+            "--quiet", *extra]
+
+
+def _start_cli(*args):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "cadenza.cli.main", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _wait_for(predicate, proc, timeout=120.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "training did not get under way"
+        time.sleep(0.01)
+
+
+def _logged_steps(out) -> int:
+    log = out / "log.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return sum('"kind": "train"' in line for line in lines)
+
+
+def _saved_step(out) -> int:
+    try:
+        return json.loads((out / "training_state.json").read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, chorale_dir):
+    """Weights of the fault tests' run when nothing stops it (one thread, like the subprocesses)."""
+    from safetensors.torch import load_file
+
+    from cadenza.cli.main import main
+
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(_cli_train_args(out, chorale_dir)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return load_file(str(out / "model.safetensors"))
+
+
+def _assert_same_weights(out, expected):
+    from safetensors.torch import load_file
+
+    got = load_file(str(out / "model.safetensors"))
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+
+
+@pytest.mark.parametrize("signum,status,name", [(2, 130, "SIGINT"), (15, 143, "SIGTERM")])
+def test_a_signal_checkpoints_and_the_resumed_run_ends_bit_identical(tmp_path, chorale_dir, uninterrupted,
+                                                                      signum, status, name):
+    out = tmp_path / "run"
+    proc = _start_cli(*_cli_train_args(out, chorale_dir, "--checkpoint-every", "0", "--checkpoint-minutes", "0"))
+    _wait_for(lambda: _logged_steps(out) >= 3, proc)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == status, stderr
+    stopped_at = _saved_step(out)
+    assert 3 <= stopped_at < FAULT_STEPS  # the only checkpoint is the one the signal asked for
+    assert stderr.strip().splitlines() == [f"cadenza: stopped by {name} at step {stopped_at}; the checkpoint in "
+                                           f"{out} resumes with --resume"]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    from cadenza.cli.main import main
+
+    assert main(["train", "--out", str(out), "--resume", "--quiet", "--device", "cpu"]) == 0
+    assert _saved_step(out) == FAULT_STEPS
+    _assert_same_weights(out, uninterrupted)
+
+
+def test_sigkill_leaves_the_last_periodic_checkpoint_which_resumes_and_cleans_up(tmp_path, chorale_dir, uninterrupted):
+    import signal
+
+    out = tmp_path / "run"
+    proc = _start_cli(*_cli_train_args(out, chorale_dir, "--checkpoint-every", "4"))
+    _wait_for(lambda: _saved_step(out) >= 8, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = _saved_step(out)
+    assert killed_at % 4 == 0 and 8 <= killed_at < FAULT_STEPS
+    # what a write cut by the kill would have left: a whole temporary checkpoint and an atomic temporary
+    (out / ".checkpoint-cut").mkdir(exist_ok=True)
+    (out / ".checkpoint-cut" / "model.safetensors").write_bytes(b"\0" * 4096)
+    (out / ".log.jsonl.abcd.jsonl").write_text("{")
+    from cadenza.cli.main import main
+
+    assert main(["train", "--out", str(out), "--resume", "--quiet", "--device", "cpu"]) == 0
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, FAULT_STEPS + 1))
+    _assert_same_weights(out, uninterrupted)
+
+
+def test_a_resume_with_other_data_or_tokenization_is_refused(tmp_path, chorale_dir, capsys):
+    from cadenza.cli.main import main
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(chorale_dir, corpus)
+    out = tmp_path / "run"
+    assert main(_cli_train_args(out, corpus, "--steps", "2")) == 0
+    capsys.readouterr()
+    before = (out / "training_state.json").read_text()
+
+    def refused(*args) -> str:
+        assert main(["train", "--out", str(out), "--resume", "--quiet", "--device", "cpu", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1
+        return err[0]
+
+    assert refused("--scheme", "remi") == (f"cadenza: error: {out}: cannot resume with --scheme 'remi': the run was "
+                                           f"started with 'event' (resume without --scheme, or train into another --out)")
+    assert "--corpus 'bach-chorales'" in refused("--corpus", "bach-chorales")
+    assert "--seq-len 64" in refused("--seq-len", "64")
+    assert "--size 'cpu'" in refused("--size", "cpu")
+    extra = next(p for p in sorted(corpus.iterdir()))
+    shutil.copy(extra, corpus / f"{'a' * 3}{extra.name}")  # one piece more (in whichever split its name falls)
+    (corpus / extra.name).unlink()
+    assert "the corpus changed" in refused()
+    assert (out / "training_state.json").read_text() == before
+    # the same corpus given again, relative or absolute, is no change
+    shutil.rmtree(corpus)
+    shutil.copytree(chorale_dir, corpus)
+    assert main(["train", "--out", str(out), "--resume", "--corpus", str(corpus), "--scheme", "event", "--steps", "3",
+                 "--quiet", "--device", "cpu"]) == 0
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--lr", "nan", "--lr must be a finite number, got nan"),
+    ("--lr", "-0.1", "--lr must be above 0, got -0.1"),
+    ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
+    ("--seq-len", "1000000000", "--seq-len must be at most 131072, got 1e+09"),
+    ("--dropout", "1", "--dropout must be below 1, got 1"),
+    ("--warmup", "-5", "--warmup must be at least 0, got -5"),
+    ("--clip", "inf", "--clip must be a finite number, got inf"),
+    ("--max-minutes", "-1", "--max-minutes must be above 0, got -1"),
+])
+def test_training_options_are_checked_before_anything_is_read(tmp_path, capsys, option, value, message):
+    from cadenza.cli.main import main
+
+    assert main(["train", "--corpus", str(tmp_path / "nowhere"), "--scheme", "event", "--out", str(tmp_path / "o"),
+                 option, value]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"cadenza: error: {message}"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_directory_corpus_reads_score_formats_and_reports_what_it_skipped(tmp_path, chorale_dir, capsys):
+    from cadenza.cli.main import main
+    from cadenza.data.corpora import _music21_corpus_dir, split_of
+    from cadenza.symbolic.train import set_up
+
+    corpus = tmp_path / "mixed"
+    shutil.copytree(chorale_dir, corpus)
+    music21 = _music21_corpus_dir()
+    assert [split_of(f"mixed-{i}") for i in (0, 1, 2, 4, 5)] == ["train"] * 5
+    shutil.copy(music21 / "palestrina/Credo_67_c.krn", corpus / "mixed-0.krn")
+    shutil.copy(music21 / "essenFolksong/teste.abc", corpus / "mixed-1.abc")
+    shutil.copy(music21 / "bach/bwv165.6.mxl", corpus / "mixed-2.mxl")
+    (corpus / "mixed-4.mid").write_bytes(b"MThd garbage")
+    (corpus / "mixed-5.xml").write_text("<score-partwise><part>")
+    run = set_up(_settings(tmp_path / "run", corpus, steps=1))
+    train_ids = run.sources["train"].piece_ids
+    assert {"mixed-0", "mixed-1", "mixed-2"} <= set(train_ids) and len(train_ids) == 4 + 3
+    assert sorted(piece for _, piece, _ in run.skipped) == ["mixed-4", "mixed-5"]
+    assert main(_cli_train_args(tmp_path / "cli", corpus, "--steps", "1")) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("skipped 2 unreadable pieces: mixed-4, mixed-5 (first: ")
