@@ -44,13 +44,13 @@ define train-and-ship
 	OMP_NUM_THREADS=1 $(BIN)/cadenza train $(2) --out $(RUNS)/$(1) --seed 0 --quiet
 	$(BIN)/cadenza ship-model $(RUNS)/$(1) --name $(1) --command "cadenza train $(2) --out runs/$(1) --seed 0"
 endef
-ANTICIPATORY := train --corpus bach-chorales --scheme anticipatory --config cpu --batch-size 4
+ANTICIPATORY := train --corpus bach-chorales --scheme anticipatory --size cpu --batch-size 4
 ANTICIPATORY_1 := $(ANTICIPATORY) --steps 2400 --checkpoint-every 300
 ANTICIPATORY_2 := $(ANTICIPATORY) --steps 4400 --checkpoint-every 300 --resume
 models: setup
-	$(call train-and-ship,classical-event,--corpus bach-chorales+classical --scheme event --config cpu --steps 6000)
-	$(call train-and-ship,bach-event,--corpus bach-chorales --scheme event --config cpu --steps 1800)
-	$(call train-and-ship,bach-remi,--corpus bach-chorales --scheme remi --config cpu --steps 1800)
+	$(call train-and-ship,classical-event,--corpus bach-chorales+classical --scheme event --size cpu --steps 6000)
+	$(call train-and-ship,bach-event,--corpus bach-chorales --scheme event --size cpu --steps 1800)
+	$(call train-and-ship,bach-remi,--corpus bach-chorales --scheme remi --size cpu --steps 1800)
 	OMP_NUM_THREADS=1 $(BIN)/cadenza $(ANTICIPATORY_1) --out $(RUNS)/bach-anticipatory --seed 0 --quiet
 	OMP_NUM_THREADS=1 $(BIN)/cadenza $(ANTICIPATORY_2) --out $(RUNS)/bach-anticipatory --seed 0 --quiet
 	$(BIN)/cadenza ship-model $(RUNS)/bach-anticipatory --name bach-anticipatory --command "cadenza $(ANTICIPATORY_1) --out runs/bach-anticipatory --seed 0 && cadenza $(ANTICIPATORY_2) --out runs/bach-anticipatory --seed 0"
