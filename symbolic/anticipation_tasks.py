@@ -20,7 +20,7 @@ import torch
 from cadenza.data.errors import CadenzaError
 from cadenza.tokenizers import anticipation_ops as ops
 
-from .sampling import filter_logits
+from .decoding import Sampler, Verdict, decode, sampling_processors
 
 
 @dataclass
@@ -87,16 +87,87 @@ class _Window:
         self._feed([token])
 
 
-def _sample(logits: torch.Tensor, allowed: slice, low: int, generator, temperature: float,
-            top_p: float | None, top_k: int | None) -> int:
-    masked = torch.full_like(logits, float("-inf"))
-    masked[allowed] = logits[allowed]
-    if low > allowed.start:
-        masked[allowed.start:low] = float("-inf")
-    if temperature == 0:
-        return int(masked.argmax())
-    probs = torch.softmax(filter_logits(masked[None], temperature=temperature, top_k=top_k, top_p=top_p), -1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+class _Span:
+    """The anticipatory sampler as a decoder of the one sampling loop (a batch of one).
+
+    Before each event's time id, the controls due by then (``delta`` ahead of their time) join
+    the history and the window catches up with it; the event's three ids are fed one by one, and
+    a complete triple joins the history."""
+
+    def __init__(self, window: _Window, history: list, leftover: np.ndarray, current: int, delta: int):
+        self.window, self.history, self.leftover = window, history, leftover
+        self.current, self.delta = current, delta
+        self.next_control = 0
+        self.slot = 0            # 0: time, 1: duration, 2: note
+        self.triple: list[int] = []
+
+    def logits(self, state) -> torch.Tensor:
+        if self.slot == 0:
+            leftover = self.leftover
+            while self.next_control < len(leftover) and \
+                    self.current >= leftover[self.next_control, 0] - ops.ATIME_OFFSET - self.delta:
+                self.history.append(leftover[self.next_control])
+                self.next_control += 1
+            self.window.sync(np.asarray(self.history, np.int64).reshape(-1, 3))
+        return self.window.logits[None]
+
+    def onset(self, time_id: int) -> int:
+        """The absolute onset (ticks) of a time id sampled in the current window."""
+        return time_id - ops.TIME_OFFSET + self.window.offset
+
+    def feed(self, state, ids: torch.Tensor) -> None:
+        token = int(ids[0])
+        self.window.step(token)
+        self.triple.append(self.onset(token) + ops.TIME_OFFSET if self.slot == 0 else token)
+        self.slot = (self.slot + 1) % 3
+        if self.slot == 0:
+            self.history.append(np.array(self.triple, np.int64))
+            self.window.fed = len(self.history)
+            self.current = self.triple[0] - ops.TIME_OFFSET
+            self.triple = []
+
+    def select(self, keep: torch.Tensor) -> None:
+        pass  # one row: when it stops, the loop ends
+
+
+_SLOTS = ((ops.TIME_OFFSET, ops.TIME_OFFSET + ops.MAX_TIME), (ops.DUR_OFFSET, ops.DUR_OFFSET + ops.MAX_DUR),
+          (ops.NOTE_OFFSET, ops.REST + 1))
+
+
+class TripleSlots:
+    """Each id of an event triple comes from its own range: a time, a duration, a note."""
+
+    def __init__(self, span: _Span):
+        self.span = span
+
+    def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
+        low, high = _SLOTS[self.span.slot]
+        masked = torch.full_like(logits, float("-inf"))
+        masked[:, low:high] = logits[:, low:high]
+        return masked
+
+
+class SpanTime:
+    """The span's time floor and ceiling: no onset before ``start_tick`` or before the latest
+    onset (time never goes backwards); the first onset at or after ``end_tick`` (or past the
+    ids' time range) ends the span and is not kept."""
+
+    def __init__(self, span: _Span, start_tick: int, end_tick: int):
+        self.span, self.start_tick, self.end_tick = span, start_tick, end_tick
+
+    def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
+        if self.span.slot == 0:
+            low = max(self.start_tick, self.span.current) - self.span.window.offset
+            if low > 0:
+                logits[:, ops.TIME_OFFSET:ops.TIME_OFFSET + low] = float("-inf")
+        return logits
+
+    def observe(self, state, ids: torch.Tensor) -> Verdict:
+        stop = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+        if self.span.slot == 0:
+            onset = self.span.onset(int(ids[0]))
+            stop[0] = onset >= self.end_tick or onset >= ops.MAX_TIME
+        return Verdict(stop, stop)
 
 
 @torch.no_grad()
@@ -128,36 +199,15 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
     pending = ops.as_triples(ops.sort(np.concatenate(control_list).ravel()))
     flag = ops.ANTICIPATE if len(pending) else ops.AUTOREGRESS
     tokens, leftover = ops.anticipate(prompt, pending.ravel())
-    history = list(ops.as_triples(tokens))
-    leftover = ops.as_triples(leftover)
     current = int(ops.max_time(prompt, seconds=False)) if len(prompt) else 0
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(int(seed))
-    window = _Window(model, flag, context)
-    next_control = 0
-    generated = 0
-    while generated < max_events:
-        while next_control < len(leftover) and current >= leftover[next_control, 0] - ops.ATIME_OFFSET - delta:
-            history.append(leftover[next_control])
-            next_control += 1
-        window.sync(np.asarray(history, np.int64).reshape(-1, 3))
-        low = max(start_tick, current) - window.offset
-        time_id = _sample(window.logits, slice(ops.TIME_OFFSET, ops.TIME_OFFSET + ops.MAX_TIME),
-                          ops.TIME_OFFSET + max(low, 0), generator, temperature, top_p, top_k)
-        onset = time_id - ops.TIME_OFFSET + window.offset
-        if onset >= end_tick or onset >= ops.MAX_TIME:
-            break
-        window.step(time_id)
-        dur_id = _sample(window.logits, slice(ops.DUR_OFFSET, ops.DUR_OFFSET + ops.MAX_DUR), ops.DUR_OFFSET,
-                         generator, temperature, top_p, top_k)
-        window.step(dur_id)
-        note_id = _sample(window.logits, slice(ops.NOTE_OFFSET, ops.REST + 1), ops.NOTE_OFFSET,
-                          generator, temperature, top_p, top_k)
-        window.step(note_id)
-        history.append(np.array([onset + ops.TIME_OFFSET, dur_id, note_id], np.int64))
-        window.fed = len(history)
-        current = onset
-        generated += 1
-    history = np.asarray(history, np.int64).reshape(-1, 3)
+    device = next(model.parameters()).device
+    span = _Span(_Window(model, flag, context), list(ops.as_triples(tokens)), ops.as_triples(leftover), current,
+                 delta)
+    processors = [TripleSlots(span), SpanTime(span, start_tick, end_tick),
+                  *sampling_processors(temperature, top_k, top_p)]
+    decode(span, processors, Sampler(1, seed, device, greedy=temperature == 0), batch=1,
+           max_steps=3 * max_events, device=device)
+    history = np.asarray(span.history, np.int64).reshape(-1, 3)
     new_events, _ = ops.split(history.ravel())
     return ops.sort(np.concatenate([ops.unpad(new_events), future.ravel()]))
 

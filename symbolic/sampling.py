@@ -11,6 +11,8 @@ import torch
 
 from cadenza.data.errors import CadenzaError
 
+from .decoding import (Budget, GrammarMask, LanguageModelDecoder, Sampler, StopAt, Temperature, TopK, TopP,
+                       decode, sampling_processors)
 from .grammar import Grammar, grammar_for
 
 
@@ -18,30 +20,24 @@ def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int 
                   top_p: float | None = None) -> torch.Tensor:
     """Logits (batch, vocab) after temperature, top-k and nucleus (top-p) filtering; filtered
     entries are -inf. The most likely id always survives."""
-    logits = logits.float() / max(temperature, 1e-8)
-    if top_k is not None and 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and 0.0 < top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-        # Drop an id when the ids before it already hold top_p of the mass.
-        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+    for processor in (Temperature(temperature), TopK(top_k), TopP(top_p)):
+        logits = processor(None, logits)
     return logits
 
 
 @torch.no_grad()
 def generate(model, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-             grammar: Grammar | None = None, use_cache: bool = True, eos_id: int | None = None) -> torch.Tensor:
+             grammar: Grammar | None = None, use_cache: bool = True, eos_id: int | None = None,
+             budget: Budget | None = None, progress=None) -> torch.Tensor:
     """Sample up to ``max_new_tokens`` ids after ``prompt`` (batch, T); returns (batch, T + new).
 
     ``temperature=0`` is greedy. With a grammar, only ids it allows are sampled and a row stops
     at the grammar's length limit; with ``eos_id`` a row stops after EOS. Stopped rows are
-    filled with PAD (the grammar's, else ``eos_id``). ``use_cache=False`` recomputes the whole
-    prefix at every step (the same samples, much slower; kept for checks and benchmarks).
+    filled with PAD (the grammar's, else ``eos_id``) and leave the batch, so they cost nothing
+    more. ``budget`` bounds each row in ids and wall time (a row that hits it is reported and
+    cut). ``use_cache=False`` recomputes the whole prefix at every step (the same samples, much
+    slower; kept for checks and benchmarks).
     """
     if prompt.dim() == 1:
         prompt = prompt[None]
@@ -52,49 +48,22 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, *, temperature: f
     device = next(model.parameters()).device
     prompt = prompt.to(device)
     batch, prompt_length = prompt.shape
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
     fill_id = grammar.tokenizer.pad_id if grammar is not None else eos_id
+    processors, stopped = [], None
     if grammar is not None:
         grammar.reset(prompt.cpu().numpy())
-    stopped = torch.zeros(batch, dtype=torch.bool, device=device)
-    if grammar is not None:
-        stopped |= torch.from_numpy(grammar.finished.copy()).to(device)
-
-    sequence = torch.empty(batch, prompt_length + max_new_tokens, dtype=torch.long, device=device)
-    sequence[:, :prompt_length] = prompt
-    length = prompt_length
-    cache = model.new_cache(batch, prompt_length + max_new_tokens) if use_cache else None
-    if cache is not None:
-        chunk = getattr(model.config, "chunk_size", 512)
-        for start in range(0, prompt_length, chunk):       # prefill in chunks: memory O(chunk * T)
-            logits = model(prompt[:, start:start + chunk], cache=cache, last_only=True)[0][:, -1]
-    for _ in range(max_new_tokens):
-        if bool(stopped.all()):
-            break
-        if cache is None:
-            logits = model(sequence[:, :length], last_only=True)[0][:, -1]
-        if grammar is not None:
-            logits = logits.masked_fill(~grammar.allowed(device), float("-inf"))
-        if temperature == 0:
-            next_ids = logits.argmax(-1)
-        else:
-            probs = torch.softmax(filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p), -1)
-            next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        if grammar is not None:
-            dropped = torch.from_numpy(grammar.advance(next_ids.cpu().numpy())).to(device)
-            next_ids = torch.where(stopped | dropped, torch.full_like(next_ids, fill_id), next_ids)
-            stopped |= torch.from_numpy(grammar.finished.copy()).to(device)
-        elif fill_id is not None:
-            next_ids = torch.where(stopped, torch.full_like(next_ids, fill_id), next_ids)
-            if eos_id is not None:
-                stopped |= next_ids == eos_id
-        sequence[:, length] = next_ids
-        length += 1
-        if cache is not None and length < sequence.shape[1]:
-            logits = model(next_ids[:, None], cache=cache, last_only=True)[0][:, -1]
+        processors.append(GrammarMask(grammar, fill_id))
+        stopped = torch.as_tensor(grammar.finished.copy(), dtype=torch.bool, device=device)
+    processors += sampling_processors(temperature, top_k, top_p)
+    if grammar is None and eos_id is not None:
+        processors.append(StopAt(eos_id))
+    decoder = LanguageModelDecoder(model, prompt, prompt_length + max_new_tokens, use_cache)
+    sampler = Sampler(batch, seed, device, greedy=temperature == 0)
+    decoded = decode(decoder, processors, sampler, batch=batch, max_steps=max_new_tokens,
+                     fill_id=fill_id if fill_id is not None else 0, stopped=stopped, budget=budget,
+                     device=device, progress=progress)
     model.train(was_training)
-    return sequence[:, :length]
+    return torch.cat([prompt, decoded.ids], 1)
 
 
 def prompt_ids(tokenizer, score) -> np.ndarray:

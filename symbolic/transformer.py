@@ -7,7 +7,7 @@ adds sinusoidal positions to the input and uses plain causal ``scaled_dot_produc
 (the paper's baseline), so the relative-vs-absolute ablation runs on the same code.
 
 For generation, ``forward(ids, cache=KVCache)`` takes only the new ids, appends their keys and
-values to the cache and attends over everything cached (see :mod:`cadenza.symbolic.sampling`).
+values to the cache and attends over everything cached (see :mod:`cadenza.symbolic.decoding`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from cadenza.data.datasets import IGNORE_INDEX  # noqa: F401  (the one definition; targets are padded with it)
 
 from .attention import IMPLEMENTATIONS, relative_attention, relative_attention_incremental
+from .decoding import KVCache
 
 
 @dataclass
@@ -62,36 +63,6 @@ class MusicTransformerConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class KVCache:
-    """Preallocated keys and values of every layer for incremental decoding.
-
-    ``length`` counts the positions already processed; ``forward(ids, cache=cache)`` writes the
-    new positions' keys and values at ``length ..`` and advances it.
-    """
-
-    def __init__(self, config: MusicTransformerConfig, batch: int, capacity: int,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        shape = (batch, config.n_head, capacity, config.head_dim)
-        self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.capacity = capacity
-        self.length = 0
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v of new positions for one layer; return all keys and values so far."""
-        start, stop = self.length, self.length + k.shape[2]
-        if stop > self.capacity:
-            raise ValueError(f"KV cache holds {self.capacity} positions; {stop} requested")
-        self.keys[layer][:, :, start:stop] = k
-        self.values[layer][:, :, start:stop] = v
-        return self.keys[layer][:, :, :stop], self.values[layer][:, :, :stop]
-
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep only the batch rows ``rows`` (e.g. when some samples finish early)."""
-        self.keys = [k[rows] for k in self.keys]
-        self.values = [v[rows] for v in self.values]
 
 
 def sinusoidal_positions(length: int, d_model: int, offset: int = 0, device=None) -> torch.Tensor:
@@ -235,4 +206,5 @@ class MusicTransformer(nn.Module):
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         """An empty KV cache for ``batch`` sequences of up to ``capacity`` positions."""
         parameter = next(self.parameters())
-        return KVCache(self.config, batch, capacity, parameter.device, parameter.dtype)
+        cfg = self.config
+        return KVCache(cfg.n_layer, batch, cfg.n_head, cfg.head_dim, capacity, parameter.device, parameter.dtype)

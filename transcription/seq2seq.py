@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cadenza.symbolic.decoding import AllowedIds, KVCache, Sampler, StopAt, decode
+
 SAMPLE_RATE = 16000
 FFT_SIZE = 2048
 HOP = 128
@@ -187,14 +189,11 @@ class DecoderBlock(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cross_kv: tuple[torch.Tensor, torch.Tensor],
-                cache: dict | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         h = self.norm1(x)
         keys, values = self.self_attn.project_kv(h)
         if cache is not None:  # incremental decoding: append this step's keys/values
-            if "k" in cache:
-                keys = torch.cat([cache["k"], keys], dim=2)
-                values = torch.cat([cache["v"], values], dim=2)
-            cache["k"], cache["v"] = keys, values
+            keys, values = cache.append(layer, keys, values)
             attended = self.self_attn.attend(h, keys, values, causal=False)
         else:
             attended = self.self_attn.attend(h, keys, values, causal=True)
@@ -248,13 +247,25 @@ class Transcriber(nn.Module):
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [block.cross_attn.project_kv(memory) for block in self.decoder]
 
-    def decode_step(self, tokens: torch.Tensor, cross: list, caches: list[dict] | None, offset: int) -> torch.Tensor:
-        """Logits for ``tokens`` (batch, length) placed at positions offset.. of the target."""
+    def decode_step(self, tokens: torch.Tensor, cross: list, cache: KVCache | None, offset: int) -> torch.Tensor:
+        """Logits for ``tokens`` (batch, length) placed at positions offset.. of the target; with
+        ``cache``, their keys and values are appended to it (a list of per-layer dicts, the
+        older face, holds one such cache in its first dict)."""
+        if isinstance(cache, list):
+            cache = cache[0].setdefault("kv", self.new_cache(tokens.shape[0], self.config.max_target_len + 1))
         x = self.embed(tokens) + self.decoder_positions[offset: offset + tokens.shape[1]]
         x = self.dropout(x)
         for i, block in enumerate(self.decoder):
-            x = block(x, cross[i], None if caches is None else caches[i])
+            x = block(x, cross[i], cache, i)
+        if cache is not None:
+            cache.length += tokens.shape[1]
         return self.lm_head(self.decoder_norm(x))
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        """An empty self-attention KV cache of the decoder for ``batch`` targets of ``capacity`` ids."""
+        cfg, parameter = self.config, next(self.parameters())
+        return KVCache(cfg.decoder_layers, batch, cfg.n_head, cfg.d_model // cfg.n_head, capacity,
+                       parameter.device, parameter.dtype)
 
     def forward(self, mel: torch.Tensor, decoder_input: torch.Tensor,
                 targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -276,28 +287,31 @@ class Transcriber(nn.Module):
         longest segments cost only for those segments. ``allowed`` (vocab_size,) bool masks the
         ids that may be produced (e.g. no PAD/BOS)."""
         max_len = min(max_len or self.config.max_target_len, self.config.max_target_len)
-        memory = self.encode(mel)
-        cross = self.cross_kv(memory)
-        caches: list[dict] = [{} for _ in self.decoder]
         batch = mel.shape[0]
-        outputs: list[list[int]] = [[] for _ in range(batch)]
-        rows = torch.arange(batch, device=mel.device)  # original index of each live row
-        tokens = torch.full((batch, 1), bos_id, dtype=torch.long, device=mel.device)
-        for step in range(max_len):
-            logits = self.decode_step(tokens, cross, caches, step)[:, -1]
-            if allowed is not None:
-                logits = logits.masked_fill(~allowed, float("-inf"))
-            tokens = logits.argmax(-1, keepdim=True)
-            finished = tokens[:, 0] == eos_id
-            for row, token in zip(rows.tolist(), tokens[:, 0].tolist()):
-                if token != eos_id:
-                    outputs[row].append(token)
-            if bool(finished.all()):
-                break
-            if bool(finished.any()):
-                keep = (~finished).nonzero().squeeze(1)
-                rows, tokens = rows[keep], tokens[keep]
-                cross = [(k[keep], v[keep]) for k, v in cross]
-                for cache in caches:
-                    cache["k"], cache["v"] = cache["k"][keep], cache["v"][keep]
-        return outputs
+        processors = ([AllowedIds(allowed)] if allowed is not None else []) + [StopAt(eos_id, keep=False)]
+        decoded = decode(_SegmentDecoder(self, mel, bos_id, max_len), processors,
+                         Sampler(batch, 0, mel.device, greedy=True), batch=batch, max_steps=max_len,
+                         fill_id=eos_id, device=mel.device)
+        return [row[:length].tolist() for row, length in zip(decoded.ids, decoded.lengths.tolist())]
+
+
+class _SegmentDecoder:
+    """The transcriber's decoder over a batch of encoded segments, for the one sampling loop."""
+
+    def __init__(self, model: Transcriber, mel: torch.Tensor, bos_id: int, capacity: int):
+        self.model = model
+        self.cross = model.cross_kv(model.encode(mel))
+        self.cache = model.new_cache(mel.shape[0], capacity)
+        bos = torch.full((mel.shape[0], 1), bos_id, dtype=torch.long, device=mel.device)
+        self.next_logits = model.decode_step(bos, self.cross, self.cache, 0)[:, -1]
+
+    def logits(self, state) -> torch.Tensor:
+        return self.next_logits
+
+    def feed(self, state, ids: torch.Tensor) -> None:
+        self.next_logits = self.model.decode_step(ids[:, None], self.cross, self.cache, state.step)[:, -1]
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.cross = [(k[keep], v[keep]) for k, v in self.cross]
+        self.cache.select(keep)
+        self.next_logits = self.next_logits[keep]
