@@ -60,9 +60,52 @@ def augment_score(score: symusic.Score, semitones: int = 0, stretch: float = 1.0
     return stretch_time(transpose(score, semitones), stretch)
 
 
-def sample_augmentation(rng: np.random.Generator) -> tuple[int, float]:
-    """One (semitones, stretch) pair drawn uniformly from the paper's sets."""
-    return int(rng.choice(SEMITONES)), float(rng.choice(STRETCHES))
+def sample_augmentation(rng: np.random.Generator, semitones: tuple[int, ...] = SEMITONES) -> tuple[int, float]:
+    """One (semitones, stretch) pair drawn uniformly from the paper's sets (or from ``semitones``,
+    e.g. ``ALL_KEYS``)."""
+    return int(rng.choice(semitones)), float(rng.choice(STRETCHES))
+
+
+# -- all twelve keys, within range ----------------------------------------------------------------
+ALL_KEYS: tuple[int, ...] = tuple(range(-5, 7))  # each of the twelve keys by its smallest shift
+PIANO_RANGE: tuple[int, int] = (21, 108)
+
+
+def pitch_extent(score: symusic.Score) -> tuple[int, int] | None:
+    """(lowest, highest) pitch of the pitched notes; None without any."""
+    pitches = [t.notes.numpy()["pitch"] for t in score.tracks if not t.is_drum and t.note_num()]
+    if not pitches:
+        return None
+    joined = np.concatenate(pitches)
+    return int(joined.min()), int(joined.max())
+
+
+def shift_within(semitones: int, lowest: int, highest: int, low: int = PIANO_RANGE[0],
+                 high: int = PIANO_RANGE[1]) -> int | None:
+    """The shift into the key ``semitones`` away, in the octave nearest to ``semitones`` (the
+    lower on a tie), that keeps pitches ``lowest..highest`` inside ``low..high``; None when no
+    octave fits."""
+    candidates = sorted((semitones + 12 * k for k in range(-10, 11)), key=lambda s: (abs(s - semitones), s))
+    return next((s for s in candidates if lowest + s >= low and highest + s <= high), None)
+
+
+def key_transpositions(score: symusic.Score, low: int = PIANO_RANGE[0], high: int = PIANO_RANGE[1]) -> list[int]:
+    """One shift per key of ``ALL_KEYS`` that moves ``score`` to that key without a note leaving
+    ``low..high`` (the octave nearest to the smallest shift); keys no octave fits are left out."""
+    extent = pitch_extent(score)
+    if extent is None:
+        return [0]
+    shifts = (shift_within(k, *extent, low, high) for k in ALL_KEYS)
+    return [s for s in shifts if s is not None]
+
+
+def transpose_within(score: symusic.Score, semitones: int, low: int = PIANO_RANGE[0],
+                     high: int = PIANO_RANGE[1]) -> symusic.Score:
+    """``score`` moved to the key ``semitones`` away, in the octave that keeps every note inside
+    ``low..high`` (see ``shift_within``); unmoved when no octave fits."""
+    extent = pitch_extent(score)
+    shift = shift_within(semitones, *extent, low, high) if extent is not None else 0
+    return transpose(score, 0 if shift is None else shift)
 
 
 # -- exactly on ids -------------------------------------------------------------------------------
