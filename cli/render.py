@@ -42,21 +42,24 @@ def run(args) -> int:
 
     from cadenza.data.errors import CadenzaError
     from cadenza.data.io import read_score
+    from cadenza.rendering.output import check_output
 
     source = Path(args.file)
-    score = read_score(source, index=args.index)
     if args.preset is not None and args.synth != "ddsp":
         raise CadenzaError("--preset applies to --synth ddsp; FluidSynth takes --soundfont")
     if args.soundfont is not None and args.synth != "fluidsynth":
         raise CadenzaError("--soundfont applies to --synth fluidsynth; DDSP takes --preset")
-    if args.sample_rate is not None and not 8000 <= args.sample_rate <= 192000:
-        raise CadenzaError(f"--sample-rate {args.sample_rate} is outside 8000..192000")
     output = args.output
     if not (output or args.pianoroll or args.score or args.sheet):
         output = source.with_suffix(".wav").name
-    if output and Path(output).suffix.lower() not in (".wav", ".flac"):
-        raise CadenzaError(f"{output}: audio output must end in .wav or .flac")
+    if output:
+        check_output(output, "audio")
+    for path, kind, option in ((args.pianoroll, "picture", "--pianoroll"), (args.score, "engraving", "--score"),
+                               (args.sheet, "sheet", "--sheet")):
+        if path:
+            check_output(path, kind, option=option)
 
+    score = read_score(source, index=args.index)
     audio = None
     if output or args.sheet:
         started = time.perf_counter()

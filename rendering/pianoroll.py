@@ -126,7 +126,15 @@ def pianoroll_png(score, **options) -> bytes:
 
 def plot_pianoroll(score, path: str | os.PathLike, boundary_seconds: float | None = None, *,
                    axis: str = "seconds", title: str | None = None) -> Path:
-    """Write the Score's piano roll as a PNG file (atomically) and return its path."""
+    """Write the Score's piano roll (atomically) as PNG, SVG, PDF or JPEG, as the path's extension
+    says, and return its path."""
+    from .output import check_output
+
     path = Path(path)
-    write_bytes_atomic(path, pianoroll_png(score, boundary_seconds=boundary_seconds, axis=axis, title=title))
+    check_output(path, "picture", option="--pianoroll")
+    figure = draw_pianoroll(score, boundary_seconds=boundary_seconds, axis=axis, title=title)
+    buffer = io.BytesIO()
+    fmt = path.suffix.lower().lstrip(".")
+    figure.savefig(buffer, format="jpeg" if fmt == "jpg" else fmt)
+    write_bytes_atomic(path, buffer.getvalue())
     return path

@@ -80,6 +80,9 @@ def render_svg(score, path: str | os.PathLike, title: str | None = None) -> list
 
 def write_svg_pages(pages: list[str], path: str | os.PathLike) -> list[Path]:
     """Write SVG pages under the names ``page_paths`` gives, each atomically."""
+    from .output import check_output
+
+    check_output(path, "engraving", option="--score")
     paths = page_paths(path, len(pages))
     for page_path, svg in zip(paths, pages):
         write_text_atomic(page_path, svg)

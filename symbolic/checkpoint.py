@@ -55,44 +55,201 @@ def save_checkpoint(directory: str | os.PathLike, model: MusicTransformer, token
 
 
 def read_checkpoint_config(directory: str | os.PathLike) -> dict[str, Any]:
-    """The parsed config.json of a checkpoint directory."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: not a checkpoint (no {CONFIG_FILE})")
+    """The parsed config.json of a checkpoint directory (or of a shipped model, by name)."""
+    directory = checkpoint_directory(directory)
+    path = directory / CONFIG_FILE
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: unreadable JSON ({exc})") from None
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: not a readable JSON config ({_first_line(exc)})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise CheckpointError(f"{path}: not a checkpoint config (no \"model\" object)")
+    return config
+
+
+def checkpoint_directory(directory: str | os.PathLike) -> Path:
+    """A checkpoint directory given by path, or a shipped model's given by name; one line if neither."""
+    path = Path(directory)
+    if path.is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            raise CheckpointError(f"{path}: not a checkpoint (no {CONFIG_FILE})")
+        return path
+    if path.exists():
+        raise CheckpointError(f"{path}: a checkpoint is a directory (config.json + model.safetensors), not a file")
+    from .registry import resolve_model
+
+    return resolve_model(directory)
 
 
 def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "cpu"):
-    """``(model, tokenizer, info)`` from a checkpoint directory; the model is float32 in eval mode."""
-    from safetensors.torch import load_file
-
+    """``(model, tokenizer, info)`` from a checkpoint directory or a shipped model's name; the
+    model is float32 in eval mode. Everything is checked before a tensor is made (see
+    ``load_model``), and the tokenizer must number exactly the ids the model predicts."""
     from cadenza.tokenizers import get_tokenizer
 
-    directory = Path(directory)
+    directory = checkpoint_directory(directory)
     config = read_checkpoint_config(directory)
+    tokenizer = None
+    tokenizer_config = config.get("tokenizer")
+    if tokenizer_config:
+        if not isinstance(tokenizer_config, dict) or not isinstance(tokenizer_config.get("config", {}), dict):
+            raise CheckpointError(f"{directory / CONFIG_FILE}: the tokenizer entry is not an object")
+        try:
+            tokenizer = get_tokenizer(tokenizer_config.get("scheme"), **tokenizer_config.get("config", {}))
+        except CadenzaError as exc:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: {exc}") from None
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: bad tokenizer config ({_first_line(exc)})") from None
+    model = load_model(directory, MusicTransformerConfig, MusicTransformer, config["model"], device=device)
+    if tokenizer is not None and tokenizer.vocab_size != model.config.vocab_size:
+        raise CheckpointError(f"{directory}: the model predicts {model.config.vocab_size} ids but its "
+                              f"{tokenizer.name} tokenizer has {tokenizer.vocab_size}")
+    info = config.get("info", {})
+    return model, tokenizer, info if isinstance(info, dict) else {}
+
+
+# -- validation, the same for every model kind ----------------------------------------------------
+SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+                        "U8": 1, "BOOL": 1}
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
+MAX_HEADER_BYTES = 100 * 2**20
+MAX_DIMENSION = 2**31 - 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]
+
+
+def read_safetensors_header(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{name: (dtype, shape)}`` from a safetensors file's header, with every tensor's bytes
+    checked to lie inside the file; one line naming the file if it is empty, truncated or not
+    safetensors. Nothing but the header is read."""
+    import math
+    import struct
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size < 8:
+        raise CheckpointError(f"{path}: {size} bytes, too short for a safetensors file (empty or truncated)")
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        if length > size - 8 or length > MAX_HEADER_BYTES:
+            raise CheckpointError(f"{path}: its header claims {length} bytes of a {size}-byte file "
+                                  "(truncated, or not a safetensors file)")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        header = None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header is not a JSON object (a garbage header)")
+    data_bytes = size - 8 - length
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], [int(n) for n in entry["shape"]], entry["data_offsets"]
+            itemsize = SAFETENSORS_ITEMSIZE[dtype]
+            well_formed = all(n >= 0 for n in shape) and isinstance(begin, int) and isinstance(end, int)
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path}: the header entry of {name!r} is malformed") from None
+        if not well_formed or not 0 <= begin <= end or end - begin != math.prod(shape) * itemsize:
+            raise CheckpointError(f"{path}: the header entry of {name!r} does not describe its shape {shape}")
+        if end > data_bytes:
+            raise CheckpointError(f"{path}: truncated ({name!r} needs bytes up to {end} of a "
+                                  f"{data_bytes}-byte data section)")
+        tensors[name] = (dtype, tuple(shape))
+    return tensors
+
+
+def check_config(config_class, values: Any, where: str | os.PathLike):
+    """A config dataclass from checkpoint JSON, or one line saying what is wrong with it: every
+    integer size a positive integer, every rate a finite number, the vocabulary under the limit."""
+    import dataclasses
+    import math
+
+    from cadenza.data.limits import LIMITS, limit_error
+
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{where}: the model config is not a JSON object")
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise CheckpointError(f"{where}: unknown model config field(s) {', '.join(unknown)}")
+    for name, value in values.items():
+        kind = str(fields[name].type)
+        if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)
+                              or not 1 <= value <= MAX_DIMENSION):
+            raise CheckpointError(f"{where}: model config {name} must be an integer from 1 to {MAX_DIMENSION} "
+                                  f"(got {value!r})")
+        if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                or not math.isfinite(value) or value < 0):
+            raise CheckpointError(f"{where}: model config {name} must be a finite number >= 0 (got {value!r})")
+    if values.get("vocab_size", 0) > LIMITS.max_vocab:
+        raise limit_error(str(where), "the model config asks for", f"{values['vocab_size']} ids", "max_vocab")
+    try:
+        return config_class(**values)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: bad model config ({_first_line(exc)})") from None
+
+
+def load_model(directory: str | os.PathLike, config_class, model_class, config_values: Any,
+               device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Build ``model_class(config)`` from ``directory/model.safetensors``, float32, in eval mode.
+
+    In order, each failure one line: the config (``check_config``), the model's size (counted on
+    the meta device, which allocates nothing, against the ``--max-parameters`` limit), the
+    safetensors header (``read_safetensors_header``), then every tensor's name, shape and dtype
+    against the model the config describes. Only then are tensors made and the weights read.
+    """
+    from safetensors.torch import load_file
+
+    from cadenza.data.limits import LIMITS, limit_error
+
+    directory = Path(directory)
+    where = directory / CONFIG_FILE
+    config = check_config(config_class, config_values, where)
+    try:
+        with torch.device("meta"):
+            skeleton = model_class(config)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{where}: the model config does not describe a model ({_first_line(exc)})") from None
+    parameters = sum(p.numel() for p in skeleton.parameters())
+    if parameters > LIMITS.max_parameters:
+        raise limit_error(str(where), "the model config asks for", f"{parameters} parameters", "max_parameters")
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{directory}: not a checkpoint (no {WEIGHTS_FILE})")
+    header = read_safetensors_header(weights)
+    expected = skeleton.state_dict()
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    if missing or unexpected:
+        parts = ([f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "")] if missing else []) + \
+                ([f"unexpected {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else "")]
+                 if unexpected else [])
+        raise CheckpointError(f"{weights}: the weights do not fit the config ({'; '.join(parts)})")
+    for name, tensor in expected.items():
+        dtype, shape = header[name]
+        if shape != tuple(tensor.shape):
+            raise CheckpointError(f"{weights}: {name} has shape {list(shape)}, the config asks for "
+                                  f"{list(tensor.shape)}")
+        if tensor.is_floating_point() != (dtype in FLOAT_DTYPES):
+            raise CheckpointError(f"{weights}: {name} is stored as {dtype}, the model needs "
+                                  f"{'a floating-point' if tensor.is_floating_point() else 'an integer'} tensor")
+    del skeleton
+    model = model_class(config)
     try:
-        model_config = MusicTransformerConfig(**config["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: bad model config ({exc})") from None
-    model = MusicTransformer(model_config)
-    state = {name: tensor.float() if tensor.is_floating_point() else tensor
-             for name, tensor in load_file(str(weights)).items()}
-    try:
+        state = {name: tensor.float() if tensor.is_floating_point() else tensor
+                 for name, tensor in load_file(str(weights)).items()}
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{weights}: weights do not fit the config ({exc})") from None
-    model.to(device).eval()
-    tokenizer_config = config.get("tokenizer")
-    tokenizer = None
-    if tokenizer_config:
-        tokenizer = get_tokenizer(tokenizer_config["scheme"], **tokenizer_config.get("config", {}))
-    return model, tokenizer, config.get("info", {})
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: unreadable weights ({_first_line(exc)})") from None
+    return model.to(device).eval()
 
 
 def _unwrap(model: torch.nn.Module) -> MusicTransformer:
