@@ -1,7 +1,8 @@
 """Built-in corpora from the music21 package, exported once to MIDI in a cache; user directories.
 
 Every piece has a stable id (``bwv66.6``, ``essenFolksong/altdeu10#3``) and a split decided by
-a hash of that id, identical on every machine and run. Export is incremental: each source
+a hash of that id, or of its tune when it harmonizes a melody that another piece harmonizes too,
+identical on every machine and run. Export is incremental: each source
 file gets a small manifest once it is done, so an interrupted export resumes where it stopped.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import write_bytes_atomic, write_text_atomic
+from .chorale_tunes import CHORALE_TUNES
 from .errors import CorpusError
 from .io import MIDI_SUFFIXES, SUPPORTED_SUFFIXES
 
@@ -43,8 +45,11 @@ DESCRIPTIONS = {
 
 
 def split_of(piece_id: str) -> str:
-    """train / valid / test (90/5/5) by a stable hash of the piece id."""
-    bucket = int.from_bytes(hashlib.sha256(piece_id.encode("utf-8")).digest()[:8], "big") % 100
+    """train / valid / test (90/5/5) by a stable hash of the piece's tune when another piece
+    shares it (Bach's harmonizations of one chorale melody stay in one split; see
+    cadenza.data.tunes), else of the piece id."""
+    key = CHORALE_TUNES.get(piece_id, piece_id)
+    bucket = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % 100
     return "train" if bucket < 90 else "valid" if bucket < 95 else "test"
 
 

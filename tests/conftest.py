@@ -52,6 +52,16 @@ def bach_pieces():
 
 
 @pytest.fixture(scope="session")
+def bach_valid_piece():
+    """The first validation-split Bach chorale (the first 24 are all training pieces), exported alone."""
+    from cadenza.data.corpora import BuiltinCorpus, source_piece_id, split_of
+
+    corpus = BuiltinCorpus("bach-chorales")
+    source = next(s for s in corpus.sources() if split_of(source_piece_id(s)) == "valid")
+    return corpus.pieces(sources=[source])[0]
+
+
+@pytest.fixture(scope="session")
 def bach_scores(bach_pieces):
     import symusic
 

@@ -279,10 +279,10 @@ def one_thread(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def chorale_dir(tmp_path_factory, bach_pieces):
-    """Four training chorales and the one validation chorale among the first 24."""
+def chorale_dir(tmp_path_factory, bach_pieces, bach_valid_piece):
+    """Four training chorales and a validation chorale."""
     root = tmp_path_factory.mktemp("chorales")
-    chosen = [p for p in bach_pieces if p.split == "train"][:4] + [p for p in bach_pieces if p.split == "valid"][:1]
+    chosen = [p for p in bach_pieces if p.split == "train"][:4] + [bach_valid_piece]
     assert len(chosen) == 5
     for piece in chosen:
         shutil.copy(piece.path, root / piece.path.name)
