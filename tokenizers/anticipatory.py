@@ -27,6 +27,7 @@ from .anticipation_ops import (
     TIME_RESOLUTION, VOCAB_SIZE,
 )
 from .base import Tokenizer
+from .midi_messages import is_midi_path
 
 DEFAULT_TEMPO = 500000          # microseconds per quarter note, MIDI's default
 DECODED_VELOCITY = 72           # the reference's velocity for decoded notes
@@ -249,7 +250,14 @@ class AnticipatoryTokenizer(Tokenizer):
         return VOCAB_SIZE
 
     def events(self, score: symusic.Score | str | os.PathLike) -> np.ndarray:
-        """Plain, unpadded events of a Score or music file (times may exceed 100 s)."""
+        """Plain, unpadded events of a Score or music file (times may exceed 100 s).
+
+        A MIDI file is read from its messages by the reference's rules (``anticipatory_midi``);
+        a Score (or another music file) by ``score_to_events``."""
+        if is_midi_path(score):
+            from .anticipatory_midi import midi_events
+
+            return midi_events(score)
         return score_to_events(self.as_score(score))
 
     def encode(self, score: symusic.Score | str | os.PathLike, controls: Any = _UNSET,

@@ -7,24 +7,32 @@ Id for id the same as Magenta note_seq's ``PerformanceOneHotEncoding`` over a
     256-355  TIME_SHIFT(1..100 steps of 10 ms)
     356-387  VELOCITY(bin 1..32)   then PAD, BOS, EOS = 388, 389, 390
 
-The encoder follows Magenta step by step, vectorized with numpy (no Python loop per note):
+The encoder follows Magenta step by step, vectorized with numpy (no Python loop per note of a Score):
 
 1. times in seconds (float64, from ticks through the tempo map, as pretty_midi computes them);
 2. the sustain pedal (CC64 >= 64) extends notes exactly as ``sequences_lib.apply_sustain_control_changes``
-   does, per track, quirks included (a note-off at the very time the pedal lifts keeps sounding
-   until the next pedal release, or the end of the piece);
+   does, per instrument, in its event order (pedal-down < pedal-up < note-on < note-off at equal
+   times: a note-off at the very time the pedal lifts ends the note there);
 3. drum tracks are dropped and the other tracks merged;
 4. ``step = floor(seconds * 100 + 0.5)``; a note that would last zero steps lasts one;
 5. notes sorted by (start seconds, pitch); onsets and offsets merged in (step, note index) order;
    a VELOCITY event before a NOTE_ON only when the bin changes; gaps as TIME_SHIFT(100)s plus rest.
 
-Decoding follows Magenta's ``Performance.to_sequence``: a NOTE_OFF ends the oldest open note of its
-pitch (first in, first out), a NOTE_OFF with no open note is ignored, notes still open at the end
-are closed at the last step, zero-length notes are dropped, velocity before any VELOCITY is 100.
+A MIDI *file* is read by note_seq's own rules (``event_midi``: tempo from track 0, pretty_midi's
+note pairing and instruments, sustain per instrument); a ``symusic.Score`` (generated music)
+takes its tracks as the instruments.
+
+Decoding follows Magenta's ``Performance.to_sequence`` (a NOTE_OFF with no open note is ignored,
+notes still open at the end are closed at the last step, zero-length notes are dropped, velocity
+before any VELOCITY is 100) with two changes that make ``encode(decode(ids)) == ids`` for every
+encoder output: a NOTE_OFF ends, of the open notes of its pitch, the oldest one that keeps its
+step's NOTE_OFFs in the order their notes began (Magenta: the oldest), and onsets within one step
+keep their order through sub-step start ticks (Magenta: all at the step, re-sorted by pitch).
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 from typing import Any
 
@@ -34,11 +42,13 @@ import symusic
 from cadenza.data.errors import TokenizerError
 
 from .base import Tokenizer
+from .midi_messages import is_midi_path
 
 MIDI_PITCHES = 128
 DEFAULT_DECODE_VELOCITY = 100  # Magenta's Performance.to_sequence default
 SUSTAIN_CONTROL = 64
 DECODE_QPM = 120.0
+TICKS_PER_STEP = 100  # of decoded Scores: room to keep the order of the onsets within one step
 
 
 # -- times ------------------------------------------------------------------------------
@@ -119,14 +129,15 @@ def score_tracks(score: symusic.Score) -> list[_TrackArrays]:
 # -- sustain -------------------------------------------------------------------------------
 def apply_sustain(start: np.ndarray, end: np.ndarray, pitch: np.ndarray, pedal_time: np.ndarray,
                   pedal_value: np.ndarray, final_time: float) -> tuple[np.ndarray, np.ndarray]:
-    """Magenta's ``apply_sustain_control_changes`` for one track, vectorized.
+    """note_seq's ``sequences_lib.apply_sustain_control_changes`` for one instrument, vectorized.
 
-    Magenta walks all events sorted by time only (a stable sort), so at equal times note-ons come
-    first, then note-offs, then pedal events. In closed form, a note ends at the earliest of:
-    its own end if the pedal is up then; else the first pedal release strictly after its end, or
-    ``final_time`` (the last event of the whole piece) if none; and the start of a later note of
-    the same pitch that begins while the pedal is down. A note that such a note cuts to zero
-    length is deleted. Returns (new ends, mask of notes kept).
+    note_seq sorts its events by (time, kind) with pedal-down < pedal-up < note-on < note-off at
+    equal times, so the pedal state at time t is the state after every pedal event at or before
+    t, and a release beats a press at the same time. In closed form, a note ends at the earliest
+    of: its own end if the pedal is up then; else the first release strictly after its end, or
+    ``final_time`` (the last note or CC64 time of the piece) if none; and the start of a later
+    note of the same pitch (by start, then order) that begins while the pedal is down. A note that
+    such a note cuts to zero length is deleted. Returns (new ends, mask of notes kept).
     """
     keep = np.ones(start.shape, dtype=bool)
     if pedal_time.size == 0 or not (pedal_value >= 64).any() or start.size == 0:
@@ -134,19 +145,21 @@ def apply_sustain(start: np.ndarray, end: np.ndarray, pitch: np.ndarray, pedal_t
     order = np.argsort(pedal_time, kind="stable")
     pedal_time = pedal_time[order]
     pedal_down = pedal_value[order] >= 64
+    instants, first = np.unique(pedal_time, return_index=True)
+    released_at = np.logical_or.reduceat(~pedal_down, first)  # a release at an instant wins over a press
 
-    def down_before(t):  # pedal state after every pedal event strictly before t
-        last = np.searchsorted(pedal_time, t, side="left") - 1
-        return np.where(last >= 0, pedal_down[np.maximum(last, 0)], False)
+    def down_at(t):  # pedal state after every pedal event at or before t
+        last = np.searchsorted(instants, t, side="right") - 1
+        return np.where(last >= 0, ~released_at[np.maximum(last, 0)], False)
 
     releases = np.append(pedal_time[~pedal_down], final_time)  # no release left: the piece's last event
     release_time = releases[np.minimum(np.searchsorted(releases[:-1], end, side="right"), releases.size - 1)]
-    new_end = np.where(down_before(end), release_time, end)
+    new_end = np.where(down_at(end), release_time, end)
 
     # the next note of the same pitch (in processing order: start, then note order) begun under the pedal
     n = start.size
     by_pitch = np.lexsort((np.arange(n), start, pitch))
-    cutter = down_before(start[by_pitch])
+    cutter = down_at(start[by_pitch])
     position = np.arange(n)
     candidate = np.where(cutter, position, n)
     following = np.minimum.accumulate(candidate[::-1])[::-1]  # first cutter at or after each position
@@ -236,15 +249,16 @@ class EventTokenizer(Tokenizer):
             f"          pitches outside {self.low_pitch}-{self.high_pitch}: "
             + ("TokenizerError" if self.config["out_of_range"] == "error" else "notes dropped") + ";",
             f"          step = floor(seconds * {self.steps_per_second} + 0.5); zero-step notes last one step",
-            "  decode: NOTE_OFF ends the oldest open note of its pitch; NOTE_OFF without NOTE_ON is ignored;",
+            "  decode: NOTE_OFF ends the oldest open note of its pitch that keeps its step's NOTE_OFFs in onset order;",
+            "          NOTE_OFF without NOTE_ON is ignored; onsets within a step keep their order (sub-step ticks);",
             "          open notes are closed at the last step; zero-length notes are dropped;",
-            f"          one track (program {self.config['program']}), tpq {self.decode_tpq} at 120 qpm (1 step = 10 ticks)",
+            f"          one track (program {self.config['program']}), tpq {self.decode_tpq} at 120 qpm (1 step = {TICKS_PER_STEP} ticks)",
         ])
 
     @property
     def decode_tpq(self) -> int:
-        """Ticks per quarter of decoded Scores: at 120 qpm one step is exactly 10 ticks."""
-        return 5 * self.steps_per_second
+        """Ticks per quarter of decoded Scores: at 120 qpm one step is exactly 100 ticks."""
+        return TICKS_PER_STEP * self.steps_per_second // 2
 
     def velocity_to_bin(self, velocity: np.ndarray) -> np.ndarray:
         velocity = np.clip(np.asarray(velocity, dtype=np.int64), 1, 127)
@@ -254,15 +268,26 @@ class EventTokenizer(Tokenizer):
         return 1 + (np.asarray(velocity_bin, dtype=np.int64) - 1) * self.velocity_bin_size
 
     # -- encode ------------------------------------------------------------------------------
-    def note_arrays(self, score: symusic.Score) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def note_arrays(self, score: symusic.Score | str | os.PathLike) -> tuple[np.ndarray, ...]:
         """The notes the scheme sees: (start seconds, end seconds, pitch, velocity) after the sustain
-        pedal, drum removal and the pitch-range policy, in track order."""
-        tracks = score_tracks(score)
-        if self.config["sustain"]:
+        pedal, drum removal and the pitch-range policy, in note_seq's note order.
+
+        A MIDI file is read by note_seq's rules (``event_midi``: pretty_midi's instruments and
+        notes); a Score's tracks are its instruments, its notes in track order.
+        """
+        if is_midi_path(score):
+            from .event_midi import midi_instruments
+
+            tracks = midi_instruments(score)
+        else:
+            tracks = score_tracks(self.as_score(score))
+        if self.config["sustain"]:  # notes held at the end last to the last non-drum note or CC64 event
             final_time = 0.0
             for tr in tracks:
-                final_time = max(final_time, float(tr.end.max()),
-                                 float(tr.pedal_time.max()) if tr.pedal_time.size else 0.0)
+                if not tr.is_drum and tr.end.size:
+                    final_time = max(final_time, float(tr.end.max()))
+                if tr.pedal_time.size:
+                    final_time = max(final_time, float(tr.pedal_time.max()))
         kept = [tr for tr in tracks if not tr.is_drum]
         if not kept:
             raise TokenizerError("no notes to encode (the score is empty or has only drums)")
@@ -302,7 +327,7 @@ class EventTokenizer(Tokenizer):
         return start_step, end_step
 
     def encode(self, score: symusic.Score | str | os.PathLike) -> np.ndarray:
-        start, end, pitch, velocity = self.note_arrays(self.as_score(score))
+        start, end, pitch, velocity = self.note_arrays(score)
         start_step, end_step = self.quantize(start, end)
         return self.encode_steps(start, start_step, end_step, pitch, velocity)
 
@@ -348,13 +373,23 @@ class EventTokenizer(Tokenizer):
 
     # -- decode ------------------------------------------------------------------------------
     def decode_notes(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(start step, end step, pitch, velocity) of the notes that ``ids`` describe, sorted by (start, pitch)."""
+        """(start step, end step, pitch, velocity) of the notes that ``ids`` describe, in the order
+        of their NOTE_ONs.
+
+        A NOTE_OFF ends an open note of its pitch: the earliest-begun one that began after the
+        note the previous NOTE_OFF of the same step ended, else the earliest-begun one (Magenta's
+        first in, first out). The encoder writes a step's NOTE_OFFs in the order their notes
+        began, so this pairing re-encodes to the same ids where plain first in, first out would
+        reorder them (nested notes of one pitch). A NOTE_OFF with no open note is ignored, notes
+        still open at the end close at the last step, zero-length notes are dropped.
+        """
         ids = self.check_ids(ids)
         empty = np.zeros(0, dtype=np.int64)
-        if ids.size == 0:
-            return empty, empty, empty, empty
         is_shift = (ids >= self.time_shift_offset) & (ids < self.velocity_offset)
         step = np.cumsum(np.where(is_shift, ids - self.time_shift_offset + 1, 0))
+        note_at = np.flatnonzero(ids < self.time_shift_offset)
+        if note_at.size == 0:
+            return empty, empty, empty, empty
         last_step = int(step[-1])
 
         is_velocity = ids >= self.velocity_offset
@@ -362,55 +397,54 @@ class EventTokenizer(Tokenizer):
         velocity = np.where(latest >= 0, self.bin_to_velocity(ids[np.maximum(latest, 0)] - self.velocity_offset + 1),
                             DEFAULT_DECODE_VELOCITY)
 
-        note_at = np.flatnonzero(ids < self.time_shift_offset)
-        if note_at.size == 0:
-            return empty, empty, empty, empty
         is_on = ids[note_at] < self.note_off_offset
         pitch = np.where(is_on, ids[note_at], ids[note_at] - self.note_off_offset) + self.low_pitch
-        # group by pitch, keeping sequence order within each pitch
-        order = np.argsort(pitch, kind="stable")
-        note_at, is_on, pitch = note_at[order], is_on[order], pitch[order]
-        group_start = np.concatenate([[True], pitch[1:] != pitch[:-1]])
-        group = np.cumsum(group_start) - 1
-        # open notes of a pitch: a walk (+1 on, -1 off) clamped at zero, so an unmatched off is ignored
-        walk = np.where(is_on, 1, -1)
-        total = np.cumsum(walk)
-        first = np.flatnonzero(group_start)
-        before_group = (total - walk)[first]
-        within = total - before_group[group]
-        separation = 2 * (within.size + 1)
-        running_min = np.minimum.accumulate(within - group * separation) + group * separation
-        open_after = within - np.minimum(running_min, 0)
-        open_before = np.where(group_start, 0, np.concatenate([[0], open_after[:-1]]))
-        closes = ~is_on & (open_before > 0)
-        # the j-th effective NOTE_OFF of a pitch ends its j-th NOTE_ON (first in, first out)
-        on_rank = np.cumsum(is_on) - 1
-        on_rank -= np.concatenate([[0], np.cumsum(is_on)])[first][group]
-        closes_per_group = np.bincount(group[closes], minlength=first.size)
-        closed_on = is_on & (on_rank < closes_per_group[group])
-        open_on = is_on & ~closed_on
-
-        on_tokens = np.concatenate([note_at[closed_on], note_at[open_on]])
-        end_step = np.concatenate([step[note_at[closes]], np.full(int(open_on.sum()), last_step)])
-        start_step = step[on_tokens]
-        note_pitch = np.concatenate([pitch[closed_on], pitch[open_on]])
-        note_velocity = velocity[on_tokens]
+        on_at = note_at[is_on]
+        end_step = np.full(on_at.size, last_step, dtype=np.int64)
+        open_ranks: dict[int, list[int]] = {}  # pitch -> ranks (NOTE_ON order) of its open notes
+        rank, bar_step, bar = 0, -1, -1
+        for on, key, at_step in zip(is_on.tolist(), pitch.tolist(), step[note_at].tolist()):
+            if on:
+                open_ranks.setdefault(key, []).append(rank)
+                rank += 1
+                continue
+            pending = open_ranks.get(key)
+            if not pending:
+                continue
+            if at_step != bar_step:
+                bar_step, bar = at_step, -1
+            choice = 0
+            if pending[0] <= bar:
+                choice = bisect.bisect_right(pending, bar)
+                if choice == len(pending):
+                    choice = 0
+            bar = pending.pop(choice)
+            end_step[bar] = at_step
+        start_step = step[on_at]
         sounding = end_step > start_step
-        start_step, end_step = start_step[sounding], end_step[sounding]
-        note_pitch, note_velocity = note_pitch[sounding], note_velocity[sounding]
-        final = np.lexsort((note_pitch, start_step))
-        return start_step[final], end_step[final], note_pitch[final], note_velocity[final]
+        return (start_step[sounding], end_step[sounding], pitch[is_on][sounding], velocity[on_at][sounding])
 
     def decode(self, ids) -> symusic.Score:
+        """One track at 120 qpm, ``decode_tpq`` ticks per quarter (one step is 100 ticks).
+
+        Notes that begin in one step sit at its start, except that each NOTE_ON of a lower pitch
+        than the NOTE_ON before it in that step begins one tick (0.1 ms) later than that one (at
+        most 49 ticks in all), so that encoding the Score again, which orders a step's notes by
+        (start time, pitch), keeps the order the ids give them."""
         start_step, end_step, pitch, velocity = self.decode_notes(ids)
-        ticks_per_step = 10  # decode_tpq ticks per quarter at 120 qpm
+        ticks_per_step = TICKS_PER_STEP
         score = symusic.Score(self.decode_tpq)
         score.tempos.append(symusic.Tempo(0, qpm=DECODE_QPM))
         track = symusic.Track(name="performance", program=int(self.config["program"]), is_drum=False)
         if start_step.size:
+            same_step = np.concatenate([[False], start_step[1:] == start_step[:-1]])
+            descents = np.cumsum(same_step & (pitch < np.concatenate([[0], pitch[:-1]])))
+            step_begins = np.maximum.accumulate(np.where(same_step, 0, np.arange(start_step.size)))
+            offset = np.minimum(descents - descents[step_begins], ticks_per_step // 2 - 1)
+            start = start_step * ticks_per_step + offset
+            order = np.lexsort((np.arange(start.size), pitch, start))
             track.notes = symusic.Note.from_numpy(
-                (start_step * ticks_per_step).astype(np.int32),
-                ((end_step - start_step) * ticks_per_step).astype(np.int32),
-                pitch.astype(np.int8), velocity.astype(np.int8), "tick")
+                start[order].astype(np.int32), (end_step * ticks_per_step - start)[order].astype(np.int32),
+                pitch[order].astype(np.int8), velocity[order].astype(np.int8), "tick")
         score.tracks.append(track)
         return score

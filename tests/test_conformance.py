@@ -1,0 +1,92 @@
+"""Event and Anticipatory ids of MIDI files against the ids their reference implementations give.
+
+``fixtures/conformance/`` holds 52 targeted and 300 mixed MIDI files (sustain pedal, overlapping
+same-pitch notes, tempo and program changes, several tracks and channels, drums) with the ids of
+Magenta note-seq 0.0.5 (Event) and of jthickstun/anticipation's ``midi_to_events``
+(Anticipatory); its README says how they were computed. ``fixtures/conformance/generated/`` holds
+files of our own, one feature each, with note-seq's ids (``python -m tests.conformance_gen``).
+Every file must match exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import symusic
+
+from cadenza.data.errors import TokenizerError
+from cadenza.tokenizers import get_tokenizer
+
+FIXTURES = Path(__file__).parent / "fixtures" / "conformance"
+SETS = {"targeted": FIXTURES / "targeted", "mixed": FIXTURES / "mixed", "generated": FIXTURES / "generated"}
+GOLDEN = {"targeted": FIXTURES / "golden_targeted.json", "mixed": FIXTURES / "golden_mixed.json",
+          "generated": FIXTURES / "generated" / "golden.json"}
+
+
+def goldens(name: str) -> dict:
+    return json.loads(GOLDEN[name].read_text())
+
+
+def mismatches(name: str, tokenize, key: str) -> list[str]:
+    """Names of the files of a set whose ids differ from the golden (an empty golden: no notes to encode)."""
+    bad = []
+    for file_name, golden in goldens(name).items():
+        if key not in golden:
+            continue
+        try:
+            ids = tokenize(SETS[name] / file_name).tolist()
+        except TokenizerError:
+            ids = []
+        if ids != golden[key]:
+            bad.append(file_name)
+    return bad
+
+
+@pytest.mark.parametrize("name", ["targeted", "mixed", "generated"])
+def test_event_ids_equal_note_seq(name):
+    tok = get_tokenizer("event")
+    assert mismatches(name, tok.encode, "event") == []
+
+
+@pytest.mark.parametrize("name", ["targeted", "mixed", "generated"])
+def test_anticipatory_events_equal_the_reference(name):
+    tok = get_tokenizer("anticipatory")
+    assert mismatches(name, tok.events, "anticipatory_events") == []
+
+
+def test_the_sets_are_complete_and_cover_what_they_claim():
+    for name in SETS:
+        files = sorted(p.name for p in SETS[name].glob("*.mid"))
+        assert files == sorted(goldens(name)), name
+    targeted = goldens("targeted")
+    assert len(targeted) == 52 and len(goldens("mixed")) == 300
+    generated = goldens("generated")
+    assert len(generated) >= 30
+    assert all("event" in g and "anticipatory_events" in g for g in generated.values())
+
+
+def test_the_generated_files_are_what_the_generator_builds():
+    import conformance_gen
+
+    assert conformance_gen.check() == 0
+
+
+def test_a_file_without_pitched_notes_is_refused():
+    """note-seq keeps nothing of a drums-only file (its golden is empty); the tokenizer says so."""
+    assert goldens("generated")["drums_only.mid"]["event"] == []
+    with pytest.raises(TokenizerError, match="no notes"):
+        get_tokenizer("event").encode(SETS["generated"] / "drums_only.mid")
+
+
+def test_a_file_and_its_score_differ_only_where_the_references_read_messages(tmp_path):
+    """Encoding a Score keeps the Score's own notes; encoding the file applies the reference's reading."""
+    path = SETS["targeted"] / "overlap_same_pitch.mid"
+    tok = get_tokenizer("event")
+    from_file = tok.encode(path).tolist()
+    assert from_file == goldens("targeted")["overlap_same_pitch.mid"]["event"]
+    score = symusic.Score(str(path))
+    assert tok.encode(score).tolist() != from_file  # symusic pairs the overlapping notes its own way
+    baseline = SETS["targeted"] / "baseline.mid"
+    assert tok.encode(symusic.Score(str(baseline))).tolist() == tok.encode(baseline).tolist()

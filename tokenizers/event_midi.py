@@ -1,0 +1,129 @@
+"""MIDI files read as Magenta reads them for the Event tokenizer: note_seq over pretty_midi.
+
+The Event scheme's reference is note_seq's ``midi_file_to_note_sequence`` (which reads the file
+with pretty_midi), ``apply_sustain_control_changes``, ``quantize_note_sequence_absolute`` and
+``Performance``. When a MIDI *file* is encoded, this module turns its messages into the
+instruments those functions see; every rule below names the function it follows.
+
+- Tempo (pretty_midi ``PrettyMIDI._load_tempo_changes``): only track 0's set_tempo events count;
+  one at tick 0 replaces the 120 qpm default (the last such wins); a later one that gives the same
+  seconds per tick as the tempo before it starts no new segment. Seconds follow
+  ``_update_tick_to_time`` (see ``event.tick_seconds``).
+- Notes (``PrettyMIDI._load_instruments``): per track, channel and pitch, a note-off (or a note-on
+  of velocity 0) at tick t closes every open note begun before t; notes begun at t stay open
+  only if the note-off closed something, otherwise they are forgotten; a note-off with nothing
+  open is ignored; notes never closed are lost. So no note has zero length.
+- Instruments (``_load_instruments``): a closed note belongs to (the channel's program in that
+  track at the note-off, channel, track); instruments are listed in the order of their first
+  closed note, tracks in file order, and each keeps its notes in closing order. note_seq's
+  ``midi_to_note_sequence`` appends the notes instrument by instrument, and that order breaks the
+  (start, pitch) ties of ``Performance``'s sort. Channel 10 (index 9) is a drum instrument.
+- Sustain pedal events (``_load_instruments``' ``__get_instrument`` with ``create_new=False``): a
+  control change (or pitch bend) goes to the instrument (program now, channel, track) if it
+  exists; otherwise to a holding instrument of (channel, track), created by the first such
+  event, whose list of control changes every instrument of that (channel, track) created later
+  shares (pretty_midi hands the same list object on). note_seq copies every instrument's control
+  changes into the sequence, so a shared event counts for each instrument that shares it.
+
+Sustain itself (per instrument, ``apply_sustain_control_changes``) is ``event.apply_sustain``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .event import _TrackArrays, tick_seconds
+from .midi_messages import (
+    CONTROL_CHANGE, META, NOTE_OFF, NOTE_ON, PITCH_WHEEL, PROGRAM_CHANGE, SET_TEMPO, MidiMessages,
+    read_midi_messages,
+)
+
+DRUM_CHANNEL = 9
+SUSTAIN_CONTROL = 64
+DEFAULT_MSPQ = 500000
+
+
+def tempo_map(messages: MidiMessages) -> tuple[np.ndarray, np.ndarray]:
+    """(ticks, microseconds per quarter) of the tempo segments pretty_midi builds from track 0."""
+    if not messages.tracks:
+        return np.zeros(1, np.int64), np.full(1, DEFAULT_MSPQ, np.float64)
+    track = messages.tracks[0]
+    is_tempo = (track.kind == META) & (track.data1 == SET_TEMPO)
+    ticks, mspq = track.tick[is_tempo].tolist(), track.data2[is_tempo].tolist()
+    resolution = messages.ticks_per_beat
+    segments = [(0, DEFAULT_MSPQ, 60.0 / (120.0 * resolution))]
+    for tick, tempo in zip(ticks, mspq):
+        scale = 60.0 / ((6e7 / tempo) * resolution)
+        if tick == 0:
+            segments = [(0, tempo, scale)]
+        elif scale != segments[-1][2]:
+            segments.append((tick, tempo, scale))
+    return (np.array([s[0] for s in segments], np.int64), np.array([s[1] for s in segments], np.float64))
+
+
+def midi_instruments(path: str | os.PathLike) -> list[_TrackArrays]:
+    """The instruments note_seq sees in a MIDI file, in its order, with their notes (closing order)
+    and their CC64 events, times in seconds with pretty_midi's arithmetic."""
+    messages = read_midi_messages(path)
+    keys: dict[tuple[int, int, int], int] = {}  # (program, channel, track) -> instrument number
+    notes: list[list[tuple[int, int, int, int]]] = []  # per instrument: (start, end, pitch, velocity) ticks
+    channel_of: list[int] = []
+    cc_list_of: list[list[tuple[int, int]]] = []  # per instrument: its (possibly shared) CC64 list
+    holding: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (channel, track) -> CC64 list
+    for track_index, track in enumerate(messages.tracks):
+        program = [0] * 16
+        open_notes: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        wanted = np.flatnonzero((track.kind == NOTE_ON) | (track.kind == NOTE_OFF) | (track.kind == PROGRAM_CHANGE)
+                                | (track.kind == CONTROL_CHANGE) | (track.kind == PITCH_WHEEL))
+        rows = zip(track.tick[wanted].tolist(), track.kind[wanted].tolist(), track.channel[wanted].tolist(),
+                   track.data1[wanted].tolist(), track.data2[wanted].tolist())
+        for tick, kind, channel, data1, data2 in rows:
+            if kind == NOTE_ON and data2 > 0:
+                open_notes.setdefault((channel, data1), []).append((tick, data2))
+            elif kind == NOTE_ON or kind == NOTE_OFF:
+                pending = open_notes.get((channel, data1))
+                if pending is None:
+                    continue
+                closing = [n for n in pending if n[0] != tick]
+                if closing:
+                    key = (program[channel], channel, track_index)
+                    number = keys.get(key)
+                    if number is None:
+                        number = keys[key] = len(notes)
+                        notes.append([])
+                        channel_of.append(channel)
+                        cc_list_of.append(holding.get((channel, track_index), []))
+                    notes[number].extend((start, tick, data1, velocity) for start, velocity in closing)
+                    if len(closing) < len(pending):
+                        open_notes[(channel, data1)] = [n for n in pending if n[0] == tick]
+                        continue
+                del open_notes[(channel, data1)]
+            elif kind == PROGRAM_CHANGE:
+                program[channel] = data1
+            else:  # control change or pitch bend: an existing instrument, else the holding list
+                number = keys.get((program[channel], channel, track_index))
+                if number is not None:
+                    target = cc_list_of[number]
+                else:
+                    target = holding.setdefault((channel, track_index), [])
+                if kind == CONTROL_CHANGE and data1 == SUSTAIN_CONTROL:
+                    target.append((tick, data2))
+    if not notes:
+        return []
+    tempo_ticks, tempo_mspq = tempo_map(messages)
+    note_table = [np.array(n, np.int64).reshape(-1, 4) for n in notes]
+    cc_table = [np.array(c, np.int64).reshape(-1, 2) for c in cc_list_of]
+    ticks = np.concatenate([t[:, :2].ravel() for t in note_table] + [c[:, 0] for c in cc_table])
+    seconds = tick_seconds(ticks, tempo_ticks, tempo_mspq, messages.ticks_per_beat)
+    instruments, at = [], 0
+    for table, ccs, channel in zip(note_table, cc_table, channel_of):
+        both = seconds[at: at + 2 * len(table)].reshape(-1, 2)
+        at += 2 * len(table)
+        instruments.append(_TrackArrays(both[:, 0], both[:, 1], table[:, 2], table[:, 3], channel == DRUM_CHANNEL,
+                                        None, ccs[:, 1]))
+    for instrument, ccs in zip(instruments, cc_table):
+        instrument.pedal_time = seconds[at: at + len(ccs)]
+        at += len(ccs)
+    return instruments
