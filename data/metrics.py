@@ -2,7 +2,27 @@
 
 Used to compare generated music with a corpus (the tokenization study) and to describe
 corpora. Drum tracks are ignored by the pitch metrics, as in MusPy. Times are measured on
-a grid of ``resolution`` steps per quarter note.
+a grid of ``resolution`` steps per quarter note. These statistics describe histograms; the
+music-theory statistics that tell a broken or off-key continuation from Bach are in
+:mod:`cadenza.data.theory`.
+
+Where ours differ from the muspy package's code (``muspy/metrics/metrics.py``):
+
+- ``empty_beat_rate``: muspy marks the beats ``start // resolution`` to ``end // resolution``
+  *inclusive* as filled, so a note ending exactly on a beat also fills the beat after it, and it
+  counts ``length // resolution + 1`` beats (one more beat when the piece ends on a beat). Ours
+  fills only the beats a note sounds in and counts the beats up to the last note's end: one
+  quarter note, a rest of one beat, one quarter note is 1/3 empty here and 0 in muspy.
+- ``groove_consistency``: muspy takes the steps per measure in the Music object's own time
+  unit, so the figure depends on its resolution (each differing onset costs 1 / steps per
+  measure: 1/96 at 24 per quarter, 1/48 at 12), and counts ``length // measure + 1``
+  measures (a trailing empty measure when the piece ends on a barline adds a full pattern's
+  distance). Ours uses a fixed grid (``DEFAULT_RESOLUTION``, 12 per quarter) and the measures
+  up to the last onset.
+- ``polyphony_rate``: muspy counts steps with *more than* ``threshold`` pitches; ours counts
+  steps with at least ``threshold`` (two: more than one pitch, as the definition says).
+- ``polyphony`` is the same definition on our grid; the entropies and scale consistency are
+  the same.
 """
 
 from __future__ import annotations

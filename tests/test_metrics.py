@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import math
 
 import pytest
@@ -83,3 +84,57 @@ def test_music_statistics_and_summary_on_chorales(bach_scores):
     assert 3.0 < stats["polyphony"] <= 4.5  # four voices
     summary = metrics.summarize(bach_scores[:6])
     assert summary["polyphony"]["n"] == 6 and summary["polyphony"]["std"] >= 0
+
+
+# -- against the definitions, and where muspy's code differs ----------------------------------------
+def _random_piece(seed, n=30):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    starts = np.sort(rng.integers(0, 64, n)) / 4          # sixteenth grid, 16 bars at most
+    return piece([(s, int(rng.integers(1, 9)) / 4, int(rng.integers(48, 84))) for s in starts])
+
+
+def _empty_beats_by_definition(score):
+    """Beats (quarters up to the last note's end) in which no note sounds, walked beat by beat."""
+    notes = [(n.time / Q, (n.time + n.duration) / Q) for t in score.tracks for n in t.notes]
+    beats = math.ceil(max(end for _, end in notes))
+    empty = sum(not any(start < b + 1 and end > b for start, end in notes) for b in range(beats))
+    return empty / beats
+
+
+def _groove_by_definition(score, steps_per_quarter=12):
+    """1 - mean Hamming distance of neighbouring measures' onset vectors / steps per measure."""
+    steps = 4 * steps_per_quarter
+    onsets = {round(n.time / Q * steps_per_quarter) for t in score.tracks for n in t.notes}
+    measures = max(onsets) // steps + 1
+    vectors = [[(m * steps + i) in onsets for i in range(steps)] for m in range(measures)]
+    distances = [sum(a != b for a, b in zip(vectors[m], vectors[m + 1])) for m in range(measures - 1)]
+    return 1 - sum(distances) / len(distances) / steps
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ours_match_the_definitions_on_random_pieces(seed):
+    score = _random_piece(seed)
+    assert metrics.empty_beat_rate(score) == pytest.approx(_empty_beats_by_definition(score))
+    assert metrics.groove_consistency(score) == pytest.approx(_groove_by_definition(score))
+    pitches = [n.pitch for t in score.tracks for n in t.notes]
+    counts = collections.Counter(p % 12 for p in pitches)
+    entropy = -sum(c / len(pitches) * math.log2(c / len(pitches)) for c in counts.values())
+    assert metrics.pitch_class_entropy(score) == pytest.approx(entropy)
+
+
+def test_where_muspy_differs():
+    # muspy fills beats start//res .. end//res inclusive: a quarter note ending on beat 1 fills beat 1 too
+    score = piece([(0, 1, 60), (2, 1, 62)])
+    assert metrics.empty_beat_rate(score) == pytest.approx(1 / 3)     # beat 1 is silent
+    res, length = Q, 3 * Q
+    filled = {b for t in score.tracks for n in t.notes for b in range(n.time // res, (n.time + n.duration) // res + 1)}
+    assert 1 - len(filled) / (length // res + 1) == 0.0              # muspy's rule: nothing is empty
+    # groove consistency depends on the grid: one differing onset costs 1/48 at 12 steps per quarter, 1/96 at 24
+    varied = piece([(0, 1, 60), (1, 1, 60), (4, 1, 60)])
+    assert metrics.groove_consistency(varied, resolution=12) == pytest.approx(1 - 1 / 48)
+    assert metrics.groove_consistency(varied, resolution=24) == pytest.approx(1 - 1 / 96)
+    # polyphony rate: at least `threshold` pitches (muspy: more than threshold)
+    dyad = piece([(0, 1, 60), (0, 1, 64)])
+    assert metrics.polyphony_rate(dyad, threshold=2) == 1.0
