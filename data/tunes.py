@@ -21,14 +21,20 @@ import symusic
 TUNE_INTERVALS = 8
 
 
+def soprano_track(score: symusic.Score) -> int | None:
+    """Index of the soprano's track: the first named Soprano, else the first pitched one with notes."""
+    tracks = [i for i, t in enumerate(score.tracks) if t.notes and not t.is_drum]
+    named = [i for i in tracks if score.tracks[i].name.strip().lower().startswith("soprano")]
+    return (named or tracks or [None])[0]
+
+
 def soprano_line(score: symusic.Score) -> list[int]:
     """The soprano's pitches in time order: at each onset its highest note."""
-    tracks = [t for t in score.tracks if t.notes and not t.is_drum]
-    if not tracks:
+    index = soprano_track(score)
+    if index is None:
         return []
-    named = [t for t in tracks if t.name.strip().lower().startswith("soprano")]
     highest: dict[int, int] = {}
-    for note in (named or tracks)[0].notes:
+    for note in score.tracks[index].notes:
         highest[note.time] = max(highest.get(note.time, -1), note.pitch)
     return [highest[time] for time in sorted(highest)]
 

@@ -1,0 +1,257 @@
+"""Music-theory quality of every shipped Music Transformer on test-split chorale openings.
+
+Each test-split Bach chorale gives an opening of 2, 3 or 4 bars (cycling over the pieces) and
+the window after it, ``--seconds`` long (16 s: 8 bars of 4/4 at the chorales' 120 qpm). Every
+shipped continuation model continues each opening (``continue_score``, ``--samples`` samples
+in one batch, seed = piece index); the anticipatory model instead
+
+- infills the window, given the opening and the rest of the piece (``infill``), and
+- accompanies the soprano through the window, given the opening's other parts (``accompany``),
+
+one run per sample. The new music of the window is scored with ``cadenza.data.theory``, and
+the chorales' own windows (Bach: the real next ``--seconds``) are scored the same way:
+
+- broken passage: a note held > 8 beats, > 8 notes sounding at once, or < 80 % of onsets on the
+  sixteenth grid (share of samples);
+- key kept: music21's key estimate of the window equals the opening's (share of samples);
+- parallels: parallel fifths/octaves among four-voice chord changes (pooled over samples);
+- cadences: held chords (>= 3 notes held >= 2 beats with no new onset) per 8 bars;
+- density: notes per beat against the opening's;
+- for infill: the top voice's leap where the window meets the music after it (within a fifth?);
+  for accompaniment: generated notes above the soprano, and 2nds/7ths/tritones against it.
+
+Seconds per run is the wall time of one ``continue_score`` call (all samples) or one
+infill/accompany call. Outputs go through the library's public functions only, so the
+figures follow whatever sampling defaults the library ships.
+
+    OMP_NUM_THREADS=1 python benchmarks/generation_quality.py [--quick] [--models a,b] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+
+FIFTH = 7
+
+
+def _opening_and_window(score, bars: int, seconds: float):
+    """(opening, window start in beats, window end in beats) of a chorale."""
+    from cadenza.data.theory import bar_beats, clip_beats
+
+    start = bars * bar_beats(score)
+    qpm = score.tempos[0].qpm if len(score.tempos) else 120.0
+    return clip_beats(score, 0, start), start, start + seconds * qpm / 60
+
+
+def _seconds(score, beats: float) -> float:
+    """Seconds at ``beats`` quarters into ``score``."""
+    from cadenza.data.context import ticks_to_seconds
+
+    return float(ticks_to_seconds(score, [beats * score.ticks_per_quarter])[0])
+
+
+def _window_stats(opening, music, start: float, end: float) -> dict:
+    """Statistics of the notes of ``music`` starting in [start, end) beats."""
+    from cadenza.data import theory
+
+    window = theory.clip_beats(music, start, end)
+    broken = theory.broken_passage(window)["broken"]
+    kept = theory.key_kept(opening, window, method="music21")
+    par = theory.parallels(window)
+    span = end - start
+    opening_density = theory.note_density(opening)
+    return {"broken": float(broken), "key_kept": math.nan if kept is None else float(kept),
+            "changes": par["changes"], "with_parallels": par["with_parallels"],
+            "cadences": theory.cadences_per_8_bars(window, span=span),
+            "density": theory.note_density(window, span) / opening_density if opening_density else math.nan}
+
+
+def _summary(rows: list[dict]) -> dict:
+    def mean(key):
+        values = np.array([r[key] for r in rows if key in r], float)
+        values = values[~np.isnan(values)]
+        return float(values.mean()) if len(values) else math.nan
+
+    changes = sum(r.get("changes", 0) for r in rows)
+    out = {"samples": len(rows), "broken": mean("broken"), "key_kept": mean("key_kept"),
+           "parallels": sum(r.get("with_parallels", 0) for r in rows) / changes if changes else math.nan,
+           "cadences": mean("cadences"), "density": mean("density"), "seconds": mean("seconds")}
+    if any("exit" in r for r in rows):
+        exits = [r["exit"] for r in rows if "exit" in r and not math.isnan(r["exit"])]
+        out["exit_within_fifth"] = sum(e <= FIFTH for e in exits) / len(exits) if exits else math.nan
+    if any("above" in r for r in rows):
+        out["above"], out["dissonant"] = mean("above"), mean("dissonant")
+    return out
+
+
+def _without_track(score, index: int):
+    out = score.copy()
+    del out.tracks[index]
+    return out
+
+
+def _only_track(score, index: int):
+    out = score.copy()
+    keep = out.tracks[index]
+    out.tracks.clear()
+    out.tracks.append(keep)
+    return out
+
+
+def bach_rows(chorales, seconds: float) -> dict[str, list[dict]]:
+    """The chorales' own windows, scored as continuations, infills and accompaniments."""
+    from cadenza.data import theory
+    from cadenza.data.tunes import soprano_track
+
+    rows = {"continue": [], "infill": [], "accompany": []}
+    for index, (score, bars) in enumerate(chorales):
+        opening, start, end = _opening_and_window(score, bars, seconds)
+        stats = _window_stats(opening, score, start, end)
+        rows["continue"].append(stats)
+        joins = theory.span_joins(score, _seconds(score, start), _seconds(score, end))
+        rows["infill"].append({**stats, "exit": joins["exit"]})
+        soprano = soprano_track(score)
+        window = theory.clip_beats(score, start, end)
+        rows["accompany"].append({**stats, **theory.against_melody(_without_track(window, soprano),
+                                                                   _only_track(window, soprano))})
+    return rows
+
+
+def continuation_rows(model, tokenizer, chorales, seconds: float, samples: int, max_tokens: int) -> list[dict]:
+    from cadenza.symbolic.sampling import continue_score
+
+    rows = []
+    for index, (score, bars) in enumerate(chorales):
+        opening, start, end = _opening_and_window(score, bars, seconds)
+        began = time.perf_counter()
+        outputs = continue_score(model, tokenizer, opening, seconds=seconds, num_samples=samples, seed=index,
+                                 max_tokens=max_tokens)
+        elapsed = time.perf_counter() - began
+        for output in outputs:
+            rows.append({**_window_stats(opening, output, start, end), "seconds": elapsed})
+    return rows
+
+
+def anticipation_rows(model, tokenizer, info, chorales, seconds: float, samples: int) -> dict[str, list[dict]]:
+    from cadenza.data import theory
+    from cadenza.data.theory import clip_beats
+    from cadenza.data.tunes import soprano_track
+    from cadenza.symbolic.anticipation_tasks import accompany, infill
+
+    context = int(info.get("settings", {}).get("seq_len", 1024))
+    rows = {"infill": [], "accompany": []}
+    for index, (score, bars) in enumerate(chorales):
+        opening, start, end = _opening_and_window(score, bars, seconds)
+        start_s, end_s = _seconds(score, start), _seconds(score, end)
+        piece = clip_beats(score, 0, end + (end - start) / 2)   # what follows the window, for the infill to meet
+        soprano = soprano_track(score)
+        for sample in range(samples):
+            sampling = {"seed": index * samples + sample, "context": context}
+            began = time.perf_counter()
+            result = infill(model, tokenizer, piece, start_s, end_s, **sampling)
+            elapsed = time.perf_counter() - began
+            joins = theory.span_joins(result.score, start_s, end_s)
+            rows["infill"].append({**_window_stats(opening, result.score, start, end), "exit": joins["exit"],
+                                   "seconds": elapsed})
+            began = time.perf_counter()
+            result = accompany(model, tokenizer, clip_beats(score, 0, end), melody_track=soprano,
+                               prompt_seconds=start_s, end=end_s, **sampling)
+            elapsed = time.perf_counter() - began
+            melody = _only_track(clip_beats(score, start, end), soprano)
+            rows["accompany"].append({**_window_stats(opening, result.score, start, end),
+                                      **theory.against_melody(clip_beats(result.generated, start, end), melody),
+                                      "seconds": elapsed})
+    return rows
+
+
+ROWS = [
+    ("samples", "samples", "{:.0f}"),
+    ("broken", "samples with a broken passage", "{:.0%}"),
+    ("key_kept", "window in the opening's key (music21)", "{:.0%}"),
+    ("parallels", "parallel fifths/octaves among four-voice chord changes", "{:.1%}"),
+    ("cadences", "held (cadential) chords per 8 bars", "{:.2f}"),
+    ("density", "notes per beat against the opening's", "{:.2f}"),
+    ("exit_within_fifth", "infill: top voice joins the music after within a fifth", "{:.0%}"),
+    ("above", "accompaniment: notes above the melody", "{:.0%}"),
+    ("dissonant", "accompaniment: 2nds/7ths/tritones against the melody", "{:.0%}"),
+    ("seconds", "seconds per run (mean)", "{:.1f}"),
+]
+
+
+def table(columns: dict[str, dict]) -> str:
+    names = list(columns)
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key, label, fmt in ROWS:
+        if not any(key in columns[n] for n in names):
+            continue
+        cells = []
+        for name in names:
+            value = columns[name].get(key)
+            cells.append("" if value is None else "n/a" if isinstance(value, float) and math.isnan(value)
+                         else fmt.format(value))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    import symusic
+
+    from cadenza.data.corpora import open_corpus
+    from cadenza.symbolic.checkpoint import load_checkpoint
+    from cadenza.symbolic.registry import list_models
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 chorales, 2 samples: a few minutes")
+    parser.add_argument("--models", default=None, help="comma-separated shipped model names (default: all)")
+    parser.add_argument("--pieces", type=int, default=None, help="test chorales to use (default: all; 4 with --quick)")
+    parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=16.0)
+    parser.add_argument("--max-tokens", type=int, default=2048, help="cap on new ids per continuation")
+    parser.add_argument("--json", default=None, help="also write the figures as JSON")
+    args = parser.parse_args()
+    if args.samples < 2:
+        parser.error("--samples must be at least 2")
+
+    entries = [e for e in list_models() if e.kind == "music-transformer"]
+    if args.models:
+        wanted = args.models.split(",")
+        entries = [e for e in entries if e.name in wanted]
+    pieces = open_corpus("bach-chorales").pieces(split="test")
+    pieces = pieces[: args.pieces or (4 if args.quick else len(pieces))]
+    chorales = [(symusic.Score(str(p.path)), 2 + i % 3) for i, p in enumerate(pieces)]
+    print(f"{len(chorales)} test-split chorales ({', '.join(p.id for p in pieces)}), openings of 2-4 bars, "
+          f"{args.seconds:g} s after them, {args.samples} samples each")
+    began = time.perf_counter()
+    bach = bach_rows(chorales, args.seconds)
+    results = {"continue": {"Bach": _summary(bach["continue"])}, "infill": {"Bach": _summary(bach["infill"])},
+               "accompany": {"Bach": _summary(bach["accompany"])}}
+    for entry in entries:
+        model, tokenizer, info = load_checkpoint(entry.path)
+        started = time.perf_counter()
+        if entry.scheme == "anticipatory":
+            rows = anticipation_rows(model, tokenizer, info, chorales, args.seconds, args.samples)
+            results["infill"][entry.name] = _summary(rows["infill"])
+            results["accompany"][entry.name] = _summary(rows["accompany"])
+        else:
+            rows = continuation_rows(model, tokenizer, chorales, args.seconds, args.samples, args.max_tokens)
+            results["continue"][entry.name] = _summary(rows)
+        print(f"{entry.name}: {time.perf_counter() - started:.0f} s", flush=True)
+    for task, columns in results.items():
+        if len(columns) > 1:
+            print(f"\n{task}\n\n{table(columns)}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+    cont = results["continue"]
+    worst = max((c["broken"] for n, c in cont.items() if n != "Bach"), default=math.nan)
+    print(f"\nbroken-passage rate of the worst continuation model: {worst:.0%} (Bach {cont['Bach']['broken']:.0%}); "
+          f"total {time.perf_counter() - began:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
