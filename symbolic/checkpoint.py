@@ -166,7 +166,7 @@ def read_safetensors_header(path: str | os.PathLike) -> dict[str, tuple[str, tup
     return tensors
 
 
-def check_config(config_class, values: Any, where: str | os.PathLike):
+def check_config(config_class, values: Any, where: str | os.PathLike, build=None):
     """A config dataclass from checkpoint JSON, or one line saying what is wrong with it: every
     integer size a positive integer, every rate a finite number, the vocabulary under the limit."""
     import dataclasses
@@ -192,19 +192,20 @@ def check_config(config_class, values: Any, where: str | os.PathLike):
     if values.get("vocab_size", 0) > LIMITS.max_vocab:
         raise limit_error(str(where), "the model config asks for", f"{values['vocab_size']} ids", "max_vocab")
     try:
-        return config_class(**values)
+        return build(values) if build is not None else config_class(**values)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: bad model config ({_first_line(exc)})") from None
 
 
 def load_model(directory: str | os.PathLike, config_class, model_class, config_values: Any,
-               device: str | torch.device = "cpu") -> torch.nn.Module:
+               device: str | torch.device = "cpu", build_config=None) -> torch.nn.Module:
     """Build ``model_class(config)`` from ``directory/model.safetensors``, float32, in eval mode.
 
     In order, each failure one line: the config (``check_config``), the model's size (counted on
     the meta device, which allocates nothing, against the ``--max-parameters`` limit), the
     safetensors header (``read_safetensors_header``), then every tensor's name, shape and dtype
     against the model the config describes. Only then are tensors made and the weights read.
+    ``build_config(values)`` makes the config where ``config_class(**values)`` does not.
     """
     from safetensors.torch import load_file
 
@@ -212,7 +213,7 @@ def load_model(directory: str | os.PathLike, config_class, model_class, config_v
 
     directory = Path(directory)
     where = directory / CONFIG_FILE
-    config = check_config(config_class, config_values, where)
+    config = check_config(config_class, config_values, where, build=build_config)
     try:
         with torch.device("meta"):
             skeleton = model_class(config)
