@@ -57,18 +57,9 @@ def _seconds(score, beats: float) -> float:
 
 def _window_stats(opening, music, start: float, end: float) -> dict:
     """Statistics of the notes of ``music`` starting in [start, end) beats."""
-    from cadenza.data import theory
+    from cadenza.data.theory import continuation_statistics
 
-    window = theory.clip_beats(music, start, end)
-    broken = theory.broken_passage(window)["broken"]
-    kept = theory.key_kept(opening, window, method="music21")
-    par = theory.parallels(window)
-    span = end - start
-    opening_density = theory.note_density(opening)
-    return {"broken": float(broken), "key_kept": math.nan if kept is None else float(kept),
-            "changes": par["changes"], "with_parallels": par["with_parallels"],
-            "cadences": theory.cadences_per_8_bars(window, span=span),
-            "density": theory.note_density(window, span) / opening_density if opening_density else math.nan}
+    return continuation_statistics(opening, music, start, end, key_method="music21")
 
 
 def _summary(rows: list[dict]) -> dict:
@@ -80,7 +71,7 @@ def _summary(rows: list[dict]) -> dict:
     changes = sum(r.get("changes", 0) for r in rows)
     out = {"samples": len(rows), "broken": mean("broken"), "key_kept": mean("key_kept"),
            "parallels": sum(r.get("with_parallels", 0) for r in rows) / changes if changes else math.nan,
-           "cadences": mean("cadences"), "density": mean("density"), "seconds": mean("seconds")}
+           "cadences": mean("cadences_per_8_bars"), "density": mean("density_ratio"), "seconds": mean("seconds")}
     if any("exit" in r for r in rows):
         exits = [r["exit"] for r in rows if "exit" in r and not math.isnan(r["exit"])]
         out["exit_within_fifth"] = sum(e <= FIFTH for e in exits) / len(exits) if exits else math.nan

@@ -378,25 +378,52 @@ def clip_beats(score: symusic.Score, start: float, end: float | None = None) -> 
     return score.clip(int(round(start * tpq)), stop, clip_end=False)
 
 
-def continuation_statistics(prompt: symusic.Score, continuation: symusic.Score, prompt_beats: float | None = None,
-                            **broken) -> dict[str, float]:
-    """The music-theory statistics of the new music in ``continuation`` (the notes starting at
-    or after ``prompt_beats``, default the prompt's last note end), with the prompt as reference:
-    ``broken`` (0/1), ``key_kept`` (0/1), ``parallels`` (rate), ``cadences_per_8_bars``,
-    ``density_ratio`` (notes per beat against the prompt's), ``voice_count`` and ``voice_crossing``."""
-    if prompt_beats is None:
+def continuation_statistics(prompt: symusic.Score, continuation: symusic.Score, start: float | None = None,
+                            end: float | None = None, key_method: str = "aarden", **broken) -> dict[str, float]:
+    """The music-theory statistics of the new music in ``continuation``: the notes starting in
+    [start, end) beats (default: from the prompt's last note end to the end), with the prompt as
+    reference: ``broken`` (0/1), ``key_kept`` (0/1, by ``key_method``), ``parallels`` (rate; and
+    its ``changes`` and ``with_parallels`` for pooling), ``cadences_per_8_bars``, ``density_ratio``
+    (notes per beat against the prompt's), ``voice_count`` and ``voice_crossing``."""
+    if start is None:
         prompt_notes = notes_of(prompt)
-        prompt_beats = float(prompt_notes.end.max()) if len(prompt_notes) else 0.0
-    new = clip_beats(continuation, prompt_beats)
-    new_span = span_beats(new)
-    kept = key_kept(prompt, new)
+        start = float(prompt_notes.end.max()) if len(prompt_notes) else 0.0
+    new = clip_beats(continuation, start, end)
+    span = end - start if end is not None else span_beats(new)
+    kept = key_kept(prompt, new, key_method)
+    par = parallels(new)
     prompt_density = note_density(prompt)
     return {
         "broken": float(broken_passage(new, **broken)["broken"]),
         "key_kept": math.nan if kept is None else float(kept),
-        "parallels": parallels(new)["rate"],
-        "cadences_per_8_bars": cadences_per_8_bars(new, span=new_span),
-        "density_ratio": note_density(new, new_span) / prompt_density if prompt_density else math.nan,
+        "parallels": par["rate"], "changes": par["changes"], "with_parallels": par["with_parallels"],
+        "cadences_per_8_bars": cadences_per_8_bars(new, span=span),
+        "density_ratio": note_density(new, span) / prompt_density if prompt_density else math.nan,
         "voice_count": voice_count(new),
         "voice_crossing": voice_crossing_rate(new),
     }
+
+
+SUMMARY_STATISTICS = ("broken", "key_kept", "parallels", "cadences_per_8_bars", "density_ratio")
+
+
+def summarize_continuations(pairs, seconds: float | None = None, **options) -> dict[str, dict[str, float]]:
+    """Mean, standard deviation and count (NaNs left out) of each of ``SUMMARY_STATISTICS`` over
+    (prompt, continuation) pairs, each continuation cut ``seconds`` after its prompt (at the
+    prompt's first tempo) when given; ``parallels`` is pooled over all chord changes."""
+    rows = []
+    for prompt, continuation in pairs:
+        prompt_notes = notes_of(prompt)
+        start = float(prompt_notes.end.max()) if len(prompt_notes) else 0.0
+        qpm = prompt.tempos[0].qpm if len(prompt.tempos) else 120.0
+        end = start + seconds * qpm / 60 if seconds is not None else None
+        rows.append(continuation_statistics(prompt, continuation, start, end, **options))
+    out = {}
+    for name in SUMMARY_STATISTICS:
+        values = np.array([r[name] for r in rows], float)
+        values = values[~np.isnan(values)]
+        out[name] = {"mean": float(values.mean()) if len(values) else math.nan,
+                     "std": float(values.std()) if len(values) else math.nan, "n": int(len(values))}
+    changes = sum(r["changes"] for r in rows)
+    out["parallels"]["mean"] = sum(r["with_parallels"] for r in rows) / changes if changes else math.nan
+    return out

@@ -184,9 +184,22 @@ def test_against_melody_counts_notes_above_and_dissonances():
 def test_continuation_statistics_on_a_chorale(bach_scores):
     score = bach_scores[3]
     prompt = theory.clip_beats(score, 0, 8)
-    stats = theory.continuation_statistics(prompt, score, prompt_beats=8)
-    assert set(stats) == {"broken", "key_kept", "parallels", "cadences_per_8_bars", "density_ratio",
-                          "voice_count", "voice_crossing"}
-    assert stats["voice_count"] == 4.0
+    stats = theory.continuation_statistics(prompt, score, 8, 40)
+    assert set(stats) == {"broken", "key_kept", "parallels", "changes", "with_parallels", "cadences_per_8_bars",
+                          "density_ratio", "voice_count", "voice_crossing"}
+    assert stats["voice_count"] == 4.0 and stats["changes"] > 20
     assert 0.5 < stats["density_ratio"] < 2.0
     assert stats["parallels"] < 0.05
+    assert theory.continuation_statistics(prompt, score)["changes"] > stats["changes"]  # to the end
+
+
+def test_summarize_continuations_pools_parallels():
+    prompt = chords_piece([(48, 64, 67, 72)] * 4)
+    parallel = chords_piece([(48, 64, 67, 72)] * 4 + [(48, 55, 64, 72), (50, 57, 65, 74)])
+    clean = chords_piece([(48, 64, 67, 72)] * 4 + [(48, 64, 67, 72), (43, 62, 67, 71), (48, 64, 67, 72)])
+    summary = theory.summarize_continuations([(prompt, parallel), (prompt, clean)], seconds=4.0)
+    per_piece = [theory.continuation_statistics(prompt, c, 4, 12) for c in (parallel, clean)]
+    pooled = sum(p["with_parallels"] for p in per_piece) / sum(p["changes"] for p in per_piece)
+    assert summary["parallels"]["mean"] == pytest.approx(pooled) and per_piece[0]["with_parallels"] == 1
+    assert summary["key_kept"] == {"mean": 1.0, "std": 0.0, "n": 2}
+    assert summary["broken"]["mean"] == 0.0
