@@ -106,6 +106,7 @@ def tokenization_figures(tokenizer, scores) -> dict:
 
 def _train(settings: StudySettings, scheme: str, attention: str, run_dir: Path, steps: int):
     from cadenza.symbolic.train import TrainSettings, train
+    from cadenza.tokenizers import scheme_class
 
     stamps: list[float] = []
     train_settings = TrainSettings(
@@ -113,7 +114,7 @@ def _train(settings: StudySettings, scheme: str, attention: str, run_dir: Path, 
         seq_len=settings.seq_len, batch_size=settings.batch_size, attention=attention, seed=settings.seed,
         device=settings.device, progress=False, limit_pieces=settings.limit_pieces, eval_every=0,
         warmup=max(1, min(50, steps // 10)), log_every=max(1, steps // 50),
-        tokenizer_config={"overlong": "clip"} if scheme == "anticipatory" else {})
+        tokenizer_config=dict(scheme_class(scheme).study_config))
     summary = train(train_settings, on_batch=lambda *_: stamps.append(time.perf_counter()))
     per_step = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1) if len(stamps) > 1 else math.nan
     return summary, per_step
@@ -140,7 +141,7 @@ def run_study(settings: StudySettings, log=print) -> dict:
     from cadenza.data.corpora import open_corpus
     from cadenza.data.io import read_score
     from cadenza.data.metrics import summarize
-    from cadenza.tokenizers import get_tokenizer
+    from cadenza.tokenizers import get_tokenizer, scheme_class
 
     from cadenza.symbolic.checkpoint import load_checkpoint
     from .demo import opening
@@ -154,7 +155,7 @@ def run_study(settings: StudySettings, log=print) -> dict:
     prompts = [opening(s, settings.prompt_bars) for s in test_scores[: settings.samples]]
     results: list[ConfigResult] = []
     for scheme in settings.schemes:
-        tokenizer = get_tokenizer(scheme, **({"overlong": "clip"} if scheme == "anticipatory" else {}))
+        tokenizer = get_tokenizer(scheme, **scheme_class(scheme).study_config)
         figures = tokenization_figures(tokenizer, valid_scores)
         for attention in settings.attentions:
             result = ConfigResult(scheme, attention, vocab_size=tokenizer.vocab_size, **figures)

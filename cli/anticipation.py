@@ -47,7 +47,7 @@ def _load(args):
     score = read_score(args.piece, index=args.index)
     model, tokenizer, info = load_checkpoint(resolve_model(args.model or DEFAULT_INFILL_MODEL),
                                              device=resolve_device(args.device))
-    if tokenizer.name != "anticipatory":
+    if not tokenizer.takes_controls:
         raise CadenzaError(f"{args.model}: infilling and accompaniment need an anticipatory model, "
                            f"this one uses {tokenizer.name}")
     return score, model, tokenizer, info

@@ -75,8 +75,7 @@ def run(args) -> int:
                                 num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k,
                                 top_p=args.top_p, seed=args.seed, max_tokens=args.max_tokens)
     elapsed = time.perf_counter() - started
-    prompt_notes = tokenizer.decode(tokenizer.encode(prompt) if tokenizer.name != "anticipatory"
-                                    else tokenizer.encode(prompt, controls=None)).note_num()
+    prompt_notes = tokenizer.decode(tokenizer.prompt_ids(prompt)).note_num()
     paths = _output_paths(args.output, len(scores))
     for path, score in zip(paths, scores):
         write_midi(score, path)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SCHEME_NAMES = ("event", "remi", "anticipatory")
+from cadenza.tokenizers import SCHEMES
 
 
 def _add_tokenizer_args(p) -> None:
-    p.add_argument("--scheme", choices=SCHEME_NAMES, default="event", help="tokenization scheme (default: event)")
+    p.add_argument("--scheme", choices=tuple(SCHEMES), default="event", help="tokenization scheme (default: event)")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                    help="tokenizer option, value as JSON when it parses (e.g. pitch_range=[21,108]); repeatable")
 
@@ -54,11 +54,13 @@ def _parse_config(items: list[str]) -> dict:
 
 def _encode_kwargs(args) -> dict:
     from cadenza.data.errors import TokenizerError
+    from cadenza.tokenizers import scheme_class
 
     kwargs = {}
     if args.controls is not None or args.seed is not None:
-        if args.scheme != "anticipatory":
-            raise TokenizerError("--controls and --seed apply to the anticipatory scheme only")
+        if not scheme_class(args.scheme).takes_controls:
+            with_controls = ", ".join(name for name in SCHEMES if scheme_class(name).takes_controls)
+            raise TokenizerError(f"--controls and --seed apply only to schemes with controls ({with_controls})")
         kwargs = {"controls": args.controls, "seed": 0 if args.seed is None else args.seed}
     return kwargs
 

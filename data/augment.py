@@ -10,8 +10,12 @@ sees only its tempo change and the seconds-based Event scheme sees longer time s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import symusic
+
+if TYPE_CHECKING:  # symusic is imported where a Score is built, so importing datasets stays light
+    import symusic
 
 SEMITONES: tuple[int, ...] = (-3, -2, -1, 0, 1, 2, 3)
 STRETCHES: tuple[float, ...] = (0.95, 0.975, 1.0, 1.025, 1.05)
@@ -20,6 +24,8 @@ DEFAULT_QPM = 120.0
 
 def transpose(score: symusic.Score, semitones: int) -> symusic.Score:
     """A copy of ``score`` with pitched notes moved by ``semitones``; out-of-range notes dropped."""
+    import symusic
+
     out = score.copy()
     if semitones == 0:
         return out
@@ -42,6 +48,8 @@ def stretch_time(score: symusic.Score, factor: float) -> symusic.Score:
     A score without tempo events plays at the MIDI default of 120 quarters per minute; it gets an
     explicit tempo of 120 / factor at time 0.
     """
+    import symusic
+
     if factor <= 0:
         raise ValueError(f"time stretch must be positive, got {factor}")
     out = score.copy()
@@ -110,72 +118,6 @@ def transpose_within(score: symusic.Score, semitones: int, low: int = PIANO_RANG
 
 # -- exactly on ids -------------------------------------------------------------------------------
 def event_augment_ids(tokenizer, ids, semitones: int = 0, stretch: float = 1.0) -> np.ndarray:
-    """Transpose and time-stretch Event (Performance RNN) ids without a round trip through a Score.
-
-    Transposition moves every NOTE_ON / NOTE_OFF by ``semitones`` (events leaving the tokenizer's
-    pitch range are dropped). Time stretch moves every group of simultaneous events from step ``s``
-    to ``floor(s * stretch + 0.5)``, kept strictly after the previous group so no two instants merge
-    and no note shrinks to nothing, and re-emits the TIME_SHIFTs as the encoder does (full shifts,
-    then the rest). VELOCITY events are then normalized as the encoder emits them: one before a
-    NOTE_ON whose bin differs from the last one emitted.
-    """
-    tok = tokenizer
-    ids = np.asarray(ids, dtype=np.int64)
-    ids = ids[ids < tok.base_vocab_size]
-    shift_lo, shift_hi = tok.time_shift_offset, tok.velocity_offset
-    if semitones:
-        on = ids < tok.note_off_offset
-        off = (ids >= tok.note_off_offset) & (ids < shift_lo)
-        index = np.where(on, ids, ids - tok.note_off_offset) + semitones
-        leaving = (on | off) & ((index < 0) | (index >= tok.num_pitches))
-        ids = np.where(on | off, ids + semitones, ids)[~leaving]
-    if stretch != 1.0:
-        ids = _stretch_event_ids(ids, stretch, shift_lo, shift_hi, tok.max_shift_steps)
-    return _normalize_velocities(ids, tok.note_off_offset, shift_hi)
-
-
-def _stretch_event_ids(ids: np.ndarray, stretch: float, shift_lo: int, shift_hi: int, max_shift: int) -> np.ndarray:
-    is_shift = (ids >= shift_lo) & (ids < shift_hi)
-    steps = np.cumsum(np.where(is_shift, ids - shift_lo + 1, 0))
-    events, event_steps = ids[~is_shift], steps[~is_shift]
-    total = int(steps[-1]) if len(steps) else 0
-    groups, first = np.unique(event_steps, return_index=True)
-    if len(groups) == 0 or groups[-1] < total:  # trailing silence is stretched too
-        groups = np.append(groups, total)
-        first = np.append(first, len(events))
-    new = np.floor(groups * stretch + 0.5).astype(np.int64)
-    rank = np.arange(len(new))
-    new = np.maximum.accumulate(new - rank) + rank  # strictly increasing, as few moves as possible
-    new[0] = max(new[0], 0)
-    out: list[int] = []
-    previous = 0
-    bounds = np.append(first, len(events))
-    for g in range(len(groups)):
-        gap = int(new[g] - previous)
-        out.extend([shift_lo + max_shift - 1] * (gap // max_shift))
-        if gap % max_shift:
-            out.append(shift_lo + gap % max_shift - 1)
-        out.extend(events[bounds[g]:bounds[g + 1]].tolist())
-        previous = int(new[g])
-    return np.asarray(out, dtype=np.int64)
-
-
-def _normalize_velocities(ids: np.ndarray, note_off_offset: int, velocity_offset: int) -> np.ndarray:
-    is_velocity = ids >= velocity_offset
-    if not is_velocity.any():
-        return ids
-    out: list[int] = []
-    pending = current = None
-    for token in ids.tolist():
-        if token >= velocity_offset:
-            pending = token
-            continue
-        if token < note_off_offset and pending is not None and pending != current:
-            out.append(pending)
-            current = pending
-        out.append(token)
-    return np.asarray(out, dtype=np.int64)
-
-
-# scheme name -> exact ids-level augmentation (schemes without one go through a Score)
-IDS_AUGMENTERS = {"event": event_augment_ids}
+    """Event ids transposed and time-stretched exactly, without a Score: the Event tokenizer's own
+    ``augment_ids`` (every scheme's tokenizer augments its ids; this name stays for callers)."""
+    return tokenizer.augment_ids(ids, semitones, stretch)

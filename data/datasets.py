@@ -1,11 +1,11 @@
 """Torch datasets for training on token ids: random crops of whole pieces, seeded by index.
 
 Pieces come from token shards (``cadenza tokenize``) or from a corpus tokenized here. Every
-piece is framed as ``[BOS] ids [EOS]`` (the anticipatory scheme uses its reference's flag and
-SEPARATOR marks instead, see :func:`piece_frame`); a training example is a window of
+piece is framed by its scheme's start and end marks (``Tokenizer.frame()``: ``[BOS] ids [EOS]``,
+or the anticipatory reference's flag and SEPARATOR marks); a training example is a window of
 ``seq_len + 1`` ids of one piece (inputs and next-token targets), padded with PAD (targets
-ignored, -100) when the piece is shorter. The anticipatory scheme trains on its reference's
-packed sequences instead (:class:`PackedSequences`). The example at index ``n`` is a pure function of ``(seed, n)``: which piece (chosen
+ignored, -100) when the piece is shorter. A scheme whose tokenizer ``packs_sequences`` (the
+anticipatory one) trains on its own packed sequences instead (:class:`PackedSequences`). The example at index ``n`` is a pure function of ``(seed, n)``: which piece (chosen
 with probability proportional to its length, so every token is equally likely to be seen), which
 augmentation, where the window starts. So a run resumed at sample ``n`` sees exactly what an
 uninterrupted run would, and ranks of a distributed run that read disjoint indices see different
@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def score_notes_seconds(score) -> tuple[int, float]:
 class PieceSource:
     """Token ids of a list of pieces, optionally augmented, with notes and seconds per piece."""
 
-    tokenizer = None
+    tokenizer: Tokenizer | None = None
     piece_ids: list[str]
     lengths: np.ndarray  # ids per piece, without BOS/EOS, unaugmented
     notes: np.ndarray
@@ -49,7 +50,7 @@ class PieceSource:
         """The scheme ids of piece ``index`` (no BOS/EOS), augmented when asked."""
         raise NotImplementedError
 
-    def score(self, index: int, semitones: int = 0, stretch: float = 1.0):
+    def score(self, index: int, semitones: int = 0, stretch: float = 1.0) -> symusic.Score:
         """Piece ``index`` as a Score (read, or decoded from its ids), augmented when asked."""
         raise NotImplementedError
 
@@ -75,8 +76,8 @@ class _LRU:
 class ShardPieces(PieceSource):
     """Pieces of one split of a token-shard directory (see ``cadenza.data.shards``).
 
-    Augmentation works on ids where the scheme has an exact ids-level version
-    (``augment.IDS_AUGMENTERS``: the Event scheme); otherwise the piece is decoded, augmented as a Score and encoded again (cached).
+    Augmentation is the tokenizer's own ``augment_ids`` (exact on ids for the Event scheme;
+    otherwise the piece is decoded, augmented as a Score and encoded again), cached.
     """
 
     def __init__(self, shard_dir: str | os.PathLike, split: str, cache_size: int = 2048):
@@ -98,12 +99,11 @@ class ShardPieces(PieceSource):
         return self._cache.get((index, semitones, stretch), lambda: self._augment(raw, semitones, stretch))
 
     def _augment(self, raw: np.ndarray, semitones: int, stretch: float) -> np.ndarray:
-        from .augment import IDS_AUGMENTERS
-
-        exact = IDS_AUGMENTERS.get(getattr(self.tokenizer, "name", ""))
-        if exact is not None:
-            return np.asarray(exact(self.tokenizer, raw, semitones, stretch), dtype=np.int64)
-        return _encode_or_fallback(self.tokenizer, augment_score(self.tokenizer.decode(raw), semitones, stretch), raw)
+        try:
+            ids = np.asarray(self.tokenizer.augment_ids(raw, semitones, stretch), dtype=np.int64)
+        except TokenizerError:
+            return raw
+        return ids if len(ids) else raw
 
     def score(self, index: int, semitones: int = 0, stretch: float = 1.0):
         return augment_score(self.tokenizer.decode(self.shards.piece(index)), semitones, stretch)
@@ -117,7 +117,7 @@ class CorpusPieces(PieceSource):
     from the augmented Score on demand and cached.
     """
 
-    def __init__(self, corpus: str | os.PathLike, tokenizer, split: str, limit: int | None = None,
+    def __init__(self, corpus: str | os.PathLike, tokenizer: Tokenizer, split: str, limit: int | None = None,
                  cache_size: int = 2048, progress: bool = False):
         from tqdm import tqdm
 
@@ -174,7 +174,7 @@ class CorpusPieces(PieceSource):
 class ArrayPieces(PieceSource):
     """Pieces given as id arrays in memory (no augmentation: there is no Score to transform)."""
 
-    def __init__(self, tokenizer, arrays: Sequence, notes: Sequence[int], seconds: Sequence[float],
+    def __init__(self, tokenizer: Tokenizer, arrays: Sequence, notes: Sequence[int], seconds: Sequence[float],
                  piece_ids: Sequence[str] | None = None):
         if not len(arrays) == len(notes) == len(seconds):
             raise ValueError("arrays, notes and seconds must have one entry per piece")
@@ -192,7 +192,7 @@ class ArrayPieces(PieceSource):
         return augment_score(self.tokenizer.decode(self._arrays[index]), semitones, stretch)
 
 
-def _encode_or_fallback(tokenizer, score, plain: np.ndarray) -> np.ndarray:
+def _encode_or_fallback(tokenizer: Tokenizer, score: symusic.Score, plain: np.ndarray) -> np.ndarray:
     """Encode an augmented Score; a view the scheme cannot encode (say, a pitch pushed out of its
     range) falls back to the unaugmented ids rather than stopping training."""
     try:
@@ -203,7 +203,7 @@ def _encode_or_fallback(tokenizer, score, plain: np.ndarray) -> np.ndarray:
 
 
 def open_pieces(*, split: str, shards: str | os.PathLike | None = None, corpus: str | os.PathLike | None = None,
-                tokenizer=None, limit: int | None = None, progress: bool = False) -> PieceSource:
+                tokenizer: Tokenizer | None = None, limit: int | None = None, progress: bool = False) -> PieceSource:
     """Pieces of ``split`` from a shard directory, or from a corpus with a tokenizer."""
     if shards is not None:
         source: PieceSource = ShardPieces(shards, split)
@@ -236,18 +236,15 @@ class _Subset(PieceSource):
         return self.source.score(index, semitones, stretch)
 
 
-def piece_frame(tokenizer) -> tuple[list[int], list[int]]:
-    """The ids a scheme puts before and after a whole piece: ``[BOS]`` and ``[EOS]``, except for the
-    anticipatory scheme, whose reference marks a sequence start with a flag and piece boundaries
-    with SEPARATOR triples: ``[AUTOREGRESS, SEP, SEP, SEP]`` and ``[SEP, SEP, SEP]``."""
-    if getattr(tokenizer, "name", "") == "anticipatory":
-        from cadenza.tokenizers.anticipation_ops import AUTOREGRESS, SEPARATOR
-
-        return [AUTOREGRESS, SEPARATOR, SEPARATOR, SEPARATOR], [SEPARATOR, SEPARATOR, SEPARATOR]
+def piece_frame(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+    """The ids a scheme puts before and after a whole piece (``tokenizer.frame()``); an object
+    that only carries ``bos_id`` and ``eos_id`` (a bare vocabulary) is framed ``[BOS] ... [EOS]``."""
+    if hasattr(tokenizer, "frame"):
+        return tokenizer.frame()
     return [tokenizer.bos_id], [tokenizer.eos_id]
 
 
-def frame_piece(ids: np.ndarray, tokenizer) -> np.ndarray:
+def frame_piece(ids: np.ndarray, tokenizer: Tokenizer) -> np.ndarray:
     """A piece's ids between its scheme's start and end marks (see :func:`piece_frame`), as int64."""
     prefix, suffix = piece_frame(tokenizer)
     return np.concatenate([np.asarray(prefix, dtype=np.int64), np.asarray(ids, dtype=np.int64),
@@ -308,39 +305,29 @@ class RandomCrops:
 
 
 class PackedSequences:
-    """Map-style dataset of the anticipatory scheme's training sequences, built as its reference does.
+    """Map-style dataset of packed training sequences, for a scheme whose tokenizer ``packs_sequences``.
 
-    The pieces' plain events go through the tokenizer's ``training_sequences`` (controls drawn per
-    piece and augmentation round, SEPARATOR triples between pieces, the stream cut into sequences
-    of one flag and ``k`` whole triples, each chunk's times made relative). ``k = seq_len // 3``,
-    so inputs are the largest multiple of 3 that fits in ``seq_len``. With ``augment`` every piece
-    enters ten times, as the reference's ten augmentation modes (one plain, one span, four random,
-    four instrument); without it, once and plain. Example ``n`` is sequence ``perm_e[n mod N]`` of
-    the seeded permutation of epoch ``e = n div N``: every sequence once per epoch, resumable.
+    The tokenizer's ``pack_sequences`` builds them from whole pieces, as the scheme's reference does
+    (the anticipatory scheme: controls drawn per piece and augmentation round, SEPARATOR triples
+    between pieces, the stream cut into sequences of one flag and ``k`` whole triples, each chunk's
+    times made relative; ten augmentation rounds with ``augment``, one plain round without).
+    ``k = seq_len // 3``, so inputs are the largest multiple of 3 that fits in ``seq_len``. Example
+    ``n`` is sequence ``perm_e[n mod N]`` of the seeded permutation of epoch ``e = n div N``: every
+    sequence once per epoch, resumable.
     """
 
     def __init__(self, source: PieceSource, seq_len: int, *, seed: int = 0, augment: bool = True):
-        from cadenza.tokenizers.anticipation_ops import reject_reason
-
         tok = source.tokenizer
         if seq_len < 3:
-            raise ValueError("anticipatory sequences need seq_len >= 3 (one triple)")
+            raise ValueError("packed sequences need seq_len >= 3 (one triple)")
         self.source, self.seed = source, seed
         self.seq_len = 3 * (seq_len // 3)
-        events, self.rejected = [], []
-        for i in range(len(source)):
-            piece_events = tok.events(source.score(i))
-            reason = reject_reason(piece_events)
-            if reason:
-                self.rejected.append((source.piece_ids[i], reason))
-            else:
-                events.append(piece_events)
-        if not events:
-            raise CadenzaError(f"no piece is usable for anticipatory training ({len(self.rejected)} rejected: "
+        sequences, rejected = tok.pack_sequences((source.score(i) for i in range(len(source))),
+                                                 self.seq_len + 1, seed=seed, augment=augment)
+        self.rejected = [(source.piece_ids[i], reason) for i, reason in rejected]
+        if len(self.rejected) == len(source):
+            raise CadenzaError(f"no piece is usable for {tok.name} training ({len(self.rejected)} rejected: "
                                f"{self.rejected[0][1] if self.rejected else 'none given'})")
-        order = np.random.default_rng([seed, 0x5EED]).permutation(len(events))
-        sequences = tok.training_sequences([events[i] for i in order], augment_factor=10 if augment else 1,
-                                           seed=seed, context_size=self.seq_len + 1)
         if len(sequences) == 0:
             raise CadenzaError(f"the pieces hold fewer than {self.seq_len + 1} tokens: lower --seq-len")
         self.sequences = np.asarray(sequences, dtype=np.uint16 if tok.vocab_size <= 65536 else np.int64)
@@ -363,10 +350,11 @@ class PackedSequences:
         return torch.from_numpy(inputs), torch.from_numpy(targets)
 
 
-def training_dataset(source: PieceSource, seq_len: int, *, seed: int = 0, augment: bool = True):
-    """The training examples of a scheme: packed reference sequences for the anticipatory scheme,
-    random crops of whole pieces for every other."""
-    if getattr(source.tokenizer, "name", "") == "anticipatory":
+def training_dataset(source: PieceSource, seq_len: int, *, seed: int = 0,
+                     augment: bool = True) -> PackedSequences | RandomCrops:
+    """The training examples of a scheme: packed sequences where the tokenizer ``packs_sequences``
+    (the anticipatory reference's), random crops of whole pieces for every other."""
+    if getattr(source.tokenizer, "packs_sequences", False):
         return PackedSequences(source, seq_len, seed=seed, augment=augment)
     return RandomCrops(source, seq_len, seed=seed, augment=augment)
 

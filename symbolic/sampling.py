@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from cadenza.data.errors import CadenzaError
+from cadenza.tokenizers.grammar import Grammar
 
 from .decoding import (Budget, GrammarMask, LanguageModelDecoder, Sampler, StopAt, Temperature, TopK, TopP,
                        decode, sampling_processors)
-from .grammar import Grammar, grammar_for
 
 
 def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
@@ -68,14 +68,7 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, *, temperature: f
 
 def prompt_ids(tokenizer, score) -> np.ndarray:
     """The ids a model sees for a prompt Score: the scheme's start marks, then the piece."""
-    from cadenza.data.datasets import piece_frame
-
-    if getattr(tokenizer, "name", "") == "anticipatory":
-        ids = tokenizer.encode(score, controls=None)
-    else:
-        ids = tokenizer.encode(score)
-    start, _ = piece_frame(tokenizer)
-    return np.concatenate([np.asarray(start, np.int64), np.asarray(ids, np.int64)])
+    return tokenizer.prompt_ids(score)
 
 
 def continue_score(model, tokenizer, score, *, tokens: int | None = None, seconds: float | None = None,
@@ -96,7 +89,7 @@ def continue_score(model, tokenizer, score, *, tokens: int | None = None, second
     if model.config.vocab_size != tokenizer.vocab_size:
         raise CadenzaError(f"the model has {model.config.vocab_size} ids but the {tokenizer.name} tokenizer "
                            f"{tokenizer.vocab_size}; they do not belong together")
-    grammar = grammar_for(tokenizer)
+    grammar = tokenizer.grammar()
     grammar.set_limits(tokens=tokens, seconds=seconds, bars=bars)
     ids = prompt_ids(tokenizer, score)
     prompt = torch.as_tensor(ids, dtype=torch.long)[None].repeat(num_samples, 1)

@@ -8,7 +8,6 @@ import symusic
 import torch
 
 from cadenza.data.errors import CadenzaError
-from cadenza.symbolic.grammar import grammar_for
 from cadenza.symbolic.sampling import continue_score, filter_logits, generate, prompt_ids
 from cadenza.symbolic.transformer import MusicTransformer, MusicTransformerConfig
 from cadenza.tokenizers import get_tokenizer
@@ -101,7 +100,7 @@ def test_eos_stops_a_row_and_fills_it():
 def test_event_grammar_only_closes_sounding_notes():
     tok = get_tokenizer("event")
     model = _model(tok.vocab_size)
-    grammar = grammar_for(tok)
+    grammar = tok.grammar()
     prompt = torch.tensor([[tok.bos_id, 60, 300]])      # NOTE_ON 60, a shift
     out = generate(model, prompt.repeat(2, 1), 120, seed=0, grammar=grammar)[:, 1:].numpy()
     for row in out:
@@ -120,7 +119,7 @@ def test_event_grammar_only_closes_sounding_notes():
 
 def test_event_grammar_measures_seconds_and_stops():
     tok = get_tokenizer("event")
-    grammar = grammar_for(tok)
+    grammar = tok.grammar()
     grammar.set_limits(seconds=1.5)
     grammar.reset(np.array([[tok.bos_id, 60, 355, 188]]))  # ON 60, 1 s, OFF 60
     assert grammar.seconds(0) == 1.0
@@ -137,19 +136,19 @@ def test_anticipatory_grammar_triples_and_time_order():
     from cadenza.tokenizers import anticipation_ops as v
 
     tok = get_tokenizer("anticipatory")
-    grammar = grammar_for(tok)
+    grammar = tok.grammar()
     grammar.set_limits(seconds=2.0)
     start = [v.AUTOREGRESS, v.SEPARATOR, v.SEPARATOR, v.SEPARATOR]
     grammar.reset(np.array([start + [v.TIME_OFFSET + 100, v.DUR_OFFSET + 50, v.NOTE_OFFSET + 60]]))
     assert grammar.seconds(0) == 1.0
-    mask = grammar.allowed()[0].numpy()
+    mask = grammar.allowed()[0]
     assert not mask[v.TIME_OFFSET + 99] and mask[v.TIME_OFFSET + 100] and mask[v.TIME_OFFSET + 9999]
     assert mask.sum() == v.MAX_TIME - 100                  # only times, none earlier
     assert not grammar.advance([v.TIME_OFFSET + 150])[0]
-    mask = grammar.allowed()[0].numpy()
+    mask = grammar.allowed()[0]
     assert mask.sum() == v.MAX_DUR and mask[v.DUR_OFFSET:v.NOTE_OFFSET].all()
     grammar.advance([v.DUR_OFFSET + 10])
-    mask = grammar.allowed()[0].numpy()
+    mask = grammar.allowed()[0]
     assert mask[v.NOTE_OFFSET:v.REST + 1].all() and mask.sum() == v.REST + 1 - v.NOTE_OFFSET
     assert grammar.valid_length[0] == 0                     # mid-triple
     grammar.advance([v.NOTE_OFFSET + 64])
@@ -169,7 +168,7 @@ def test_anticipatory_continuations_decode_in_time_order():
     for out in outs:
         assert out.note_num() == score.note_num() + 10     # 30 ids = 10 notes (no RESTs drawn here)
     # The raw ids: whole triples, times never going backwards.
-    grammar = grammar_for(tok)
+    grammar = tok.grammar()
     grammar.set_limits(tokens=30)
     ids = generate(model, torch.as_tensor(prompt)[None], 40, seed=0, grammar=grammar)[0, len(prompt):].numpy()
     triples = ids[:30].reshape(-1, 3)
@@ -204,7 +203,7 @@ def test_remi_continuations_follow_miditok_grammar_and_bar_counts():
     score = _prompt_score()
     prompt = prompt_ids(tok, score)
     bar = tok.token_to_str(0) == "Bar_None" and 0
-    grammar = grammar_for(tok)
+    grammar = tok.grammar()
     grammar.set_limits(bars=2)
     out = generate(model, torch.as_tensor(prompt)[None].repeat(2, 1), 400, seed=1, grammar=grammar)
     for row in range(2):

@@ -27,6 +27,7 @@ from .anticipation_ops import (
     TIME_RESOLUTION, VOCAB_SIZE,
 )
 from .base import Tokenizer
+from .grammar import Grammar
 from .midi_messages import is_midi_path
 
 DEFAULT_TEMPO = 500000          # microseconds per quarter note, MIDI's default
@@ -236,6 +237,9 @@ class AnticipatoryTokenizer(Tokenizer):
     """
 
     name = "anticipatory"
+    packs_sequences = True
+    takes_controls = True
+    study_config = {"overlong": "clip"}   # a study keeps the first 100 s of a long piece
 
     def __init__(self, controls: str | None = None, seed: int = 0, overlong: str = "error", **extra: Any):
         if extra:
@@ -294,6 +298,41 @@ class AnticipatoryTokenizer(Tokenizer):
         """Training sequences from per-piece event arrays; see anticipation_ops.training_sequences."""
         return ops.training_sequences(pieces, augment_factor=augment_factor, seed=seed, context_size=context_size)
 
+    # -- what sampling and training need -------------------------------------------------------
+    def frame(self) -> tuple[list[int], list[int]]:
+        """The reference's marks: a sequence starts with a flag and pieces are bounded by
+        SEPARATOR triples, ``[AUTOREGRESS, SEP, SEP, SEP]`` before and ``[SEP, SEP, SEP]`` after."""
+        return [AUTOREGRESS, SEPARATOR, SEPARATOR, SEPARATOR], [SEPARATOR, SEPARATOR, SEPARATOR]
+
+    def prompt_ids(self, score: symusic.Score | str | os.PathLike) -> np.ndarray:
+        """The start marks, then the prompt's plain events (no anticipated controls)."""
+        start, _ = self.frame()
+        return np.concatenate([np.asarray(start, np.int64), np.asarray(self.encode(score, controls=None), np.int64)])
+
+    def grammar(self) -> AnticipatoryGrammar:
+        return AnticipatoryGrammar(self)
+
+    def pack_sequences(self, scores, context_size: int, *, seed: int = 0,
+                       augment: bool = True) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """The reference's training sequences from whole pieces: their plain events, shuffled
+        (seeded), through ``training_sequences`` with ten augmentation rounds (one plain, one
+        span, four random, four instrument) or, without ``augment``, one plain round. Pieces the
+        reference would reject come back as (index, reason)."""
+        events, rejected = [], []
+        for index, score in enumerate(scores):
+            piece_events = self.events(score)
+            reason = ops.reject_reason(piece_events)
+            if reason:
+                rejected.append((index, reason))
+            else:
+                events.append(piece_events)
+        if not events:
+            return np.zeros((0, context_size), np.int64), rejected
+        order = np.random.default_rng([seed, 0x5EED]).permutation(len(events))
+        sequences = self.training_sequences([events[i] for i in order], augment_factor=10 if augment else 1,
+                                            seed=seed, context_size=context_size)
+        return np.asarray(sequences), rejected
+
     def ranges(self) -> list[tuple[str, int, int]]:
         return [
             ("TIME: onset in 10 ms ticks", TIME_OFFSET, DUR_OFFSET),
@@ -334,3 +373,47 @@ class AnticipatoryTokenizer(Tokenizer):
 def _note_name(note: int) -> str:
     instrument, pitch = divmod(note, MAX_PITCH)
     return f"drums,p{pitch}" if instrument == DRUMS else f"i{instrument},p{pitch}"
+
+
+# -- the sampling grammar ------------------------------------------------------------------------
+class AnticipatoryGrammar(Grammar):
+    """Arrival-time triples (time, duration, note|REST) in order, times non-decreasing, below 100 s;
+    no controls, separators or flags are generated; seconds from the triples' onsets."""
+
+    def _reset_state(self) -> None:
+        self.slot = np.zeros(self.batch, np.int64)      # 0 time, 1 duration, 2 note
+        self.time = np.zeros(self.batch, np.int64)      # ticks of the latest onset
+        self.pending_time = np.zeros(self.batch, np.int64)
+
+    def _consume(self, row: int, token: int) -> None:
+        if token in (AUTOREGRESS, ANTICIPATE):
+            return
+        if token == SEPARATOR:                          # a new piece starts its clock at zero
+            self.slot[row] = (self.slot[row] + 1) % 3
+            self.time[row] = 0
+            return
+        if self.slot[row] == 0 and TIME_OFFSET <= token < DUR_OFFSET:
+            self.pending_time[row] = token - TIME_OFFSET
+        elif self.slot[row] == 2 and NOTE_OFFSET <= token <= REST:
+            self.time[row] = max(self.time[row], self.pending_time[row])
+        self.slot[row] = (self.slot[row] + 1) % 3
+
+    def _allow(self, row: int, mask: np.ndarray) -> None:
+        if self.slot[row] == 0:
+            mask[TIME_OFFSET + self.time[row]:TIME_OFFSET + MAX_TIME] = True
+        elif self.slot[row] == 1:
+            mask[DUR_OFFSET:DUR_OFFSET + MAX_DUR] = True
+        else:
+            mask[NOTE_OFFSET:REST + 1] = True
+
+    def _at_boundary(self, row: int) -> bool:
+        return self.slot[row] == 0
+
+    def _crosses_limit(self, row: int, token: int) -> bool:
+        if self.limit_seconds is None or self.slot[row] != 0:
+            return False
+        onset = (token - TIME_OFFSET) / TIME_RESOLUTION
+        return onset - self.start_seconds[row] >= self.limit_seconds
+
+    def seconds(self, row: int) -> float:
+        return self.time[row] / TIME_RESOLUTION

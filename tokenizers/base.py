@@ -3,6 +3,12 @@
 A tokenizer maps a ``symusic.Score`` (or a path to any music file) to a 1-D numpy array of
 the scheme's own ids, and back. Special ids (PAD, BOS, EOS) come *after* the scheme's ids,
 so the scheme's numbering matches its published reference.
+
+A tokenizer owns everything about its scheme that the rest of cadenza needs: the marks around a
+piece (``frame``), the ids of a prompt (``prompt_ids``), the sampling grammar (``grammar``),
+augmentation on ids (``augment_ids``), and how training reads pieces (``packs_sequences``,
+``pack_sequences``). Callers ask the tokenizer; nothing outside ``tokenizers/`` tests a scheme's
+name. A new scheme is one file with a ``Tokenizer`` subclass plus one line in ``SCHEMES`` (``registry.py``).
 """
 
 from __future__ import annotations
@@ -12,13 +18,19 @@ import json
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import symusic
 
 from cadenza.data.atomic import write_text_atomic
-from cadenza.data.errors import TokenizerError
+from cadenza.data.errors import CadenzaError, TokenizerError
+
+from .registry import SCHEMES
+
+if TYPE_CHECKING:
+    from .grammar import Grammar
 
 CONFIG_FILE = "tokenizer.json"
 SPECIAL_NAMES = ("PAD", "BOS", "EOS")
@@ -28,6 +40,12 @@ class Tokenizer(ABC):
     """Base class: subclasses set ``name``, build ``self.config`` and implement the scheme."""
 
     name: ClassVar[str]
+    #: training packs pieces into fixed sequences (``pack_sequences``) instead of cropping each piece
+    packs_sequences: ClassVar[bool] = False
+    #: ``encode`` takes ``controls=`` and ``seed=`` (anticipated notes), as infilling and accompaniment need
+    takes_controls: ClassVar[bool] = False
+    #: tokenizer options a tokenization study uses for this scheme (e.g. how to treat overlong pieces)
+    study_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **config: Any):
         self.config: dict[str, Any] = dict(config)
@@ -43,7 +61,7 @@ class Tokenizer(ABC):
         """Ids of the scheme (no BOS/EOS) for a Score or a path to a music file."""
 
     @abstractmethod
-    def decode(self, ids) -> symusic.Score:
+    def decode(self, ids: np.ndarray) -> symusic.Score:
         """A Score from ids; special ids are ignored."""
 
     @abstractmethod
@@ -53,6 +71,37 @@ class Tokenizer(ABC):
     @abstractmethod
     def _base_token_to_str(self, token_id: int) -> str:
         """Readable name of one of the scheme's own ids."""
+
+    # -- what sampling and training need (defaults suit a scheme framed by BOS and EOS) -------
+    def frame(self) -> tuple[list[int], list[int]]:
+        """The ids before and after a whole piece: ``[BOS]`` and ``[EOS]`` unless the scheme has its own marks."""
+        return [self.bos_id], [self.eos_id]
+
+    def prompt_ids(self, score: symusic.Score | str | os.PathLike) -> np.ndarray:
+        """The ids a model sees for a prompt: the start marks, then the piece (int64)."""
+        start, _ = self.frame()
+        return np.concatenate([np.asarray(start, np.int64), np.asarray(self.encode(score), np.int64)])
+
+    def grammar(self) -> Grammar:
+        """A fresh sampling grammar (legal next ids, lengths in seconds and bars) for this scheme."""
+        raise CadenzaError(f"no sampling grammar for the {self.name!r} scheme")
+
+    def augment_ids(self, ids: np.ndarray, semitones: int = 0, stretch: float = 1.0) -> np.ndarray:
+        """The ids of a piece transposed by ``semitones`` and time-stretched by ``stretch``.
+
+        This default decodes, augments the Score (``cadenza.data.augment``) and encodes again, so
+        it is as exact as the scheme's round trip and may raise TokenizerError; schemes with an
+        exact ids-level version override it.
+        """
+        from cadenza.data.augment import augment_score
+
+        return np.asarray(self.encode(augment_score(self.decode(ids), semitones, stretch)), dtype=np.int64)
+
+    def pack_sequences(self, scores: Iterable[symusic.Score], context_size: int, *, seed: int = 0,
+                       augment: bool = True) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """Training sequences of ``context_size`` ids packed from whole pieces (schemes with
+        ``packs_sequences``), and the pieces left out as (index, reason)."""
+        raise CadenzaError(f"the {self.name} scheme trains on crops of whole pieces, not packed sequences")
 
     # -- shared ---------------------------------------------------------------------
     @property
@@ -79,7 +128,7 @@ class Tokenizer(ABC):
             return SPECIAL_NAMES[token_id - self.base_vocab_size]
         raise TokenizerError(f"id {token_id} is outside the {self.name} vocabulary (0..{self.vocab_size - 1})")
 
-    def tokens_to_str(self, ids) -> list[str]:
+    def tokens_to_str(self, ids: np.ndarray | Iterable[int]) -> list[str]:
         return [self.token_to_str(i) for i in np.asarray(ids).ravel()]
 
     def describe(self) -> str:
@@ -98,7 +147,7 @@ class Tokenizer(ABC):
         """Extra lines for describe(): what the scheme drops or changes."""
         return ""
 
-    def check_ids(self, ids) -> np.ndarray:
+    def check_ids(self, ids: np.ndarray | Iterable[int]) -> np.ndarray:
         """Scheme ids as int64 with special ids removed; TokenizerError for anything else."""
         array = np.asarray(ids)
         if array.dtype == object or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
@@ -110,12 +159,12 @@ class Tokenizer(ABC):
                                  f"(0..{self.vocab_size - 1})")
         return array[array < self.base_vocab_size]
 
-    def strip_special(self, ids) -> np.ndarray:
+    def strip_special(self, ids: np.ndarray | Iterable[int]) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         return ids[ids < self.base_vocab_size]
 
     @staticmethod
-    def as_score(score_or_path) -> symusic.Score:
+    def as_score(score_or_path: symusic.Score | str | os.PathLike) -> symusic.Score:
         if isinstance(score_or_path, symusic.Score):
             return score_or_path
         from cadenza.data.io import read_score
@@ -152,17 +201,17 @@ def _jsonable(value):
     return value
 
 
-SCHEMES = {
-    "event": "cadenza.tokenizers.event:EventTokenizer",
-    "remi": "cadenza.tokenizers.remi:REMITokenizer",
-    "anticipatory": "cadenza.tokenizers.anticipatory:AnticipatoryTokenizer",
-}
+def scheme_class(name: str) -> type[Tokenizer]:
+    """The Tokenizer class registered as ``name`` in SCHEMES (imported on first use)."""
+    if name not in SCHEMES:
+        raise TokenizerError(f"unknown tokenization scheme {name!r}; choose from {', '.join(SCHEMES)}")
+    entry = SCHEMES[name]
+    if isinstance(entry, type):
+        return entry
+    module_name, cls_name = entry.split(":")
+    return getattr(importlib.import_module(module_name), cls_name)
 
 
 def get_tokenizer(name: str, **config: Any) -> Tokenizer:
-    """``get_tokenizer("event" | "remi" | "anticipatory", **config)``."""
-    if name not in SCHEMES:
-        raise TokenizerError(f"unknown tokenization scheme {name!r}; choose from {', '.join(SCHEMES)}")
-    module_name, cls_name = SCHEMES[name].split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(**config)
+    """``get_tokenizer("event" | "remi" | "anticipatory", **config)``: any scheme in SCHEMES."""
+    return scheme_class(name)(**config)

@@ -42,6 +42,7 @@ import symusic
 from cadenza.data.errors import TokenizerError
 
 from .base import Tokenizer
+from .grammar import Grammar
 from .midi_messages import is_midi_path
 
 MIDI_PITCHES = 128
@@ -448,3 +449,117 @@ class EventTokenizer(Tokenizer):
                 pitch[order].astype(np.int8), velocity[order].astype(np.int8), "tick")
         score.tracks.append(track)
         return score
+
+    # -- what sampling and training need -------------------------------------------------------
+    def grammar(self) -> EventGrammar:
+        return EventGrammar(self)
+
+    def augment_ids(self, ids: np.ndarray, semitones: int = 0, stretch: float = 1.0) -> np.ndarray:
+        """Transpose and time-stretch Event ids exactly, without a round trip through a Score.
+
+        Transposition moves every NOTE_ON / NOTE_OFF by ``semitones`` (events leaving the pitch
+        range are dropped). Time stretch moves every group of simultaneous events from step ``s``
+        to ``floor(s * stretch + 0.5)``, kept strictly after the previous group so no two instants
+        merge and no note shrinks to nothing, and re-emits the TIME_SHIFTs as the encoder does
+        (full shifts, then the rest). VELOCITY events are then normalized as the encoder emits
+        them: one before a NOTE_ON whose bin differs from the last one emitted.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        ids = ids[ids < self.base_vocab_size]
+        if semitones:
+            on = ids < self.note_off_offset
+            off = (ids >= self.note_off_offset) & (ids < self.time_shift_offset)
+            index = np.where(on, ids, ids - self.note_off_offset) + semitones
+            leaving = (on | off) & ((index < 0) | (index >= self.num_pitches))
+            ids = np.where(on | off, ids + semitones, ids)[~leaving]
+        if stretch != 1.0:
+            ids = _stretch_shifts(ids, stretch, self.time_shift_offset, self.velocity_offset, self.max_shift_steps)
+        return _normalize_velocities(ids, self.note_off_offset, self.velocity_offset)
+
+
+def _stretch_shifts(ids: np.ndarray, stretch: float, shift_lo: int, shift_hi: int, max_shift: int) -> np.ndarray:
+    is_shift = (ids >= shift_lo) & (ids < shift_hi)
+    steps = np.cumsum(np.where(is_shift, ids - shift_lo + 1, 0))
+    events, event_steps = ids[~is_shift], steps[~is_shift]
+    total = int(steps[-1]) if len(steps) else 0
+    groups, first = np.unique(event_steps, return_index=True)
+    if len(groups) == 0 or groups[-1] < total:  # trailing silence is stretched too
+        groups = np.append(groups, total)
+        first = np.append(first, len(events))
+    new = np.floor(groups * stretch + 0.5).astype(np.int64)
+    rank = np.arange(len(new))
+    new = np.maximum.accumulate(new - rank) + rank  # strictly increasing, as few moves as possible
+    new[0] = max(new[0], 0)
+    out: list[int] = []
+    previous = 0
+    bounds = np.append(first, len(events))
+    for g in range(len(groups)):
+        gap = int(new[g] - previous)
+        out.extend([shift_lo + max_shift - 1] * (gap // max_shift))
+        if gap % max_shift:
+            out.append(shift_lo + gap % max_shift - 1)
+        out.extend(events[bounds[g]:bounds[g + 1]].tolist())
+        previous = int(new[g])
+    return np.asarray(out, dtype=np.int64)
+
+
+def _normalize_velocities(ids: np.ndarray, note_off_offset: int, velocity_offset: int) -> np.ndarray:
+    is_velocity = ids >= velocity_offset
+    if not is_velocity.any():
+        return ids
+    out: list[int] = []
+    pending = current = None
+    for token in ids.tolist():
+        if token >= velocity_offset:
+            pending = token
+            continue
+        if token < note_off_offset and pending is not None and pending != current:
+            out.append(pending)
+            current = pending
+        out.append(token)
+    return np.asarray(out, dtype=np.int64)
+
+
+# -- the sampling grammar ------------------------------------------------------------------------
+class EventGrammar(Grammar):
+    """Performance events: no NOTE_OFF for a silent pitch, VELOCITY then NOTE_ON; seconds from
+    TIME_SHIFT steps."""
+
+    def __init__(self, tokenizer: EventTokenizer):
+        super().__init__(tokenizer)
+        self.note_on = (tokenizer.note_on_offset, tokenizer.note_off_offset)
+        self.note_off = (tokenizer.note_off_offset, tokenizer.time_shift_offset)
+        self.time_shift = (tokenizer.time_shift_offset, tokenizer.velocity_offset)
+        self.velocity = (tokenizer.velocity_offset, tokenizer.base_vocab_size)
+        self.steps_per_second = float(tokenizer.steps_per_second)
+
+    def _reset_state(self) -> None:
+        self.sounding = np.zeros((self.batch, self.note_on[1] - self.note_on[0]), np.int64)
+        self.steps = np.zeros(self.batch, np.int64)
+        self.after_velocity = np.zeros(self.batch, bool)
+
+    def _consume(self, row: int, token: int) -> None:
+        self.after_velocity[row] = False
+        if self.note_on[0] <= token < self.note_on[1]:
+            self.sounding[row, token - self.note_on[0]] += 1
+        elif self.note_off[0] <= token < self.note_off[1]:
+            pitch = token - self.note_off[0]
+            self.sounding[row, pitch] = max(0, self.sounding[row, pitch] - 1)
+        elif self.time_shift[0] <= token < self.time_shift[1]:
+            self.steps[row] += token - self.time_shift[0] + 1
+        elif self.velocity[0] <= token < self.velocity[1]:
+            self.after_velocity[row] = True
+
+    def _allow(self, row: int, mask: np.ndarray) -> None:
+        mask[self.note_on[0]:self.note_on[1]] = True
+        if self.after_velocity[row]:
+            return
+        mask[self.note_off[0]:self.note_off[1]] = self.sounding[row] > 0
+        mask[self.time_shift[0]:self.time_shift[1]] = True
+        mask[self.velocity[0]:self.velocity[1]] = True
+
+    def _at_boundary(self, row: int) -> bool:
+        return not self.after_velocity[row]
+
+    def seconds(self, row: int) -> float:
+        return self.steps[row] / self.steps_per_second

@@ -25,6 +25,7 @@ import symusic
 from cadenza.data.errors import MissingDependencyError, TokenizerError
 
 from .base import Tokenizer
+from .grammar import Grammar
 
 DEFAULT_BEAT_RES = {"0_4": 8, "4_12": 4}
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -171,6 +172,7 @@ class REMITokenizer(Tokenizer):
 
     def encode(self, score: symusic.Score | str | os.PathLike) -> np.ndarray:
         score = self._prepare(self.as_score(score))
+        self._check_pitches(score)
         sequence = self.miditok.encode(score)
         if isinstance(sequence, list):
             sequence = sequence[0]
@@ -179,6 +181,19 @@ class REMITokenizer(Tokenizer):
             raise TokenizerError("no notes to encode within REMI's pitch range and programs")
         return ids
 
+    def _check_pitches(self, score: symusic.Score) -> None:
+        """miditok leaves out pitched notes outside ``pitch_range`` without a word: refuse them instead."""
+        low, high = self.config["pitch_range"]  # half-open
+        outside: set[int] = set()
+        for track in score.tracks:
+            if not track.is_drum and len(track.notes):
+                pitches = track.notes.numpy()["pitch"]
+                outside.update(int(p) for p in np.unique(pitches[(pitches < low) | (pitches >= high)]))
+        if outside:
+            shown = ", ".join(map(str, sorted(outside)[:8])) + (" ..." if len(outside) > 8 else "")
+            raise TokenizerError(f"pitches {shown} lie outside REMI's pitch range {low}-{high - 1}; transpose the "
+                                 "piece, or widen the range (at most --config pitch_range=[0,127]: pitches 0-126)")
+
     def decode(self, ids) -> symusic.Score:
         miditok_ids = (self.check_ids(ids) + 1).tolist()
         if not miditok_ids:
@@ -186,3 +201,129 @@ class REMITokenizer(Tokenizer):
         if self.config["use_programs"]:
             return self.miditok.decode(miditok_ids)
         return self.miditok.decode([miditok_ids])
+
+    # -- what sampling needs ---------------------------------------------------------------------
+    def token_kinds(self) -> tuple[list[str], list[str]]:
+        """The miditok type ("Bar", "Position", "Pitch", ...) and value string of every scheme id."""
+        pairs = [name.split("_", 1) for name in self._names[1:]]
+        return [p[0] for p in pairs], [p[1] if len(p) > 1 else "" for p in pairs]
+
+    def grammar(self) -> REMIGrammar:
+        return REMIGrammar(self)
+
+
+class REMIGrammar(Grammar):
+    """miditok REMI in miditok's token-type order: a TimeSig only right after a Bar, Positions
+    rising within a bar and staying inside it, a drum Program followed by a drum pitch; seconds
+    from bars, positions, time signatures and tempos; bars from Bar tokens."""
+
+    has_bars = True
+
+    def __init__(self, tokenizer: REMITokenizer):
+        super().__init__(tokenizer)
+        self.types, values = tokenizer.token_kinds()
+        self.type_ids = {t: np.array([i for i, ty in enumerate(self.types) if ty == t]) for t in set(self.types)}
+        graph = tokenizer.miditok.tokens_types_graph
+        self.successors = {t: {s for s in graph.get(t, ()) if s in self.type_ids} for t in self.type_ids}
+        for following in self.successors.values():   # drum pitches go wherever pitches go
+            if "Pitch" in following and "PitchDrum" in self.type_ids:
+                following.add("PitchDrum")
+        if "PitchDrum" in self.type_ids:
+            self.successors["PitchDrum"] = set(self.successors.get("Pitch", ()))
+        self.position_value = np.full(len(self.types), -1, np.int64)
+        self.tempo_value = np.full(len(self.types), np.nan)
+        self.time_signature = {}
+        self.drum_program = -1
+        for i, (ty, value) in enumerate(zip(self.types, values)):
+            if ty == "Position":
+                self.position_value[i] = int(value)
+            elif ty == "Tempo":
+                self.tempo_value[i] = float(value)
+            elif ty == "TimeSig":
+                numerator, denominator = value.split("/")
+                self.time_signature[i] = (int(numerator), int(denominator))
+            elif ty == "Program" and value == "-1":
+                self.drum_program = i
+        self.positions_per_beat = int(tokenizer.miditok.config.max_num_pos_per_beat)
+        self.bar_id = int(self.type_ids["Bar"][0])
+
+    def _reset_state(self) -> None:
+        self.last_type = [None] * self.batch
+        self.bar_count = np.zeros(self.batch, np.int64)
+        self.position = np.full(self.batch, -1, np.int64)
+        self.meter = [(4, 4)] * self.batch
+        self.bar_start_quarters = np.zeros(self.batch)
+        # Seconds are piecewise linear in quarters: anchored at the latest tempo change.
+        self.tempo = np.full(self.batch, 120.0)
+        self.anchor_quarters = np.zeros(self.batch)
+        self.anchor_seconds = np.zeros(self.batch)
+        self.drum_next = np.zeros(self.batch, bool)
+
+    def _bar_quarters(self, row: int) -> float:
+        numerator, denominator = self.meter[row]
+        return numerator * 4.0 / denominator
+
+    def _quarters(self, row: int, position: int) -> float:
+        """Quarter notes from the start to ``position`` of the current bar."""
+        _, denominator = self.meter[row]
+        return self.bar_start_quarters[row] + max(position, 0) / self.positions_per_beat * 4.0 / denominator
+
+    def _seconds_at(self, row: int, quarters: float) -> float:
+        return self.anchor_seconds[row] + (quarters - self.anchor_quarters[row]) * 60.0 / self.tempo[row]
+
+    def _consume(self, row: int, token: int) -> None:
+        ty = self.types[token]
+        if ty == "Bar":
+            if self.bar_count[row] > 0:
+                self.bar_start_quarters[row] += self._bar_quarters(row)
+            self.bar_count[row] += 1
+            self.position[row] = -1
+        elif ty == "Position":
+            self.position[row] = self.position_value[token]
+        elif ty == "Tempo":
+            quarters = self._quarters(row, self.position[row])
+            self.anchor_seconds[row] = self._seconds_at(row, quarters)
+            self.anchor_quarters[row] = quarters
+            self.tempo[row] = self.tempo_value[token]
+        elif ty == "TimeSig":
+            self.meter[row] = self.time_signature[token]
+        self.drum_next[row] = ty == "Program" and token == self.drum_program
+        self.last_type[row] = ty
+
+    def _allow(self, row: int, mask: np.ndarray) -> None:
+        last = self.last_type[row]
+        following = {"Bar"} if last is None else self.successors.get(last, set())
+        if self.drum_next[row]:
+            following = following & {"PitchDrum"} or following
+        elif last == "Program":
+            following = following - {"PitchDrum"} or following
+        if last != "Bar":  # a time signature only opens a bar (miditok reads one mid-bar as a new bar)
+            following = following - {"TimeSig"}
+        for ty in following:
+            mask[self.type_ids[ty]] = True
+        if "Position" in following:
+            numerator, denominator = self.meter[row]
+            in_bar = numerator * self.positions_per_beat
+            positions = self.type_ids["Position"]
+            value = self.position_value[positions]
+            mask[positions] = (value > self.position[row]) & (value < in_bar)
+
+    def _at_boundary(self, row: int) -> bool:
+        return self.last_type[row] not in ("Program", "Pitch", "PitchDrum", "Velocity")
+
+    def _crosses_limit(self, row: int, token: int) -> bool:
+        if self.limit_bars is not None and token == self.bar_id:
+            return self.bar_count[row] + 1 - self.start_bars[row] > self.limit_bars
+        if self.limit_seconds is not None and self.types[token] in ("Bar", "Position"):
+            if token == self.bar_id:
+                quarters = self.bar_start_quarters[row] + (self._bar_quarters(row) if self.bar_count[row] else 0.0)
+            else:
+                quarters = self._quarters(row, self.position_value[token])
+            return self._seconds_at(row, quarters) - self.start_seconds[row] >= self.limit_seconds
+        return False
+
+    def seconds(self, row: int) -> float:
+        return self._seconds_at(row, self._quarters(row, self.position[row]))
+
+    def bars(self, row: int) -> int:
+        return int(self.bar_count[row])
