@@ -123,17 +123,21 @@ def _train(settings: StudySettings, scheme: str, attention: str, run_dir: Path, 
 def _sample_statistics(model, tokenizer, prompts, settings: StudySettings) -> dict:
     from cadenza.data.metrics import summarize
 
+    from cadenza.data.theory import summarize_continuations
     from cadenza.symbolic.sampling import continue_score
 
-    continuations = []
+    continuations, pairs = [], []
     for i, prompt in enumerate(prompts):
-        full = continue_score(model, tokenizer, prompt, seconds=settings.sample_seconds, seed=settings.seed + i,
-                              top_p=0.95, max_tokens=settings.sample_max_tokens)[0].to("second")
+        output = continue_score(model, tokenizer, prompt, seconds=settings.sample_seconds, seed=settings.seed + i,
+                                top_p=0.95, max_tokens=settings.sample_max_tokens)[0]
+        pairs.append((prompt, output))
+        full = output.to("second")
         boundary = float(prompt.to("second").end())
         tail = full.clip(boundary, float(full.end()) + 1.0, clip_end=False).shift_time(-boundary)
         if tail.note_num():  # statistics of the new music alone, its clock starting at zero
             continuations.append(tail.to("tick"))
-    return summarize(continuations) if continuations else {}
+    stats = summarize(continuations) if continuations else {}
+    return {**stats, **summarize_continuations(pairs, settings.sample_seconds)} if pairs else stats
 
 
 def run_study(settings: StudySettings, log=print) -> dict:
@@ -153,6 +157,9 @@ def run_study(settings: StudySettings, log=print) -> dict:
     test_scores = [read_score(p.path) for p in corpus.pieces(split="test", limit=settings.limit_pieces)]
     reference_stats = summarize(test_scores)
     prompts = [opening(s, settings.prompt_bars) for s in test_scores[: settings.samples]]
+    from cadenza.data.theory import summarize_continuations  # the test split's own next seconds
+
+    reference_stats.update(summarize_continuations(list(zip(prompts, test_scores)), settings.sample_seconds))
     results: list[ConfigResult] = []
     for scheme in settings.schemes:
         tokenizer = get_tokenizer(scheme, **scheme_class(scheme).study_config)

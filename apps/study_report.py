@@ -22,7 +22,8 @@ COLUMNS = [
     ("valid bits/note", lambda r: f"{r.valid.get('bits_per_note', math.nan):.3f}"),
     ("valid bits/s", lambda r: f"{r.valid.get('bits_per_second', math.nan):.2f}"),
 ]
-STATS = ("pitch_class_entropy", "scale_consistency", "polyphony", "groove_consistency", "empty_beat_rate")
+STATS = ("pitch_class_entropy", "scale_consistency", "polyphony", "groove_consistency", "empty_beat_rate",
+         "broken", "key_kept", "parallels", "cadences_per_8_bars")
 
 
 def _stat(stats: dict, name: str) -> str:
@@ -52,7 +53,11 @@ def markdown(settings, results, reference_stats) -> str:
         lines.append(f"| {r.label} | " + " | ".join(_stat(r.sample_stats, s) for s in STATS) + " |")
     lines += ["", "Statistics as MusPy defines them (cadenza.data.metrics): pitch-class entropy in bits, "
               "scale consistency, mean polyphony over sounding steps, groove consistency between neighbouring "
-              "bars, and the rate of beats with no sounding note.", ""]
+              "bars, and the rate of beats with no sounding note; then music-theory statistics "
+              "(cadenza.data.theory) of the new music against its prompt: the share of samples with a broken "
+              "passage and of samples in the prompt's key, parallel fifths/octaves among four-voice chord "
+              "changes, and held chords per 8 bars. The test split's row scores its own continuations of the "
+              "same prompts.", ""]
     return "\n".join(lines)
 
 

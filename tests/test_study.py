@@ -52,8 +52,11 @@ def test_compare_writes_a_report_for_each_scheme(tmp_path, small_corpus):
         assert r["valid"]["bits_per_note"] > 0 and math.isfinite(r["valid"]["bits_per_second"])
         assert r["vocab_size"] == 391 and r["roundtrip_onset_f1"] > 0.99
     assert results["reference_stats"]["polyphony"]["n"] == 1
+    assert results["reference_stats"]["broken"] == {"mean": 0.0, "std": 0.0, "n": 1}  # Bach's own next 2 s
+    assert all(r["sample_stats"]["broken"]["n"] == 1 and "key_kept" in r["sample_stats"] for r in results["results"])
     text = (out / "report.md").read_text()
     assert "bits/note" in text and "event/relative" in text and "event/absolute" in text
+    assert "cadences_per_8_bars" in text and "parallel fifths" in text
     html = (out / "report.html").read_text()
     assert "<table>" in html and "data:image/png;base64," in html
 
