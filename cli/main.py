@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         return _error(f"{where}: {exc.strerror or exc}")
     except MemoryError:
         return _error("out of memory; the input is larger than this machine can hold (see the command's limits)")
-    except KeyboardInterrupt:
-        print("cadenza: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # a trainer's TrainingInterrupted says where its checkpoint is
+        print(f"cadenza: {exc}" if str(exc) else "cadenza: interrupted", file=sys.stderr)
+        return getattr(exc, "exit_status", 130)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ def run_train(args) -> int:
         raise CadenzaError(f"{args.data}: no training pairs (run `cadenza transcription-data --out {args.data}`)")
     out = Path(args.out)
     initialized_from = None
-    if not args.no_resume and (out / "train_state.json").exists():
+    if not args.no_resume and (out / "training_state.json").exists():
         model, tokenizer, earlier = load_transcriber(out)
         initialized_from = earlier.get("initialized_from")
     elif args.init:

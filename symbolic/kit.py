@@ -25,9 +25,12 @@ Optimizer
 
 Run clock and time box
     ``RunClock(budget_seconds=None, elapsed=0.0)``: wall time of the run across resumes
-    (``elapsed()`` counts the seconds of earlier legs), ``out_of_time()``. Its ``elapsed()`` goes
-    into the saved state and comes back on resume, so a resumed time-boxed run continues its
-    budget rather than starting a fresh one.
+    (``elapsed()`` counts the seconds of earlier legs), ``out_of_time()``, ``multiplier(step, ...,
+    elapsed=None)`` (the schedule under the clock's time box). Its ``elapsed()`` goes into the
+    saved state and comes back on resume, so a resumed time-boxed run continues its budget rather
+    than starting a fresh one. Under DDP a time-boxed schedule must read the same time on every
+    rank: ``multiplier(step, ..., elapsed=clock.elapsed_agreed(dist_info, device))`` (one
+    all-reduce per step), or the ranks' weights drift apart by their clocks' offsets.
 
 Checkpoints (``cadenza.symbolic.train_state``, no pickle anywhere)
     A run's output directory is a loadable model checkpoint (``config.json``,
@@ -184,10 +187,27 @@ class RunClock:
     def out_of_time(self) -> bool:
         return self.budget_seconds is not None and self.elapsed() >= self.budget_seconds
 
-    def multiplier(self, step: int, *, warmup: int, total: int, min_ratio: float = 0.1) -> float:
-        """The schedule's factor at ``step``, decaying by wall time too under a time box."""
+    def elapsed_agreed(self, dist_info: "Distributed", device=None) -> float:
+        """:meth:`elapsed` made the same on every rank (the largest; one all-reduce, call it on all
+        ranks): ranks' clocks start apart, and a time-based learning rate that differed by a rank's
+        start would leave the ranks with different weights."""
+        if not dist_info.enabled:
+            return self.elapsed()
+        import torch
+        import torch.distributed as dist
+
+        value = torch.tensor([self.elapsed()], dtype=torch.float64, device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return float(value.item())
+
+    def multiplier(self, step: int, *, warmup: int, total: int, min_ratio: float = 0.1,
+                   elapsed: float | None = None) -> float:
+        """The schedule's factor at ``step``, decaying by wall time too under a time box (by
+        ``elapsed`` when given: under DDP pass :meth:`elapsed_agreed`)."""
+        if not self.budget_seconds:
+            return lr_multiplier(step, warmup=warmup, total=total, min_ratio=min_ratio)
         return lr_multiplier(step, warmup=warmup, total=total, min_ratio=min_ratio,
-                             elapsed=self.elapsed() if self.budget_seconds else None, budget=self.budget_seconds)
+                             elapsed=self.elapsed() if elapsed is None else elapsed, budget=self.budget_seconds)
 
 
 class CheckpointCadence:

@@ -429,8 +429,9 @@ def train_step(run: Run, on_batch: Callable[[int, int, Any, Any], None] | None =
             (loss / settings.grad_accum).backward()
         loss_sum += loss.detach().float()
         tokens += (targets != IGNORE_INDEX).sum()
+    elapsed = run.clock.elapsed_agreed(run.dist, device) if run.clock.budget_seconds else None
     lr = settings.lr * run.clock.multiplier(run.step, warmup=settings.warmup, total=settings.steps,
-                                            min_ratio=settings.min_lr_ratio)
+                                            min_ratio=settings.min_lr_ratio, elapsed=elapsed)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     if settings.clip > 0:

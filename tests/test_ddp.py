@@ -24,7 +24,8 @@ WORKER = textwrap.dedent("""
         seen[f"step{step}.micro{micro}"] = inputs.clone()
 
     settings = TrainSettings(out=out, corpus=corpus, scheme="event", config="debug", steps=3, seq_len=32,
-                             batch_size=2, grad_accum=2, warmup=1, eval_every=0, progress=False, device="cpu", seed=3)
+                             batch_size=2, grad_accum=2, warmup=1, eval_every=0, progress=False, device="cpu", seed=3,
+                             max_minutes=60)  # a time box: the ranks' learning rates must read one clock
     summary = train(settings, on_batch=on_batch)
     rank = summary["rank"]
     assert summary["world_size"] == 2, summary

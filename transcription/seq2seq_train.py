@@ -2,23 +2,25 @@
 
 Each step draws random windows (anywhere in a random example, weighted by length), computes
 their log-mel frames and MT3 targets (tie section + events + EOS) on the fly, and takes an
-AdamW step. Checkpoints hold the model plus an optimizer state, both as safetensors, so a run
-resumes where it stopped. Under ``torchrun`` each process trains on its own windows and the
-gradients are averaged with DDP (gloo on the CPU, NCCL on GPUs).
+AdamW step. The schedule, DDP set-up, optimizer groups, run clock, signals and checkpoint format
+come from the shared training kit (``cadenza.symbolic.kit``): the run directory is a loadable
+checkpoint plus the training state, so a run resumes bit-exactly where it stopped, its time box
+included. Under ``torchrun`` each process trains on its own windows and the gradients are
+averaged with DDP (gloo on the CPU, NCCL on GPUs).
 """
 
 from __future__ import annotations
 
-import json
-import math
+import contextlib
 import os
-import time
-from dataclasses import dataclass
+import signal
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cadenza.data.datasets import IGNORE_INDEX
 from cadenza.tokenizers.mt3 import MT3Tokenizer, NoteEvent
 
 from .seq2seq import HOP, SAMPLE_RATE, Transcriber, TranscriberConfig
@@ -81,7 +83,7 @@ class WindowSampler:
 def collate(audios, targets, tokenizer: MT3Tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     length = max(len(t) for t in targets)
     decoder_input = torch.full((len(targets), length), tokenizer.pad_id, dtype=torch.long)
-    target = torch.full((len(targets), length), -100, dtype=torch.long)
+    target = torch.full((len(targets), length), IGNORE_INDEX, dtype=torch.long)
     for row, ids in enumerate(targets):
         ids = torch.as_tensor(ids, dtype=torch.long)
         target[row, : len(ids)] = ids
@@ -104,137 +106,115 @@ class TrainSettings:
     max_minutes: float | None = None  # stop early (and save) after this much wall time
 
 
-def learning_rate(step: int, settings: TrainSettings, elapsed_seconds: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to a tenth; with ``max_minutes`` the decay follows
-    whichever of steps and wall time is further along, so a time-boxed run still anneals."""
-    if step < settings.warmup:
-        return settings.learning_rate * (step + 1) / settings.warmup
-    progress = min(1.0, (step - settings.warmup) / max(1, settings.steps - settings.warmup))
-    if settings.max_minutes:
-        progress = max(progress, min(1.0, elapsed_seconds / (settings.max_minutes * 60)))
-    return settings.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+def _check(settings: TrainSettings) -> None:
+    """One-line errors for options that are not finite numbers in range."""
+    from cadenza.symbolic.kit import check_number
 
-
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    rank = torch.distributed.get_rank() if world > 1 else 0
-    return rank, world
-
-
-def _agree(flag: bool, world: int, device: torch.device) -> bool:
-    """True on every rank when it is true on any: ranks stop at the same step, none is left waiting
-    in an all-reduce its peers never join."""
-    if world == 1:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-    return bool(value.item())
+    for name in ("steps", "batch_size", "log_every", "save_every"):
+        check_number(f"--{name.replace('_', '-')}", getattr(settings, name), minimum=1, integer=True)
+    check_number("--warmup", settings.warmup, minimum=0, integer=True)
+    check_number("--seed", settings.seed, minimum=0, integer=True)
+    check_number("--lr", settings.learning_rate, above=0, maximum=1)
+    check_number("--weight-decay", settings.weight_decay, minimum=0)
+    check_number("--grad-clip", settings.grad_clip, above=0)
+    if settings.max_minutes is not None:
+        check_number("--max-minutes", settings.max_minutes, above=0)
 
 
 def train(model: Transcriber, tokenizer: MT3Tokenizer, sampler: WindowSampler, out_dir: str | os.PathLike,
           settings: TrainSettings, device: torch.device | str = "cpu", resume: bool = True,
-          progress: bool = True, info: dict | None = None) -> dict:
-    """Train and checkpoint into ``out_dir``; returns a summary (steps, loss, seconds)."""
+          progress: bool = True, info: dict | None = None, handle_signals: bool = True) -> dict:
+    """Train and checkpoint into ``out_dir``; returns a summary (steps, loss, seconds).
+
+    Schedule, DDP, optimizer groups, clock and checkpoint format are the training kit's
+    (:mod:`cadenza.symbolic.kit`). A resume restores the weights, the optimizer moments, torch's
+    and the window sampler's generators and the elapsed time, so a run stopped at step k and
+    resumed ends bit-identical to one that never stopped, and a time-boxed run continues its
+    budget. SIGINT/SIGTERM finish the step, checkpoint and raise ``kit.TrainingInterrupted``.
+    """
     from tqdm import tqdm
+
+    from cadenza.data.errors import CadenzaError
+    from cadenza.symbolic import kit
 
     from .inference import save_transcriber
 
-    rank, world = _distributed()
+    _check(settings)
+    dist = kit.init_distributed(str(device))
     device = torch.device(device)
-    torch.manual_seed(settings.seed + rank)
-    sampler.rng = np.random.default_rng(settings.seed * 1000 + rank)
+    torch.manual_seed(settings.seed + dist.rank)
+    sampler.rng = np.random.default_rng(settings.seed * 1000 + dist.rank)
     model.to(device)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=settings.learning_rate,
-                                  betas=(0.9, 0.98))
+    optimizer = kit.adamw(model, lr=settings.learning_rate, weight_decay=settings.weight_decay, betas=(0.9, 0.98),
+                          device=device)
     out = Path(out_dir)
-    step = 0
-    earlier_seconds, history = 0.0, []
-    if resume and (out / "train_state.json").exists():
-        step = load_train_state(out, model, optimizer)
-        earlier = json.loads((out / "config.json").read_text()).get("info", {})
-        earlier_seconds, history = float(earlier.get("train_seconds", 0.0)), list(earlier.get("history", []))
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if dist.is_main:
+        kit.remove_stale_temporaries(out)
+    step, elapsed, history, losses = 0, 0.0, [], []
+    if resume and kit.has_training_state(out):
+        from safetensors.torch import load_file
+
+        tensors, state = kit.read_training_state(out)
+        weights = load_file(str(out / "model.safetensors"))
+        model.load_state_dict({k: v.to(device, torch.float32) for k, v in weights.items()}, strict=False)
+        kit.load_optimizer_state(optimizer, tensors, state["optimizer"])
+        kit.load_rng_state(tensors)
+        if dist.is_main:  # rank 0's window stream continues; other ranks draw a fresh one per leg
+            sampler.rng.bit_generator.state = state["sampler_rng"]
+        else:
+            sampler.rng = np.random.default_rng([settings.seed, dist.rank, int(state["step"])])
+        step, elapsed = int(state["step"]), float(state["elapsed_seconds"])
+        history, losses = list(state["history"]), list(state["recent_losses"])
+    elif resume and (out / "train_state.json").exists():
+        raise CadenzaError(f"{out}: a run in the old transcriber state format (train_state.*); continue its weights "
+                           f"in a new run with --init {out} --out ANOTHER_DIR")
+    clock = kit.RunClock(settings.max_minutes * 60 if settings.max_minutes else None, elapsed)
+    net = kit.wrap_ddp(model, dist, device)
     model.train()
-    began = time.time()
-    losses: list[float] = []
-    bar = tqdm(total=settings.steps, initial=step, desc="training", unit="step", disable=not progress or rank != 0)
-    while step < settings.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, settings, time.time() - began)
-        audio, decoder_input, targets = sampler.batch(settings.batch_size)
-        audio, decoder_input, targets = audio.to(device), decoder_input.to(device), targets.to(device)
-        with torch.no_grad():
-            mel = model.frontend(audio)[:, : model.config.segment_frames]
-        _, loss = net(mel, decoder_input, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        optimizer.step()
-        step += 1
-        losses.append(float(loss.detach()))
-        bar.update(1)
-        if step % settings.log_every == 0:
-            mean = float(np.mean(losses[-settings.log_every:]))
-            history.append({"step": step, "loss": mean, "seconds": round(earlier_seconds + time.time() - began, 1)})
-            bar.set_postfix(loss=f"{mean:.3f}")
-        out_of_time = settings.max_minutes is not None and _agree(time.time() - began > settings.max_minutes * 60,
-                                                                  world, device)
-        if rank == 0 and (step % settings.save_every == 0 or step == settings.steps or out_of_time):
-            summary = {**(info or {}), "steps": step, "loss": float(np.mean(losses[-settings.log_every:])),
-                       "train_seconds": round(earlier_seconds + time.time() - began, 1), "history": history}
-            save_transcriber(out, model, tokenizer, summary)
-            save_train_state(out, model, optimizer, step)
-        if out_of_time:
-            break
+
+    def mean_loss() -> float | None:
+        return float(np.mean(losses[-settings.log_every:])) if losses else None
+
+    def checkpoint() -> None:
+        summary = {**(info or {}), "step": step, "steps": step, "loss": mean_loss(),
+                   "train_seconds": round(clock.elapsed(), 1), "history": history}
+        state = {"step": step, "elapsed_seconds": clock.elapsed(), "history": history,
+                 "recent_losses": losses[-settings.log_every:], "sampler_rng": sampler.rng.bit_generator.state,
+                 "settings": asdict(settings), "world_size": dist.world_size}
+        kit.write_checkpoint(out, lambda tmp: save_transcriber(tmp, model, tokenizer, summary), optimizer, state)
+
+    signals = kit.StopSignals()
+    bar = tqdm(total=settings.steps, initial=step, desc="training", unit="step", disable=not progress or not dist.is_main)
+    with signals if handle_signals else contextlib.nullcontext(signals):
+        spent = kit.agree(clock.out_of_time(), dist, device)
+        while step < settings.steps and not spent:
+            elapsed = clock.elapsed_agreed(dist, device) if clock.budget_seconds else None
+            for group in optimizer.param_groups:
+                group["lr"] = settings.learning_rate * clock.multiplier(step, warmup=settings.warmup,
+                                                                        total=settings.steps, elapsed=elapsed)
+            audio, decoder_input, targets = sampler.batch(settings.batch_size)
+            audio, decoder_input, targets = audio.to(device), decoder_input.to(device), targets.to(device)
+            with torch.no_grad():
+                mel = model.frontend(audio)[:, : model.config.segment_frames]
+            _, loss = net(mel, decoder_input, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            step += 1
+            losses = (losses + [float(loss.detach())])[-settings.log_every:]
+            bar.update(1)
+            if step % settings.log_every == 0:
+                history.append({"step": step, "loss": mean_loss(), "seconds": round(clock.elapsed(), 1)})
+                bar.set_postfix(loss=f"{mean_loss():.3f}")
+            stop_now, spent = kit.agree_all([signals.requested, clock.out_of_time()], dist, device)
+            if dist.is_main and (step % settings.save_every == 0 or step == settings.steps or spent or stop_now):
+                checkpoint()
+            if stop_now:
+                raise kit.TrainingInterrupted(signals.signum or signal.SIGTERM, step, out)
     bar.close()
-    return {"steps": step, "loss": float(np.mean(losses[-settings.log_every:])) if losses else None,
-            "seconds": earlier_seconds + time.time() - began, "history": history, "rank": rank, "world_size": world}
-
-
-def save_train_state(directory: Path, model: Transcriber, optimizer: torch.optim.Optimizer, step: int) -> None:
-    """Optimizer moments as safetensors plus the step, for resuming."""
-    from safetensors.torch import save_file
-
-    from cadenza.data.atomic import atomic_path, write_text_atomic
-
-    tensors = {}
-    names = {id(p): n for n, p in model.named_parameters()}
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            state = optimizer.state.get(param, {})
-            for key in ("exp_avg", "exp_avg_sq"):
-                if key in state:
-                    tensors[f"{names[id(param)]}.{key}"] = state[key].detach().cpu().contiguous()
-            if "step" in state:
-                tensors[f"{names[id(param)]}.step"] = torch.as_tensor(state["step"]).reshape(1).float().cpu()
-    with atomic_path(directory / "train_state.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-    write_text_atomic(directory / "train_state.json", json.dumps({"step": step}))
-
-
-def load_train_state(directory: Path, model: Transcriber, optimizer: torch.optim.Optimizer) -> int:
-    """Restore weights (from model.safetensors) and optimizer moments; returns the step."""
-    from safetensors.torch import load_file
-
-    weights = load_file(str(directory / "model.safetensors"))
-    model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
-    tensors = load_file(str(directory / "train_state.safetensors"))
-    for name, param in model.named_parameters():
-        if f"{name}.exp_avg" in tensors:
-            optimizer.state[param] = {
-                "exp_avg": tensors[f"{name}.exp_avg"].to(param.device),
-                "exp_avg_sq": tensors[f"{name}.exp_avg_sq"].to(param.device),
-                "step": torch.tensor(float(tensors[f"{name}.step"][0])),
-            }
-    return int(json.loads((directory / "train_state.json").read_text())["step"])
+    return {"steps": step, "loss": mean_loss(), "seconds": clock.elapsed(), "history": history, "rank": dist.rank,
+            "world_size": dist.world_size}
 
 
 def new_model(tokenizer: MT3Tokenizer, size: str = "cpu", n_mels: int | None = None) -> Transcriber:
