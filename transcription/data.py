@@ -25,7 +25,7 @@ from cadenza.data.atomic import atomic_path
 from cadenza.data.corpora import SPLITS, open_corpus, split_of
 from cadenza.data.errors import MissingDependencyError
 
-SAMPLE_RATE = 16000
+from . import SAMPLE_RATE  # defined once, in the package
 PIANO_PROGRAMS = (0, 1, 2, 3)  # acoustic grand, bright, electric grand, honky-tonk: one "piano" label
 
 

@@ -21,7 +21,7 @@ from cadenza.data.errors import CadenzaError, MusicFileError
 from cadenza.symbolic.registry import MODELS_DIR
 from cadenza.tokenizers.mt3 import MT3Tokenizer
 
-SAMPLE_RATE = 16000
+from . import SAMPLE_RATE  # defined once, in the package
 SHIPPED_MODEL = MODELS_DIR / "transcriber-piano"
 SILENCE_PEAK = 10 ** (-70 / 20)  # below -70 dBFS everywhere: nothing to transcribe
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from cadenza.symbolic.decoding import AllowedIds, KVCache, Sampler, StopAt, decode
 
-SAMPLE_RATE = 16000
+from . import SAMPLE_RATE  # defined once, in the package
 FFT_SIZE = 2048
 HOP = 128
 MEL_LOW_HZ = 20.0
