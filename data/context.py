@@ -18,20 +18,33 @@ BUSY_PENALTY = 24.0               # semitones: a part whose note still sounds is
 SHARED_PENALTY = 48.0             # semitones: a second note for a part at the same instant (a chord in one part)
 
 
-def seconds_to_ticks(score: symusic.Score, seconds: np.ndarray) -> np.ndarray:
-    """Ticks of ``score`` at the given times in seconds, under its tempo map (120 qpm before the
-    first tempo event; the last tempo holds after the end)."""
+def _tempo_map(score: symusic.Score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tick, seconds, seconds per tick) at each tempo change, 120 qpm before the first."""
     tpq = score.ticks_per_quarter
     tempos = sorted(((t.time, t.qpm) for t in score.tempos), key=lambda x: x[0])
     if not tempos or tempos[0][0] > 0:
         tempos.insert(0, (0, MIDI_DEFAULT_QPM))
     ticks = np.array([t for t, _ in tempos], np.float64)
-    qpm = np.array([q for _, q in tempos], np.float64)
-    seconds_per_tick = 60.0 / (qpm * tpq)
+    seconds_per_tick = 60.0 / (np.array([q for _, q in tempos], np.float64) * tpq)
     starts = np.concatenate([[0.0], np.cumsum(np.diff(ticks) * seconds_per_tick[:-1])])
+    return ticks, starts, seconds_per_tick
+
+
+def seconds_to_ticks(score: symusic.Score, seconds: np.ndarray) -> np.ndarray:
+    """Ticks of ``score`` at the given times in seconds, under its tempo map (120 qpm before the
+    first tempo event; the last tempo holds after the end)."""
+    ticks, starts, seconds_per_tick = _tempo_map(score)
     seconds = np.asarray(seconds, np.float64)
     segment = np.clip(np.searchsorted(starts, seconds, side="right") - 1, 0, len(starts) - 1)
     return ticks[segment] + (seconds - starts[segment]) / seconds_per_tick[segment]
+
+
+def ticks_to_seconds(score: symusic.Score, ticks_at: np.ndarray) -> np.ndarray:
+    """Seconds at the given ticks of ``score`` (the inverse of ``seconds_to_ticks``)."""
+    ticks, starts, seconds_per_tick = _tempo_map(score)
+    ticks_at = np.asarray(ticks_at, np.float64)
+    segment = np.clip(np.searchsorted(ticks, ticks_at, side="right") - 1, 0, len(ticks) - 1)
+    return starts[segment] + (ticks_at - ticks[segment]) * seconds_per_tick[segment]
 
 
 def _generated_notes(prompt: symusic.Score, generated: symusic.Score) -> list[dict[str, np.ndarray]]:
@@ -101,12 +114,19 @@ def restore_context(prompt: symusic.Score, generated: symusic.Score, *,
     for g, k in fixed_parts.items():
         _add_notes(out.tracks[k], tracks[g], np.ones(len(tracks[g]["start"]), bool))
     rest = [g for g in range(len(tracks)) if g not in fixed_parts]
+    drum_parts = [k for k in free_parts if prompt.tracks[part_tracks[k]].is_drum]
+    free_parts = [k for k in free_parts if k not in drum_parts]
+    own = [g for g in rest if generated.tracks[g].is_drum and not drum_parts]
+    for g in rest:
+        if generated.tracks[g].is_drum and drum_parts:  # drums go to the prompt's drums, never into a voice
+            _add_notes(out.tracks[drum_parts[0]], tracks[g], np.ones(len(tracks[g]["start"]), bool))
+    rest = [g for g in rest if not generated.tracks[g].is_drum]
     if not free_parts:  # every part is taken (an accompaniment of a lone melody): new tracks of their own
-        for g in rest:
-            source = generated.tracks[g]
-            out.tracks.append(symusic.Track(source.name, source.program, source.is_drum))
-            _add_notes(out.tracks[-1], tracks[g], np.ones(len(tracks[g]["start"]), bool))
-        rest = []
+        own, rest = own + rest, []
+    for g in own:
+        source = generated.tracks[g]
+        out.tracks.append(symusic.Track(source.name, source.program, source.is_drum))
+        _add_notes(out.tracks[-1], tracks[g], np.ones(len(tracks[g]["start"]), bool))
     if not rest:
         return _sorted(out)
     programs = [prompt.tracks[part_tracks[k]].program for k in free_parts]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import symusic
 
-from cadenza.data.context import restore_context, seconds_to_ticks
+from cadenza.data.context import restore_context, seconds_to_ticks, ticks_to_seconds
 from cadenza.tokenizers import get_tokenizer
 
 TPQ = 480
@@ -54,6 +54,7 @@ def test_seconds_to_ticks_follows_the_tempo_map():
     assert seconds_to_ticks(score, np.array([0.0, 0.5, 1.0, 2.0, 3.5])).tolist() == \
         pytest.approx([0, 480, 960, 1440, 2160])
     assert seconds_to_ticks(symusic.Score(TPQ), np.array([1.0])).tolist() == [960]  # 120 qpm by default
+    assert ticks_to_seconds(score, np.array([0, 480, 960, 1440, 2160])).tolist() == pytest.approx([0, 0.5, 1, 2, 3.5])
 
 
 @pytest.mark.parametrize("scheme", ["event", "anticipatory"])
@@ -128,13 +129,13 @@ def test_a_prompt_with_one_part_gets_everything_in_that_part():
 
 
 # -- every output keeps it: continue_score, MusicXML, engraving, the command ---------------------------
-def _debug_model(vocab_size: int):
+def _debug_model(vocab_size: int, **overrides):
     import torch
 
     from cadenza.symbolic.transformer import MusicTransformer, MusicTransformerConfig
 
     torch.manual_seed(0)
-    return MusicTransformer(MusicTransformerConfig.debug(vocab_size)).eval()
+    return MusicTransformer(MusicTransformerConfig.debug(vocab_size, **overrides)).eval()
 
 
 @pytest.mark.parametrize("scheme", ["event", "remi"])
@@ -142,7 +143,8 @@ def test_continue_score_returns_the_prompts_parts_and_metre(scheme):
     from cadenza.symbolic.sampling import continue_score
 
     tok = get_tokenizer(scheme)
-    outputs = continue_score(_debug_model(tok.vocab_size), tok, PROMPT, tokens=40, num_samples=2, seed=1)
+    model = _debug_model(tok.vocab_size, max_relative_position=256)  # the whole prompt fits its context
+    outputs = continue_score(model, tok, PROMPT, tokens=40, num_samples=2, seed=1)
     for out in outputs:
         assert_context(out)
         for got, want in zip(parts_of(out)[:4], parts_of(PROMPT)):  # the prompt's notes, each in its part
@@ -193,3 +195,25 @@ def test_cli_continue_musicxml_prompt_gives_four_staves_in_its_metre(tmp_path):
     assert (midi.time_signatures[0].numerator, round(midi.tempos[0].qpm)) == (3, 96)
     signatures = _signatures_per_part((tmp_path / "out.musicxml").read_text())
     assert len(signatures) == 4 and all(s[1:] == ("3/4", "2") for s in signatures)
+
+
+def test_drums_stay_drums_and_pitched_notes_stay_out_of_them():
+    prompt = PROMPT.copy()
+    drums = symusic.Track("Drums", 0, True)
+    drums.notes.append(symusic.Note(0, TPQ, 36, 80))
+    prompt.tracks.append(drums)
+    generated = symusic.Score(TPQ)
+    generated.time_signatures.append(symusic.TimeSignature(0, 3, 4))
+    merged = symusic.Track("all", 0, False)
+    for track in WHOLE.tracks:
+        for note in track.notes:
+            merged.notes.append(note.copy())
+    kit = symusic.Track("kit", 0, True)
+    kit.notes.append(symusic.Note(6 * TPQ, TPQ, 38, 80))
+    generated.tracks.append(merged)
+    generated.tracks.append(kit)
+    restored = restore_context(prompt, generated)
+    assert parts_of(restored)[:4] == parts_of(WHOLE)
+    assert restored.tracks[4].is_drum and [n.pitch for n in restored.tracks[4].notes] == [38]
+    no_kit = restore_context(PROMPT, generated)                  # a prompt without drums: the kit keeps its track
+    assert [t.name for t in no_kit.tracks] == [*NAMES, "kit"] and no_kit.tracks[4].is_drum
