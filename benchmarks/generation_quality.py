@@ -1,7 +1,8 @@
 """Music-theory quality of every shipped Music Transformer on test-split chorale openings.
 
 Each test-split Bach chorale gives an opening of 2, 3 or 4 bars (cycling over the pieces) and
-the window after it, ``--seconds`` long (16 s: 8 bars of 4/4 at the chorales' 120 qpm). Every
+the window after it, ``--seconds`` long (16 s: 8 bars of 4/4 at the chorales' 120 qpm; infill and
+accompaniment windows are ``--task-seconds``, 8 s, long). Every
 shipped continuation model continues each opening (``continue_score``, ``--samples`` samples
 in one batch, seed = piece index); the anticipatory model instead
 
@@ -94,16 +95,18 @@ def _only_track(score, index: int):
     return out
 
 
-def bach_rows(chorales, seconds: float) -> dict[str, list[dict]]:
-    """The chorales' own windows, scored as continuations, infills and accompaniments."""
+def bach_rows(chorales, seconds: float, task_seconds: float) -> dict[str, list[dict]]:
+    """The chorales' own windows, scored as continuations (``seconds`` long) and as infills and
+    accompaniments (``task_seconds`` long)."""
     from cadenza.data import theory
     from cadenza.data.tunes import soprano_track
 
     rows = {"continue": [], "infill": [], "accompany": []}
     for index, (score, bars) in enumerate(chorales):
         opening, start, end = _opening_and_window(score, bars, seconds)
+        rows["continue"].append(_window_stats(opening, score, start, end))
+        opening, start, end = _opening_and_window(score, bars, task_seconds)
         stats = _window_stats(opening, score, start, end)
-        rows["continue"].append(stats)
         joins = theory.span_joins(score, _seconds(score, start), _seconds(score, end))
         rows["infill"].append({**stats, "exit": joins["exit"]})
         soprano = soprano_track(score)
@@ -201,7 +204,9 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="comma-separated shipped model names (default: all)")
     parser.add_argument("--pieces", type=int, default=None, help="test chorales to use (default: all; 4 with --quick)")
     parser.add_argument("--samples", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=16.0)
+    parser.add_argument("--seconds", type=float, default=16.0, help="continuation window (default 16 s)")
+    parser.add_argument("--task-seconds", type=float, default=8.0,
+                        help="infill and accompaniment window (default 8 s: the anticipatory model is the slowest)")
     parser.add_argument("--max-tokens", type=int, default=2048, help="cap on new ids per continuation")
     parser.add_argument("--json", default=None, help="also write the figures as JSON")
     args = parser.parse_args()
@@ -216,16 +221,17 @@ def main() -> None:
     pieces = pieces[: args.pieces or (4 if args.quick else len(pieces))]
     chorales = [(symusic.Score(str(p.path)), 2 + i % 3) for i, p in enumerate(pieces)]
     print(f"{len(chorales)} test-split chorales ({', '.join(p.id for p in pieces)}), openings of 2-4 bars, "
-          f"{args.seconds:g} s after them, {args.samples} samples each")
+          f"{args.seconds:g} s after them ({args.task_seconds:g} s for infill and accompaniment), "
+          f"{args.samples} samples each")
     began = time.perf_counter()
-    bach = bach_rows(chorales, args.seconds)
+    bach = bach_rows(chorales, args.seconds, args.task_seconds)
     results = {"continue": {"Bach": _summary(bach["continue"])}, "infill": {"Bach": _summary(bach["infill"])},
                "accompany": {"Bach": _summary(bach["accompany"])}}
     for entry in entries:
         model, tokenizer, info = load_checkpoint(entry.path)
         started = time.perf_counter()
         if entry.scheme == "anticipatory":
-            rows = anticipation_rows(model, tokenizer, info, chorales, args.seconds, args.samples)
+            rows = anticipation_rows(model, tokenizer, info, chorales, args.task_seconds, args.samples)
             results["infill"][entry.name] = _summary(rows["infill"])
             results["accompany"][entry.name] = _summary(rows["accompany"])
         else:
