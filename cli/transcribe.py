@@ -6,10 +6,13 @@ from .common import add_device_arg, add_seed_arg
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("transcribe", help="audio (WAV, FLAC, OGG, MP3) to MIDI with an MT3-style model")
+    p = subparsers.add_parser("transcribe", help="audio (WAV, FLAC, OGG, MP3) to MIDI (piano by default)")
     p.add_argument("audio", help="recording to transcribe")
-    p.add_argument("-o", "--out", required=True, help="MIDI file to write")
-    p.add_argument("--model", default=None, help="checkpoint directory (default: the shipped piano model)")
+    p.add_argument("-o", "--out", required=True, help="file to write: .mid or .musicxml/.mxl")
+    p.add_argument("--model", default=None,
+                   help="a shipped model's name or a checkpoint directory (default: the framewise piano model; "
+                        "transcriber-piano is the MT3-style sequence model)")
+    p.add_argument("--events", default=None, help="also write the MT3 event ids, one line per 2.048 s segment")
     p.add_argument("--batch-segments", type=int, default=32, help="2.048 s segments decoded at once (bounds memory)")
     add_device_arg(p)
     p.set_defaults(func=run_transcribe)
@@ -17,28 +20,36 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("transcription-data", help="render cached audio/MIDI pairs for transcription")
     p.add_argument("--out", required=True, help="directory for {split}/*.flac + *.mid")
     p.add_argument("--corpus", action="append", default=None,
-                   help="source corpus (repeatable; default bach-chorales and classical)")
+                   help="source corpus (repeatable; default bach-chorales, palestrina, classical and folk)")
     p.add_argument("--pieces", type=int, nargs=3, default=[300, 10, 20], metavar=("TRAIN", "VALID", "TEST"),
                    help="pieces per split")
     p.add_argument("--textures", type=int, nargs=3, default=[150, 5, 0], metavar=("TRAIN", "VALID", "TEST"),
                    help="random textures per split")
     p.add_argument("--seconds", type=float, default=20.0, help="longest excerpt per example")
+    p.add_argument("--renders", type=int, default=1, help="examples per piece (excerpt, SoundFont and room vary)")
     p.add_argument("--soundfont", action="append", default=None,
                    help="SoundFont to render with (repeatable; default the training SoundFonts)")
     p.add_argument("--heldout", action="store_true",
                    help="render with the held-out SoundFont (FluidR3_GM), piano, no augmentation: an evaluation set")
     p.add_argument("--no-augment", action="store_true", help="no gain/EQ/reverb/noise augmentation")
+    p.add_argument("--no-room", action="store_true",
+                   help="General MIDI's reverb/chorus sends and no detuning instead of random ones")
     add_seed_arg(p)
     p.set_defaults(func=run_data)
 
     p = subparsers.add_parser("transcription-train", help="train a transcriber on cached pairs")
     p.add_argument("data", help="directory made by `cadenza transcription-data`")
     p.add_argument("--out", required=True, help="checkpoint directory (resumed when it holds a run)")
-    p.add_argument("--size", choices=["cpu", "t5-small", "debug"], default="cpu")
+    p.add_argument("--kind", choices=["framewise", "seq2seq"], default=None,
+                   help="framewise piano model (onsets, frames, offsets, velocities; the default for a new run) or "
+                        "the MT3-style sequence model; a resumed run or --init follows its checkpoint")
+    p.add_argument("--size", choices=["cpu", "large", "t5-small", "debug"], default="cpu",
+                   help="cpu (shipped), large (GPU framewise), t5-small (MT3's sequence model), debug")
+    p.add_argument("--window-frames", type=int, default=200, help="framewise training window (16 ms frames)")
     p.add_argument("--n-mels", type=int, default=None, help="mel bins (cpu: 128, MT3: 512)")
     p.add_argument("--velocity-bins", type=int, default=1, help="1 (on/off, MT3) .. 127")
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None, help="windows per step (framewise 8, seq2seq 16)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100, help="warm-up steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this wall time")
@@ -55,7 +66,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("transcription-eval", help="onset / onset+offset / per-program F1 with mir_eval")
     p.add_argument("data", help="directory made by `cadenza transcription-data`")
     p.add_argument("--split", default="test")
-    p.add_argument("--model", default=None, help="checkpoint directory (default: the shipped piano model)")
+    p.add_argument("--model", default=None, help="a shipped model's name or a checkpoint directory "
+                                                  "(default: the framewise piano model)")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most this many pieces")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_device_arg(p)
@@ -77,14 +89,21 @@ def _device(name: str):
 def run_transcribe(args) -> int:
     import sys
 
-    from cadenza.data.io import write_midi
+    from cadenza.data.io import write_score
+    from cadenza.rendering.output import MUSIC, check_output
     from cadenza.transcription.inference import load_transcriber, transcribe
 
+    check_output(args.out, *MUSIC)
     device = _device(args.device)
     model, tokenizer, _ = load_transcriber(args.model, device=device)
     result = transcribe(args.audio, model, tokenizer, batch_segments=args.batch_segments, device=device,
                         progress=sys.stderr.isatty())
-    write_midi(result.score, args.out)
+    write_score(result.score, args.out)
+    if args.events:
+        from cadenza.data.atomic import write_text_atomic
+
+        ids = result.tokens or tokenizer.encode_segments(result.score)
+        write_text_atomic(args.events, "".join(" ".join(map(str, seg.tolist())) + "\n" for seg in ids))
     for message in result.messages:
         print(message)
     print(f"{args.out}: {result.notes} notes from {result.seconds:.1f} s of audio ({result.segments} segments)")
@@ -96,18 +115,21 @@ def run_data(args) -> int:
 
     splits = ("train", "valid", "test")
     spec = PairSpec(
-        corpora=tuple(args.corpus or ("bach-chorales", "classical")),
+        corpora=tuple(args.corpus or PairSpec.corpora),
         pieces_per_split=dict(zip(splits, args.pieces)),
         textures_per_split=dict(zip(splits, args.textures)),
         max_seconds=args.seconds,
+        renders_per_piece=args.renders,
         soundfonts=tuple(args.soundfont or ()),
         augment=not args.no_augment,
+        room=not args.no_room,
         seed=args.seed,
     )
     if args.heldout:
         spec.soundfonts = (str(heldout_soundfont()),)
         spec.programs = (0,)
         spec.augment = False
+        spec.room = False
     wanted = tuple(s for s in splits if spec.pieces_per_split.get(s) or spec.textures_per_split.get(s))
     report = build_pairs(args.out, spec, splits=wanted)
     for split, row in report["splits"].items():
@@ -123,10 +145,6 @@ def run_train(args) -> int:
 
     from cadenza.data.errors import CadenzaError
     from cadenza.transcription.data import load_pairs
-    from cadenza.transcription.inference import load_transcriber, save_transcriber
-    from cadenza.transcription.seq2seq_train import TrainSettings, WindowSampler, new_model, train
-    from cadenza.tokenizers.mt3 import MT3Tokenizer
-    from pathlib import Path
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,6 +152,76 @@ def run_train(args) -> int:
     pairs = load_pairs(args.data, "train")
     if not pairs:
         raise CadenzaError(f"{args.data}: no training pairs (run `cadenza transcription-data --out {args.data}`)")
+    if (args.kind or _checkpoint_kind(args)) == "framewise":
+        return _train_framewise(args, pairs)
+    return _train_seq2seq(args, pairs)
+
+
+def _checkpoint_kind(args) -> str:
+    """The kind of the run being resumed, or of the --init weights; framewise for a new run."""
+    import json
+    from pathlib import Path
+
+    from cadenza.symbolic.registry import resolve_model
+
+    source = Path(args.out) if not args.no_resume and (Path(args.out) / "config.json").exists() else None
+    if source is None and args.init:
+        source = resolve_model(args.init)
+    if source is None:
+        return "framewise"
+    return "framewise" if json.loads((source / "config.json").read_text()).get("kind") == "framewise" else "seq2seq"
+
+
+def _train_framewise(args, pairs) -> int:
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from cadenza.data.errors import CadenzaError
+    from cadenza.transcription.framewise import FramewiseTranscriber
+    from cadenza.transcription.framewise_train import (FramewiseSettings, FrameWindowSampler, new_framewise,
+                                                       train_framewise)
+    from cadenza.transcription.inference import load_transcriber
+
+    if args.size == "t5-small":
+        raise CadenzaError("--size t5-small is the sequence model's; use --kind seq2seq")
+    out = Path(args.out)
+    initialized_from = None
+    if args.init and not (not args.no_resume and (out / "training_state.json").exists()):
+        model, _, earlier = load_transcriber(args.init)
+        if not isinstance(model, FramewiseTranscriber):
+            raise CadenzaError(f"{args.init}: not a framewise transcriber (use --kind seq2seq to continue it)")
+        initialized_from = {"model": str(args.init), "step": earlier.get("step")}
+    else:
+        model = new_framewise("cpu" if args.size == "cpu" else args.size)
+    sampler = FrameWindowSampler(pairs, model.config.hop, args.window_frames, args.seed)
+    print(f"{len(pairs)} examples, {sampler.seconds() / 60:.1f} min of audio; "
+          f"framewise model {model.num_parameters() / 1e3:.0f} k parameters")
+    batch = args.batch_size or 8
+    settings = FramewiseSettings(steps=args.steps, batch_size=batch, window_frames=args.window_frames,
+                                 learning_rate=args.lr, warmup=args.warmup, seed=args.seed, max_minutes=args.max_minutes)
+    info = {"data": str(args.data), "train_examples": len(pairs), "train_audio_seconds": round(sampler.seconds(), 1),
+            "seed": args.seed, "batch_size": batch,
+            "training_command": "cadenza " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+    if initialized_from:
+        info["initialized_from"] = initialized_from
+    summary = train_framewise(model, sampler, out, settings, device=_device(args.device), resume=not args.no_resume,
+                              info=info, half=args.half)
+    last = summary["last"] or {}
+    print(f"trained {summary['steps']} steps in {summary['seconds'] / 60:.1f} min, onset loss "
+          f"{last.get('onset', float('nan')):.4f}, frame loss {last.get('frame', float('nan')):.4f}; checkpoint in {out}")
+    return 0
+
+
+def _train_seq2seq(args, pairs) -> int:
+    from pathlib import Path
+
+    from cadenza.tokenizers.mt3 import MT3Tokenizer
+    from cadenza.transcription.inference import load_transcriber, save_transcriber
+    from cadenza.transcription.seq2seq_train import TrainSettings, WindowSampler, new_model, train
+
+    args.batch_size = args.batch_size or 16
+    args.size = "cpu" if args.size == "large" else args.size
     out = Path(args.out)
     initialized_from = None
     if not args.no_resume and (out / "training_state.json").exists():

@@ -230,8 +230,8 @@ def test_cli_training_starts_from_given_weights(tmp_path):
     build_pairs(data, PairSpec(corpora=(), pieces_per_split={}, textures_per_split={"train": 1}, max_seconds=3.0,
                                soundfonts=(str(fonts[0]),)), splits=("train",), progress=False)
     common = ("--steps", "1", "--batch-size", "1", "--warmup", "1")
-    run_cli("transcription-train", data, "--out", tmp_path / "first", "--size", "debug", "--velocity-bins", "4",
-            *common)
+    run_cli("transcription-train", data, "--out", tmp_path / "first", "--kind", "seq2seq", "--size", "debug",
+            "--velocity-bins", "4", *common)
     run_cli("transcription-train", data, "--out", tmp_path / "second", "--init", tmp_path / "first", *common)
     first, second = (json.loads((tmp_path / d / "config.json").read_text()) for d in ("first", "second"))
     assert second["model"] == first["model"] and second["tokenizer"] == first["tokenizer"]
@@ -254,7 +254,7 @@ def rendered_piano(tmp_path_factory, bach_pieces):
 
     fonts = [f for f in training_soundfonts() if f.suffix == ".sf2"]
     require(bool(fonts), "the TimGM6mb SoundFont")
-    notes = [(s, min(e, 4.0), p, 80) for s, e, p, _ in score_notes(symusic.Score(str(bach_pieces[1].path)))
+    notes = [(s, min(e, 4.0), p, 80) for s, e, p, *_ in score_notes(symusic.Score(str(bach_pieces[1].path)))
              if s < 4.0]
     renderer = FluidRenderer(fonts[:1])
     audio = renderer.render(notes, fonts[0], 0)

@@ -1,9 +1,13 @@
 """Audio/MIDI pairs for training and evaluating transcription, made here by rendering MIDI.
 
-Sources are the built-in corpora (every voice played as one instrument) and random textures
-that cover what chorales lack: block chords, fast runs, repeated notes, wide ranges. Each
-example is rendered through FluidSynth with a random SoundFont from a list, program, tempo
-and velocity curve, then augmented (gain, EQ, a little reverb, noise). The pair is cached as
+Sources are the built-in corpora (each part a voice on its own MIDI channel) and random textures
+that cover what chorales lack: block chords, fast runs, repeated notes, wide ranges, quiet and
+loud playing, pedalled passages. Each example is rendered through FluidSynth with a random
+SoundFont from a list, program, tempo, velocity curve, room (reverb and chorus sends) and a
+small detuning, then augmented (gain, EQ tilt, a little extra reverb, noise). The label keeps
+every note the performance plays: unisons across voices and short notes stay; only a note that
+overlaps the next note of its own pitch in its own voice ends where that one begins (a key cannot
+sound twice), and pedal lengthens notes to the release as the sound does. The pair is cached as
 ``{split}/{id}.flac`` (16 kHz mono) + ``{split}/{id}.mid`` (the label, in seconds at 120 bpm)
 and a line in ``{split}/manifest.jsonl``; an example keeps the split of its source piece, so
 test pieces never leak into training. Re-running skips what is already there.
@@ -34,13 +38,16 @@ def _existing(paths) -> list[Path]:
 
 
 def training_soundfonts() -> list[Path]:
-    """SoundFonts used for training data: TimGM6mb (shipped with pretty_midi) and MuseScore's
-    General Lite (Debian's musescore-general-soundfont-small) where installed."""
+    """SoundFonts used for training data, where installed: TimGM6mb (shipped with pretty_midi, and
+    Debian's timgm6mb-soundfont), MuseScore General Lite and full (musescore-general-soundfont-small,
+    musescore-general-soundfont) and the OPL3 FM bank (opl3-soundfont). FluidR3_GM is held out."""
     import importlib.util
 
     pretty_midi = importlib.util.find_spec("pretty_midi")  # located, not imported: it imports pyfluidsynth
     return _existing([Path(pretty_midi.origin).parent / "TimGM6mb.sf2" if pretty_midi else "",
-                      "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3"])
+                      "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
+                      "/usr/share/sounds/sf3/MuseScore_General_Full.sf3",
+                      "/usr/share/sounds/sf2/OPL-3_FM_128M.sf2"])
 
 
 def heldout_soundfont() -> Path:
@@ -53,10 +60,15 @@ def heldout_soundfont() -> Path:
 
 
 # -- rendering ---------------------------------------------------------------------------
+Note = tuple  # (start, end, pitch, velocity, voice): seconds, MIDI pitch and velocity, voice index
+CHANNELS = tuple(c for c in range(16) if c != 9)  # channel 10 is percussion in General MIDI
+
+
 class FluidRenderer:
     """A FluidSynth instance with SoundFonts loaded once (loading an .sf3 takes seconds).
 
-    Reverb and chorus are off: augmentation adds room sound, so the label stays exact.
+    Reverb and chorus are on, as in real renderings; each voice plays on its own channel (voices
+    beyond 15 share channels), so unisons across voices sound twice, as they do in the score.
     """
 
     def __init__(self, soundfonts: list[Path], sample_rate: int = SAMPLE_RATE):
@@ -65,36 +77,60 @@ class FluidRenderer:
         fluidsynth = import_fluidsynth()
         self.sample_rate = sample_rate
         self.synth = fluidsynth.Synth(gain=0.4, samplerate=float(sample_rate))
-        self.synth.setting("synth.reverb.active", 0)
-        self.synth.setting("synth.chorus.active", 0)
+        self.synth.setting("synth.reverb.active", 1)
+        self.synth.setting("synth.chorus.active", 1)
         self.soundfont_ids = {str(sf): self.synth.sfload(str(sf)) for sf in soundfonts}
 
-    def render(self, notes: list[tuple[float, float, int, int]], soundfont: Path, program: int,
-               tail: float = 1.0) -> np.ndarray:
-        """Mono float32 audio of (start, end, pitch, velocity) notes played with one program."""
+    def render(self, notes: list[Note], soundfont: Path, program: int, tail: float = 1.0,
+               room: dict | None = None) -> np.ndarray:
+        """Mono float32 audio of (start, end, pitch, velocity[, voice]) notes played with one program.
+
+        ``room``: ``reverb`` and ``chorus`` sends (0-127), ``roomsize`` (0-1), ``detune_cents``;
+        the default is General MIDI's (reverb send 40, no chorus, in tune)."""
+        room = {"reverb": 40, "chorus": 0, "roomsize": 0.2, "detune_cents": 0.0, **(room or {})}
         synth = self.synth
-        synth.program_select(0, self.soundfont_ids[str(soundfont)], 0, program)
-        events = sorted([(end, 0, pitch, 0) for start, end, pitch, _ in notes]
-                        + [(start, 1, pitch, vel) for start, _, pitch, vel in notes])
+        synth.set_reverb(roomsize=float(room["roomsize"]), damping=0.3, width=0.8, level=0.9)
+        voices = sorted({n[4] if len(n) > 4 else 0 for n in notes})
+        channel_of = {voice: CHANNELS[i % len(CHANNELS)] for i, voice in enumerate(voices)}
+        bend = int(round(room["detune_cents"] / 100 * 4096))  # 4096 per semitone at the default 2-semitone range
+        for channel in set(channel_of.values()):
+            synth.program_select(channel, self.soundfont_ids[str(soundfont)], 0, program)
+            synth.cc(channel, 91, int(room["reverb"]))
+            synth.cc(channel, 93, int(room["chorus"]))
+            synth.pitch_bend(channel, bend)
+        events = []
+        for note in notes:
+            channel = channel_of[note[4] if len(note) > 4 else 0]
+            events.append((note[1], 0, channel, note[2], 0))
+            events.append((note[0], 1, channel, note[2], note[3]))
+        events.sort()
         chunks, written = [], 0
-        for time, is_on, pitch, velocity in events:
+        for time, is_on, channel, pitch, velocity in events:
             frame = int(round(time * self.sample_rate))
             if frame > written:
                 chunks.append(synth.get_samples(frame - written))
                 written = frame
             if is_on:
-                synth.noteon(0, pitch, velocity)
+                synth.noteon(channel, pitch, velocity)
             else:
-                synth.noteoff(0, pitch)
+                synth.noteoff(channel, pitch)
         chunks.append(synth.get_samples(int(tail * self.sample_rate)))
-        for pitch in range(128):
-            synth.noteoff(0, pitch)
-        synth.get_samples(self.sample_rate // 2)  # let releases die out before the next example
+        for channel in set(channel_of.values()):
+            for pitch in range(128):
+                synth.noteoff(channel, pitch)
+            synth.pitch_bend(channel, 0)
+        synth.get_samples(self.sample_rate)  # let releases and the room die out before the next example
         stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2) / 32768.0
         return stereo.mean(axis=1)
 
     def close(self) -> None:
         self.synth.delete()
+
+
+def random_room(rng: np.random.Generator) -> dict:
+    """Reverb and chorus sends, room size and a detuning of at most 15 cents."""
+    return {"reverb": int(rng.integers(0, 100)), "chorus": int(rng.integers(0, 60)) if rng.random() < 0.5 else 0,
+            "roomsize": float(rng.uniform(0.05, 0.8)), "detune_cents": float(rng.uniform(-15, 15))}
 
 
 # -- augmentation ------------------------------------------------------------------------
@@ -125,108 +161,156 @@ def augment(audio: np.ndarray, rng: np.random.Generator, sample_rate: int = SAMP
 
 
 # -- note sources ------------------------------------------------------------------------
-def score_notes(score: symusic.Score) -> list[tuple[float, float, int, int]]:
-    """All non-drum notes of a score as (start, end, pitch, velocity) in seconds."""
+def score_notes(score: symusic.Score) -> list[Note]:
+    """All non-drum notes of a score as (start, end, pitch, velocity, voice) in seconds; each
+    track is a voice."""
     seconds = score.to("second")
-    return [(float(n.time), float(n.time + n.duration), int(n.pitch), int(n.velocity))
-            for track in seconds.tracks if not track.is_drum for n in track.notes]
+    return [(float(n.time), float(n.time + n.duration), int(n.pitch), int(n.velocity), voice)
+            for voice, track in enumerate(seconds.tracks) if not track.is_drum for n in track.notes]
 
 
-def perform(notes, rng: np.random.Generator, max_seconds: float) -> list[tuple[float, float, int, int]]:
-    """A varied performance: random tempo, velocity curve and articulation, one excerpt of
-    at most ``max_seconds``; overlapping repeats of a pitch are trimmed (as MT3 does)."""
+def velocity_curve(rng: np.random.Generator, times: np.ndarray) -> np.ndarray:
+    """Velocities 1-127 for notes at ``times``: a base level anywhere from pp to ff, a slow swell
+    and per-note spread, so quiet notes are as common in training as in playing."""
+    base = rng.uniform(8, 118)
+    swell = rng.uniform(0, 25) * np.sin(times / rng.uniform(1.5, 6.0) + rng.uniform(0, 2 * np.pi))
+    spread = rng.normal(0, rng.uniform(3, 12), len(times))
+    return np.clip(np.round(base + swell + spread), 1, 127).astype(int)
+
+
+def apply_pedal(notes: list[Note], rng: np.random.Generator, seconds: float) -> list[Note]:
+    """Sustain pedal as the label must show it: random pedal-down spans, and a note released
+    inside a span sounds on to the span's end (or to the next note of its pitch, which re-strikes)."""
+    spans, time = [], float(rng.uniform(0, 1.0))
+    while time < seconds:
+        length = float(rng.uniform(0.5, 3.0))
+        spans.append((time, time + length))
+        time += length + float(rng.uniform(0.05, 1.5))
+    out = []
+    for start, end, pitch, velocity, voice in notes:
+        for down, up in spans:
+            if down <= end < up:
+                end = max(end, up)
+                break
+        out.append((start, min(end, seconds), pitch, velocity, voice))
+    return out
+
+
+def voice_overlaps(notes: list[Note]) -> list[Note]:
+    """Within each voice, a note that overlaps the next note of its pitch ends where that one
+    starts (a key cannot sound twice); across voices nothing is merged, so unisons stay. Notes
+    of any positive length are kept, however short, as the reference keeps them."""
+    by_key: dict[tuple[int, int], list[list]] = {}
+    for note in sorted(notes):
+        by_key.setdefault((note[4], note[2]), []).append(list(note))
+    out = []
+    for group in by_key.values():
+        for i, note in enumerate(group):
+            if i + 1 < len(group):
+                note[1] = min(note[1], group[i + 1][0])
+            if note[1] > note[0]:
+                out.append(tuple(note))
+    return sorted(out)
+
+
+def perform(notes: list[Note], rng: np.random.Generator, max_seconds: float, pedal: float = 0.3) -> list[Note]:
+    """A varied performance: random tempo, velocity curve (1-127), articulation and, with
+    probability ``pedal``, sustain pedal; one excerpt of at most ``max_seconds``."""
     if not notes:
         return []
     stretch = rng.uniform(0.6, 1.4)
-    base = rng.uniform(45, 110)
     staccato = rng.random() < 0.2
     start_at = 0.0
-    total = max(end for _, end, _, _ in notes) * stretch
+    total = max(n[1] for n in notes) * stretch
     if total > max_seconds:
         start_at = rng.uniform(0, total - max_seconds)
-    out = []
-    for start, end, pitch, _ in notes:
+    kept = []
+    for start, end, pitch, _, voice in notes:
         s, e = start * stretch - start_at, end * stretch - start_at
         if s < 0 or s >= max_seconds or not 21 <= pitch <= 108:
             continue
         if staccato:
             e = s + min(e - s, rng.uniform(0.08, 0.25))
-        e = min(e, max_seconds)
-        velocity = int(np.clip(base + 15 * math.sin(s / 3.0) + rng.normal(0, 8), 15, 127))
-        out.append((round(s, 4), round(e, 4), int(pitch), velocity))
-    return trim_overlaps(out)
+        kept.append((s, min(e, max_seconds), int(pitch), voice))
+    velocities = velocity_curve(rng, np.array([k[0] for k in kept]))
+    out = [(round(s, 4), round(e, 4), p, int(v), voice) for (s, e, p, voice), v in zip(kept, velocities)]
+    if rng.random() < pedal:
+        out = apply_pedal(out, rng, max_seconds)
+    return voice_overlaps(out)
 
 
-def trim_overlaps(notes):
-    """End a note where the next note of the same pitch begins; drop notes shorter than 20 ms."""
-    by_pitch: dict[int, list] = {}
-    for note in sorted(notes):
-        by_pitch.setdefault(note[2], []).append(list(note))
-    out = []
-    for group in by_pitch.values():
-        for i, note in enumerate(group):
-            if i + 1 < len(group):
-                note[1] = min(note[1], group[i + 1][0])
-            if note[1] - note[0] >= 0.02:
-                out.append(tuple(note))
-    return sorted(out)
-
-
-def random_texture(rng: np.random.Generator, seconds: float) -> list[tuple[float, float, int, int]]:
-    """Random piano writing for coverage: block chords, fast runs, repeated notes, wide leaps."""
-    notes = []
-    time = 0.0
+def random_texture(rng: np.random.Generator, seconds: float, pedal: float = 0.4) -> list[Note]:
+    """Random piano writing for coverage: block chords, fast runs, repeated notes, wide leaps and
+    independent voices, at any loudness from ppp to fff, with tempo varying by section and, with
+    probability ``pedal``, sustain pedal. Each strand of a section is its own voice."""
+    notes: list[Note] = []
+    time, voice = 0.0, 0
     while time < seconds - 0.3:
-        kind = str(rng.choice(["chords", "run", "repeat", "leaps", "poly"]))
-        span = rng.uniform(1.0, 3.0)
-        velocity = int(rng.uniform(35, 120))
+        kind = str(rng.choice(["chords", "run", "repeat", "leaps", "poly", "melody"]))
+        span = rng.uniform(1.0, 3.5)
+        end = min(seconds, time + span)
+        pace = rng.uniform(0.6, 1.6)  # section tempo
+        at = time
         if kind == "chords":
-            while time < min(seconds, time + span) - 0.2:
+            while at < end - 0.1:
                 root = int(rng.integers(28, 88))
-                size = int(rng.integers(2, 6))
-                pitches = sorted(set(int(root + x) for x in rng.choice([0, 3, 4, 5, 7, 9, 10, 12, 14, 16, 19],
-                                                                      size, replace=False)))
-                length = rng.uniform(0.15, 1.0)
-                notes += [(time, time + length, p, int(np.clip(velocity + rng.normal(0, 6), 10, 127)))
-                          for p in pitches if p <= 108]
-                time += length + rng.choice([0.0, rng.uniform(0, 0.3)])
+                size = int(rng.integers(2, 8))
+                pitches = sorted(set(int(root + x) for x in rng.choice([-12, 0, 3, 4, 5, 7, 9, 10, 12, 14, 16, 19, 24],
+                                                                      min(size, 13), replace=False)))
+                length = rng.uniform(0.1, 1.2) * pace
+                notes += [(at, at + length * rng.uniform(0.85, 1.0), p, 0, voice + i)
+                          for i, p in enumerate(pitches) if 21 <= p <= 108]
+                at += length + float(rng.choice([0.0, rng.uniform(0, 0.3)]))
+            voice += 8
         elif kind == "run":
-            step = rng.uniform(0.05, 0.14)
+            step = rng.uniform(0.04, 0.14) * pace
             pitch = int(rng.integers(30, 96))
-            direction = rng.choice([-1, 1])
-            scales = ([2, 2, 1, 2, 2, 2, 1], [1], [2, 1, 2, 2, 1, 3, 1], [3, 4, 5])
+            direction = int(rng.choice([-1, 1]))
+            scales = ([2, 2, 1, 2, 2, 2, 1], [1], [2, 1, 2, 2, 1, 3, 1], [3, 4, 5], [4, 3, 5])
             scale = scales[int(rng.integers(len(scales)))]
-            for i in range(int(span / step)):
-                if not 21 <= pitch <= 108:
-                    break
-                notes.append((time, time + step * rng.uniform(0.6, 1.0), pitch,
-                              int(np.clip(velocity + rng.normal(0, 8), 10, 127))))
+            i = 0
+            while at < end and 21 <= pitch <= 108:
+                notes.append((at, at + step * rng.uniform(0.5, 1.6), pitch, 0, voice))
                 pitch += direction * scale[i % len(scale)]
-                time += step
+                at += step
+                i += 1
+            voice += 1
         elif kind == "repeat":
-            pitch = int(rng.integers(36, 96))
-            step = rng.uniform(0.08, 0.3)
-            for _ in range(int(span / step)):
-                notes.append((time, time + step * 0.7, pitch, int(np.clip(velocity + rng.normal(0, 10), 10, 127))))
-                time += step
+            pitch = int(rng.integers(30, 100))
+            step = rng.uniform(0.06, 0.3) * pace
+            while at < end:
+                notes.append((at, at + step * rng.uniform(0.3, 0.9), pitch, 0, voice))
+                at += step
+            voice += 1
         elif kind == "leaps":
-            step = rng.uniform(0.12, 0.4)
-            for _ in range(int(span / step)):
-                pitch = int(rng.integers(21, 109))
-                notes.append((time, time + step * rng.uniform(0.5, 1.5), pitch, int(rng.uniform(25, 127))))
-                time += step
-        else:  # independent voices with their own rhythms
-            end = time + span
-            for low in (int(rng.integers(24, 50)), int(rng.integers(50, 70)), int(rng.integers(65, 90))):
-                t = time
+            step = rng.uniform(0.1, 0.4) * pace
+            while at < end:
+                notes.append((at, at + step * rng.uniform(0.3, 1.5), int(rng.integers(21, 109)), 0, voice))
+                at += step
+            voice += 1
+        else:  # independent voices (poly) or a melody over held chords
+            lows = [int(rng.integers(24, 50)), int(rng.integers(48, 70)), int(rng.integers(62, 92))]
+            if kind == "poly" and rng.random() < 0.5:
+                lows.append(int(rng.integers(40, 80)))
+            for low in lows:
+                t = at
                 while t < end:
-                    length = float(rng.choice([0.125, 0.25, 0.375, 0.5, 0.75]))
-                    notes.append((t, t + length * 0.95, int(low + rng.integers(0, 12)),
-                                  int(np.clip(velocity + rng.normal(0, 10), 10, 127))))
+                    length = float(rng.choice([0.0625, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0])) * pace
+                    if kind == "melody" and low != lows[-1]:
+                        length *= 4
+                    notes.append((t, t + length * rng.uniform(0.6, 1.0), int(low + rng.integers(0, 12)), 0, voice))
                     t += length
-            time = end
-    notes = [(round(s, 4), round(min(e, seconds), 4), p, v) for s, e, p, v in notes if s < seconds]
-    return trim_overlaps(notes)
+                voice += 1
+        time = max(end, at)
+    notes = [n for n in notes if n[0] < seconds]
+    velocities = velocity_curve(rng, np.array([n[0] for n in notes], dtype=np.float64))
+    if rng.random() < 0.3:  # accents and echoes: a second, independent loudness layer
+        velocities = np.clip(velocities + rng.choice([-30, 0, 0, 25], len(notes)), 1, 127)
+    notes = [(round(s, 4), round(min(e, seconds), 4), p, int(v), voice)
+             for (s, e, p, _, voice), v in zip(notes, velocities)]
+    if rng.random() < pedal:
+        notes = apply_pedal(notes, rng, seconds)
+    return voice_overlaps(notes)
 
 
 # -- the dataset -------------------------------------------------------------------------
@@ -234,15 +318,31 @@ def random_texture(rng: np.random.Generator, seconds: float) -> list[tuple[float
 class PairSpec:
     """What to build: sources, counts per split, rendering variety."""
 
-    corpora: tuple[str, ...] = ("bach-chorales", "classical")
+    corpora: tuple[str, ...] = ("bach-chorales", "palestrina", "classical", "folk")
+    # a seeded sample of a large corpus's source files (the rest: all of them)
+    sources_per_corpus: dict[str, int] = field(default_factory=lambda: {"palestrina": 160, "folk": 60,
+                                                                          "classical": 6})
     pieces_per_split: dict[str, int] = field(default_factory=lambda: {"train": 300, "valid": 10, "test": 20})
     textures_per_split: dict[str, int] = field(default_factory=lambda: {"train": 150, "valid": 5, "test": 0})
     max_seconds: float = 20.0
+    renders_per_piece: int = 1  # excerpts of each piece, each with its own performance, SoundFont and room
     programs: tuple[int, ...] = PIANO_PROGRAMS
     label_program: int | None = 0  # every note labeled with this program (a piano model); None keeps it
     soundfonts: tuple[str, ...] = ()  # empty: training_soundfonts()
     augment: bool = True
+    room: bool = True  # random reverb/chorus sends, room size and detuning (False: General MIDI's defaults)
     seed: int = 0
+
+
+def corpus_pieces(name: str, split: str, sources: int | None = None, seed: int = 0):
+    """The pieces of a corpus in one split, from all its source files or a seeded sample of
+    ``sources`` of them (only those are exported, so a sample of a large corpus is quick)."""
+    corpus = open_corpus(name)
+    if sources is None or not hasattr(corpus, "sources"):
+        return corpus.pieces(split=split)
+    every = corpus.sources()
+    picked = sorted(every[i] for i in np.random.default_rng(seed).permutation(len(every))[:sources])
+    return corpus.pieces(split=split, sources=picked)
 
 
 def _example_seed(seed: int, example_id: str) -> int:
@@ -267,10 +367,11 @@ def build_pairs(out_dir: str | os.PathLike, spec: PairSpec | None = None, splits
         wanted = spec.pieces_per_split.get(split, 0)
         pieces = []
         for corpus in spec.corpora:
-            pieces += open_corpus(corpus).pieces(split=split)
+            pieces += corpus_pieces(corpus, split, spec.sources_per_corpus.get(corpus))
         rng = np.random.default_rng(spec.seed)
         order = rng.permutation(len(pieces))[:wanted] if pieces else []
-        jobs += [(split, pieces[i].id, pieces[i].path) for i in order]
+        jobs += [(split, pieces[i].id + (f"~{k}" if k else ""), pieces[i].path)
+                 for i in order for k in range(spec.renders_per_piece)]
         jobs += [(split, f"texture-{split}-{i:05d}", None) for i in range(spec.textures_per_split.get(split, 0))]
     (out / "spec.json").parent.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
@@ -302,18 +403,19 @@ def build_pairs(out_dir: str | os.PathLike, spec: PairSpec | None = None, splits
             renderer = FluidRenderer(soundfonts)
         soundfont = soundfonts[int(rng.integers(len(soundfonts)))]
         program = int(spec.programs[int(rng.integers(len(spec.programs)))])
-        audio = renderer.render(notes, soundfont, program)
+        room = random_room(rng) if spec.room else None
+        audio = renderer.render(notes, soundfont, program, room=room)
         audio = augment(audio, rng) if spec.augment else audio / max(1e-6, np.abs(audio).max()) * 0.5
         label = spec.label_program if spec.label_program is not None else program
         folder = out / split
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / f"{safe}.flac") as tmp:
             soundfile.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16")
-        score = notes_to_score([(s, e, p, v, label, False) for s, e, p, v in notes])
+        score = notes_to_score([(n[0], n[1], n[2], n[3], label, False) for n in notes])
         with atomic_path(folder / f"{safe}.mid") as tmp:
             score.dump_midi(str(tmp))
         entry = {"id": safe, "source": example_id, "split": split, "seconds": len(audio) / SAMPLE_RATE,
-                 "notes": len(notes), "soundfont": soundfont.name, "program": program}
+                 "notes": len(notes), "soundfont": soundfont.name, "program": program, "room": room}
         with open(folder / "manifest.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
         manifests[split][safe] = entry
@@ -344,4 +446,5 @@ def load_pairs(data_dir: str | os.PathLike, split: str) -> list[tuple[Path, Path
 
 
 __all__ = ["FluidRenderer", "PairSpec", "augment", "build_pairs", "heldout_soundfont", "load_pairs",
-           "perform", "random_texture", "score_notes", "split_of", "training_soundfonts", "trim_overlaps"]
+           "perform", "random_room", "random_texture", "score_notes", "split_of", "training_soundfonts",
+           "voice_overlaps"]

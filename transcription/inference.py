@@ -92,23 +92,32 @@ def save_transcriber(directory: str | os.PathLike, model, tokenizer: MT3Tokenize
 
 
 def load_transcriber(directory: str | os.PathLike | None = None, device="cpu"):
-    """(model, tokenizer, info) from a checkpoint directory; the shipped piano model by default."""
+    """(model, tokenizer, info) from a checkpoint directory or a shipped model's name; the default
+    piano transcriber when none is given. The model is a framewise transcriber or a sequence model,
+    as the checkpoint's config says; ``transcribe`` runs either."""
     import torch
-    from safetensors.torch import load_file
+
+    from cadenza.symbolic.checkpoint import checkpoint_directory, load_model, read_checkpoint_config
+    from cadenza.symbolic.registry import DEFAULT_TRANSCRIBER
 
     from .seq2seq import Transcriber, TranscriberConfig
 
-    directory = Path(directory) if directory else SHIPPED_MODEL
-    if not (directory / "config.json").exists() or not (directory / "model.safetensors").exists():
-        raise CadenzaError(f"{directory}: not a transcription checkpoint (config.json + model.safetensors)")
-    config = json.loads((directory / "config.json").read_text())
-    if "n_mels" not in config.get("model", {}):
+    directory = checkpoint_directory(directory or DEFAULT_TRANSCRIBER)
+    config = read_checkpoint_config(directory)  # one line for a missing or unreadable config
+    if "n_mels" not in config["model"]:
         scheme = (config.get("tokenizer") or {}).get("scheme", "?")
         raise CadenzaError(f"{directory}: not a transcription checkpoint (its tokenizer is {scheme})")
-    tokenizer = MT3Tokenizer(**config["tokenizer"]["config"])
-    model = Transcriber(TranscriberConfig(**config["model"]))
-    weights = load_file(str(directory / "model.safetensors"))
-    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    try:
+        tokenizer = MT3Tokenizer(**config["tokenizer"]["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CadenzaError(f"{directory / 'config.json'}: bad MT3 tokenizer config ({exc})") from None
+    if config.get("kind") == "framewise":
+        from .framewise import FramewiseConfig, FramewiseTranscriber
+
+        model = load_model(directory, FramewiseConfig, FramewiseTranscriber, config["model"],
+                           build_config=FramewiseConfig.from_dict)
+    else:
+        model = load_model(directory, TranscriberConfig, Transcriber, config["model"])
     model.to(torch.device(device)).eval()
     return model, tokenizer, config.get("info", {})
 
@@ -123,6 +132,7 @@ class TranscriptionResult:
     silent: bool
     invalid_events: int = 0
     messages: list[str] = field(default_factory=list)
+    tokens: list[np.ndarray] = field(default_factory=list)  # MT3 event ids per codec segment (framewise model)
 
 
 def _segments(blocks: Iterator[np.ndarray], segment_samples: int) -> Iterator[np.ndarray]:
@@ -145,10 +155,13 @@ def transcribe(audio, model=None, tokenizer: MT3Tokenizer | None = None, batch_s
     import torch
     from tqdm import tqdm
 
+    from .framewise import FramewiseTranscriber
     from .seq2seq import HOP
 
     if model is None:
         model, tokenizer, _ = load_transcriber(device=device)
+    if isinstance(model, FramewiseTranscriber):
+        return transcribe_framewise(audio, model, tokenizer, device=device, progress=progress)
     segment_frames = model.config.segment_frames
     segment_samples = segment_frames * HOP
     if isinstance(audio, np.ndarray):
@@ -205,34 +218,150 @@ def transcribe(audio, model=None, tokenizer: MT3Tokenizer | None = None, batch_s
     starts = [i * seconds_per_segment for i in range(len(tokens))]
     score = tokenizer.decode_segments(tokens, starts)
     notes = sum(len(t.notes) for t in score.tracks)
-    messages = []
     silent = peak <= SILENCE_PEAK
     if not tokens:
         raise MusicFileError("<array>" if isinstance(audio, np.ndarray) else audio, "the audio holds no samples")
-    if silent:
-        messages.append("the audio is silent (peak below -70 dBFS): wrote an empty MIDI file")
-    elif notes == 0:
-        messages.append("no notes were found in the audio: wrote an empty MIDI file")
+    messages = _messages(silent, notes)
     return TranscriptionResult(score=score, seconds=counted["samples"] / SAMPLE_RATE, segments=len(tokens),
                                notes=notes, silent=silent, invalid_events=tokenizer.last_invalid,
                                messages=messages)
 
 
+def _messages(silent: bool, notes: int) -> list[str]:
+    if silent:
+        return ["the audio is silent (peak below -70 dBFS): wrote an empty MIDI file"]
+    if notes == 0:
+        return ["no notes were found in the audio: wrote an empty MIDI file"]
+    return []
+
+
+class _Meter:
+    """Samples and peak of the audio a stream has delivered so far."""
+
+    def __init__(self):
+        self.samples, self.peak = 0, 0.0
+
+
+def framewise_probabilities(audio, model, chunk_seconds: float = 20.0, device="cpu",
+                            meter: _Meter | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Sigmoid activations (frames, 88) of the framewise model, ``chunk_seconds`` at a time.
+
+    Each chunk is computed with enough audio either side (the model's receptive field) that its
+    frames equal those of the whole file, so memory is bounded by the chunk, whatever the file's
+    length. ``audio`` is a path (any rate and channel count) or a mono 16 kHz array."""
+    import torch
+
+    config = model.config
+    hop = config.hop
+    margin = 16 * hop if config.receptive_frames <= 16 else 0  # a recurrent model: the whole file at once
+    chunk_frames = max(1, int(chunk_seconds * SAMPLE_RATE) // hop)
+    chunk_samples = chunk_frames * hop
+    meter = meter or _Meter()
+    blocks = iter([audio.astype(np.float32)]) if isinstance(audio, np.ndarray) else audio_blocks(audio)
+    buffer = np.zeros(margin, dtype=np.float32)  # global sample -margin onwards (zeros before the file)
+    done_frames = 0
+
+    def run(segment: np.ndarray, frames: int) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            outputs = model(model.features(torch.as_tensor(segment[None]).to(device)))
+            skip = margin // hop
+            return {k: torch.sigmoid(v[0, skip: skip + frames]).float().cpu().numpy() for k, v in outputs.items()}
+
+    for block in blocks:
+        meter.samples += len(block)
+        if len(block):
+            meter.peak = max(meter.peak, float(np.abs(block).max()))
+        buffer = np.concatenate([buffer, block])
+        while margin and len(buffer) >= margin + chunk_samples + margin:
+            yield run(buffer[: margin + chunk_samples + margin], chunk_frames)
+            buffer = buffer[chunk_samples:]
+            done_frames += chunk_frames
+    if meter.samples == 0:
+        raise MusicFileError("<array>" if isinstance(audio, np.ndarray) else audio, "the audio holds no samples")
+    frames = meter.samples // hop + 1 - done_frames
+    if frames > 0:
+        needed = margin + frames * hop + margin
+        yield run(np.pad(buffer, (0, max(0, needed - len(buffer))))[:needed], frames)
+
+
+def transcribe_framewise(audio, model, tokenizer: MT3Tokenizer, device="cpu", progress: bool = False,
+                         chunk_seconds: float = 20.0, settings=None) -> TranscriptionResult:
+    """The framewise model over a path or an array: activations chunk by chunk
+    (:func:`framewise_probabilities`) into the streaming note decoder, which carries its open
+    notes across chunks. Notes go through the MT3 codec: the result holds the event ids of every
+    2.048 s segment, and its score is their decoding."""
+    import torch
+    from tqdm import tqdm
+
+    from cadenza.tokenizers.mt3 import notes_to_score
+
+    from .framewise import NoteDecoder
+
+    decoder = NoteDecoder(model.config.frame_seconds, settings)
+    meter = _Meter()
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)  # small convolutions: one thread is fastest per second of work on a shared CPU
+    try:
+        for probabilities in tqdm(framewise_probabilities(audio, model, chunk_seconds, device, meter),
+                                  desc="transcribing", unit="chunk", disable=not progress):
+            decoder.feed(probabilities)
+    finally:
+        torch.set_num_threads(threads)
+    silent = meter.peak <= SILENCE_PEAK
+    notes = [] if silent else decoder.finish()
+    seconds = meter.samples / SAMPLE_RATE
+    segment_count = max(1, int(np.ceil(seconds / tokenizer.segment_seconds)))
+    tokens = tokenizer.encode_segments(notes_to_score([(s, e, p, v, 0, False) for s, e, p, v in notes]),
+                                       num_segments=segment_count)
+    score = tokenizer.decode_segments(tokens)
+    count = sum(len(t.notes) for t in score.tracks)
+    return TranscriptionResult(score=score, seconds=seconds, segments=len(tokens), notes=count, silent=silent,
+                               invalid_events=tokenizer.last_invalid, messages=_messages(silent, count),
+                               tokens=tokens)
+
+
 # -- evaluation --------------------------------------------------------------------------
-def note_arrays(score: symusic.Score, program: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """mir_eval's (intervals (n, 2) seconds, pitches (n,) Hz) of a score, optionally of one program."""
+def note_table(score: symusic.Score, program: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(intervals (n, 2) seconds, pitches (n,) Hz, velocities (n,)) of a score's non-drum notes,
+    optionally of one program, sorted by onset."""
     import mir_eval
 
     seconds = score.to("second")
-    rows = [(n.time, n.time + n.duration, n.pitch) for t in seconds.tracks if not t.is_drum
+    rows = [(n.time, n.time + n.duration, n.pitch, n.velocity) for t in seconds.tracks if not t.is_drum
             and (program is None or t.program == program) for n in t.notes]
     if not rows:
-        return np.zeros((0, 2)), np.zeros(0)
+        return np.zeros((0, 2)), np.zeros(0), np.zeros(0)
     rows.sort()
     array = np.asarray(rows, dtype=np.float64)
     intervals = array[:, :2].copy()
     intervals[:, 1] = np.maximum(intervals[:, 1], intervals[:, 0] + 1e-3)
-    return intervals, mir_eval.util.midi_to_hz(array[:, 2])
+    return intervals, mir_eval.util.midi_to_hz(array[:, 2]), array[:, 3]
+
+
+def note_arrays(score: symusic.Score, program: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """mir_eval's (intervals (n, 2) seconds, pitches (n,) Hz) of a score, optionally of one program."""
+    return note_table(score, program)[:2]
+
+
+def velocity_errors(reference: symusic.Score, estimate: symusic.Score) -> dict:
+    """Mean absolute velocity error (MIDI units) over onset-matched notes: as given, and after the
+    best affine map of estimated onto reference velocities (loudness is only known up to the
+    recording's gain and the instrument's response, so the fitted figure is the comparable one)."""
+    import mir_eval
+
+    ref, est = note_table(reference), note_table(estimate)
+    if not len(ref[1]) or not len(est[1]):
+        return {"velocity_mae": None, "velocity_mae_fitted": None, "velocity_pairs": 0}
+    pairs = mir_eval.transcription.match_notes(ref[0], ref[1], est[0], est[1], onset_tolerance=0.05, offset_ratio=None)
+    if not pairs:
+        return {"velocity_mae": None, "velocity_mae_fitted": None, "velocity_pairs": 0}
+    truth = np.array([ref[2][i] for i, _ in pairs])
+    guess = np.array([est[2][j] for _, j in pairs])
+    design = np.stack([guess, np.ones_like(guess)], axis=1)
+    fitted = design @ np.linalg.lstsq(design, truth, rcond=None)[0]
+    return {"velocity_mae": float(np.abs(truth - guess).mean()), "velocity_mae_fitted": float(np.abs(truth - fitted).mean()),
+            "velocity_pairs": len(pairs)}
 
 
 def transcription_scores(reference: symusic.Score, estimate: symusic.Score) -> dict:

@@ -78,7 +78,8 @@ def mel_filterbank(n_mels: int, sample_rate: int = SAMPLE_RATE, fft_size: int = 
 
     bins = torch.linspace(0, sample_rate / 2, fft_size // 2 + 1, dtype=torch.float64)[1:]
     mels = hz_to_mel(bins)
-    edges = torch.linspace(float(hz_to_mel(low_hz)), float(hz_to_mel(high_hz)), n_mels + 2, dtype=torch.float64)
+    low_mel, high_mel = (1127.0 * math.log1p(hz / 700.0) for hz in (low_hz, high_hz))  # no .item(): builds on meta
+    edges = torch.linspace(low_mel, high_mel, n_mels + 2, dtype=torch.float64)
     lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
     rising = (mels[:, None] - lower) / (center - lower)
     falling = (upper - mels[:, None]) / (upper - center)
@@ -87,15 +88,17 @@ def mel_filterbank(n_mels: int, sample_rate: int = SAMPLE_RATE, fft_size: int = 
 
 
 class LogMel(nn.Module):
-    """Audio (batch, samples) at 16 kHz -> log-mel (batch, frames, n_mels), frames = samples // 128 + 1."""
+    """Audio (batch, samples) at 16 kHz -> log-mel (batch, frames, n_mels), frames = samples // hop + 1
+    (hop 128 for the sequence model, 320 for the framewise one)."""
 
-    def __init__(self, n_mels: int = 512):
+    def __init__(self, n_mels: int = 512, hop: int = HOP):
         super().__init__()
+        self.hop = hop
         self.register_buffer("window", torch.hann_window(FFT_SIZE), persistent=False)
         self.register_buffer("filters", mel_filterbank(n_mels), persistent=False)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(audio, FFT_SIZE, HOP, window=self.window, center=True, pad_mode="constant",
+        spec = torch.stft(audio, FFT_SIZE, self.hop, window=self.window, center=True, pad_mode="constant",
                           return_complex=True)
         mel = spec.abs().transpose(1, 2) @ self.filters
         return torch.log(torch.clamp(mel, min=1e-5))

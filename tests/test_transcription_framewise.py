@@ -1,0 +1,222 @@
+"""The framewise piano transcriber: labels, decoding of constructed activations with known notes,
+chunked inference equal to whole-file inference, silence, any sample rate and channel count,
+training with bit-exact resume, the data pipeline's label rules, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from cadenza.transcription.framewise import (KEYS, MIN_PITCH, DecodeSettings, FramewiseConfig, FramewiseTranscriber,
+                                             NoteDecoder, decode_notes, note_rolls)
+from cadenza.transcription.inference import transcribe, transcription_scores
+from cadenza.tokenizers.mt3 import MT3Tokenizer, notes_to_score
+
+from conftest import run_cli
+from test_transcription import tones
+
+SR = 16000
+HOP = 256 / SR  # seconds per frame
+
+
+def activations(notes, frames: int) -> dict[str, np.ndarray]:
+    """Ideal probabilities for (start, end, pitch, velocity) notes: a peaked onset, sounding frames."""
+    rolls = note_rolls(notes, frames, HOP)
+    onset = rolls["onset"] * 0.9
+    onset[1:] += rolls["onset"][:-1] * 0.3  # a smeared peak, as a network gives
+    onset[:-1] += rolls["onset"][1:] * 0.2
+    frame = np.clip(rolls["frame"] * 0.9 + 0.05, 0, 1)
+    velocity = np.zeros_like(onset)
+    for start, _, pitch, vel in notes:
+        velocity[int(round(start / HOP)), pitch - MIN_PITCH] = vel / 127
+    return {"onset": onset, "frame": frame, "offset": rolls["offset"] * 0.2, "velocity": velocity}
+
+
+KNOWN = [(0.0, 0.48, 60, 80), (0.16, 1.6, 64, 30), (0.16, 0.8, 67, 100), (0.96, 1.28, 60, 64),
+         (1.28, 1.6, 60, 64), (2.0, 2.08, 108, 127), (2.0, 2.4, 21, 5)]
+
+
+def test_note_rolls_mark_onsets_frames_offsets_and_velocity():
+    rolls = note_rolls([(0.16, 0.48, 60, 127), (0.32, 0.4, 21, 1)], frames=40, hop_seconds=HOP)
+    key = 60 - MIN_PITCH
+    assert rolls["onset"][:, key].nonzero()[0].tolist() == [10]
+    assert rolls["frame"][:, key].nonzero()[0].tolist() == list(range(10, 30))
+    assert rolls["offset"][:, key].nonzero()[0].tolist() == [30]
+    assert rolls["velocity"][10, key] == 1.0 and rolls["velocity"][20, 0] == pytest.approx(1 / 127)
+    assert rolls["velocity_mask"].sum() == 2 and rolls["onset"].shape == (40, KEYS)
+
+
+def test_decoding_constructed_activations_gives_the_known_notes():
+    notes = decode_notes(activations(KNOWN, 200), HOP)
+    assert [(p, v) for _, _, p, v in notes] == [(p, v) for _, _, p, v in sorted(KNOWN)]
+    for (start, end, *_), (s, e, *_) in zip(notes, sorted(KNOWN)):
+        assert abs(start - s) < 0.25 * HOP + 1e-9  # the parabola refines a smeared peak within a frame
+        assert abs(end - e) < 1e-9
+    # repeated notes of one key: the second onset ends the first even while frames stay on
+    held = activations([(0.0, 1.0, 70, 90)], 100)
+    held["onset"][40, 70 - MIN_PITCH] = 0.95
+    starts = [(round(s / HOP), round(e / HOP)) for s, e, *_ in decode_notes(held, HOP)]
+    assert starts == [(0, 40), (40, 62)]
+    # below the onset threshold nothing starts, however long the frames sound
+    quiet = activations(KNOWN, 200)
+    quiet["onset"] *= 0.4
+    assert decode_notes(quiet, HOP) == []
+
+
+def test_streaming_decoder_gives_the_same_notes_for_any_chunking():
+    probabilities = activations(KNOWN, 200)
+    whole = decode_notes(probabilities, HOP)
+    for size in (1, 2, 7, 64):
+        decoder = NoteDecoder(HOP)
+        for begin in range(0, 200, size):
+            decoder.feed({k: v[begin: begin + size] for k, v in probabilities.items()})
+        assert decoder.finish() == whole
+    assert NoteDecoder(HOP, DecodeSettings(offset_threshold=0.1)).settings.offset_threshold == 0.1
+
+
+def tiny_model(seed: int = 0) -> tuple[FramewiseTranscriber, MT3Tokenizer]:
+    torch.manual_seed(seed)
+    model = FramewiseTranscriber(FramewiseConfig.debug()).eval()
+    with torch.no_grad():  # a bias that makes every frame sound: inference has notes to stitch
+        model.onset.bias.fill_(-0.5)
+    return model, MT3Tokenizer(num_velocity_bins=127)
+
+
+def test_chunked_inference_equals_one_chunk_and_goes_through_the_codec():
+    from cadenza.transcription.inference import framewise_probabilities, transcribe_framewise
+
+    model, codec = tiny_model()
+    audio = tones([(0.1, 0.9, 60), (0.5, 2.0, 67), (3.0, 5.5, 48)], 6.5)
+    whole = list(framewise_probabilities(audio, model, 100.0))
+    assert len(whole) == 1 and whole[0]["onset"].shape == (326, KEYS)  # 6.5 s at a 20 ms hop, centred frames
+    for seconds in (0.7, 2.0):
+        chunks = list(framewise_probabilities(audio, model, seconds))
+        assert len(chunks) >= 2 and all(len(c["onset"]) == seconds * SR // 320 for c in chunks[:-1])
+        for name in whole[0]:
+            joined = np.concatenate([c[name] for c in chunks])
+            np.testing.assert_allclose(joined, whole[0][name], atol=1e-5)
+    result = transcribe_framewise(audio, model, codec)
+    assert result.segments == len(result.tokens) == 4  # 6.5 s in 2.048 s codec segments
+    assert result.score.note_num() > 0
+    assert codec.decode_segments(result.tokens).note_num() == result.score.note_num()
+
+
+def test_silence_any_rate_and_channel_count(tmp_path):
+    model, codec = tiny_model()
+    result = transcribe(np.zeros(SR * 3, dtype=np.float32), model, codec)
+    assert result.silent and result.notes == 0 and "silent" in result.messages[0]
+    assert result.score.note_num() == 0
+    mono = tones([(0.2, 1.5, 69)], 2.0)
+    path16 = tmp_path / "mono16k.wav"
+    soundfile.write(str(path16), mono, SR)
+    from scipy.signal import resample_poly
+
+    stereo44 = np.stack([resample_poly(mono, 441, 160)] * 2, axis=1).astype(np.float32)
+    path44 = tmp_path / "stereo44k.flac"
+    soundfile.write(str(path44), stereo44, 44100)
+    a, b = transcribe(str(path16), model, codec), transcribe(str(path44), model, codec)
+    assert a.seconds == pytest.approx(2.0) and b.seconds == pytest.approx(2.0, abs=1e-3)
+    from cadenza.transcription.inference import framewise_probabilities
+
+    # resampled and mixed down, the stereo 44.1 kHz file gives the mono 16 kHz file's activations
+    heard = [np.concatenate([c["frame"] for c in framewise_probabilities(str(p), model)]) for p in (path16, path44)]
+    assert heard[0].shape == heard[1].shape and np.abs(heard[0] - heard[1]).mean() < 0.01
+
+
+def test_long_audio_is_transcribed_in_bounded_chunks(monkeypatch, tmp_path):
+    """Four minutes from a file, read block by block and run through 20 s chunks: the model never
+    sees more than a chunk and its margins."""
+    model, codec = tiny_model()
+    seen = []
+    original = model.forward
+
+    def spy(mel):
+        seen.append(mel.shape[1])
+        return original(mel)
+
+    monkeypatch.setattr(model, "forward", spy)
+    path = tmp_path / "long.flac"
+    soundfile.write(str(path), np.tile(tones([(0.0, 0.5, 60)], 1.0), 240), SR)
+    result = transcribe(str(path), model, codec)
+    assert result.seconds == pytest.approx(240)
+    # 11 chunks of 20 s, then the last 20 s and the closing frame (the last chunk has no audio after it)
+    assert seen == [1000 + 2 * 16 + 1] * 11 + [1001 + 2 * 16 + 1]
+
+
+def test_training_learns_notes_and_resumes_bit_exactly(tmp_path):
+    from cadenza.transcription.framewise_train import FramewiseSettings, FrameWindowSampler, train_framewise
+
+    pairs = []
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        notes = [(float(s), float(s) + 0.4, int(p), 90) for s, p in zip(np.arange(0.1, 3.5, 0.5),
+                                                                        rng.integers(48, 80, 7))]
+        audio_path, midi_path = tmp_path / f"{i}.flac", tmp_path / f"{i}.mid"
+        soundfile.write(str(audio_path), tones([n[:3] for n in notes], 4.0), SR)
+        notes_to_score([(s, e, p, v, 0, False) for s, e, p, v in notes]).dump_midi(str(midi_path))
+        pairs.append((audio_path, midi_path))
+
+    def run(out, steps, leg=None):
+        torch.manual_seed(0)
+        model = FramewiseTranscriber(FramewiseConfig.debug())
+        sampler = FrameWindowSampler(pairs, 320, 100, seed=0)
+        settings = FramewiseSettings(steps=steps, batch_size=4, window_frames=100, learning_rate=3e-3, warmup=5,
+                                     log_every=5, save_every=1000, leg_steps=leg)
+        summary = train_framewise(model, sampler, out, settings, progress=False)
+        return model, summary
+
+    full, summary = run(tmp_path / "full", 40)
+    assert summary["history"][-1]["onset"] < summary["history"][0]["onset"] * 0.5
+    _, first_leg = run(tmp_path / "split", 40, leg=20)
+    assert first_leg["steps"] == 20
+    resumed, _ = run(tmp_path / "split", 40)
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    config = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert config["kind"] == "framewise" and config["info"]["step"] == 40
+
+
+def test_data_keeps_unisons_short_notes_and_full_velocity_range():
+    from cadenza.transcription.data import perform, random_texture, voice_overlaps
+
+    # unisons across voices stay; a same-pitch overlap within a voice ends at the later onset
+    notes = [(0.0, 1.0, 60, 80, 0), (0.0, 1.0, 60, 70, 1), (0.5, 0.51, 72, 50, 0), (0.2, 0.9, 64, 60, 2),
+             (0.6, 1.2, 64, 60, 2)]
+    assert voice_overlaps(notes) == [(0.0, 1.0, 60, 70, 1), (0.0, 1.0, 60, 80, 0), (0.2, 0.6, 64, 60, 2),
+                                     (0.5, 0.51, 72, 50, 0), (0.6, 1.2, 64, 60, 2)]
+    rng = np.random.default_rng(3)
+    velocities = [n[3] for _ in range(30) for n in random_texture(rng, 10.0)]
+    assert min(velocities) < 15 and max(velocities) > 120 and all(1 <= v <= 127 for v in velocities)
+    played = perform([(i * 0.25, i * 0.25 + 0.2, 60 + i % 5, 64, i % 2) for i in range(40)], rng, 8.0)
+    assert {n[4] for n in played} == {0, 1} and all(n[1] > n[0] for n in played)
+
+
+def test_cli_framewise_train_and_transcribe_by_name(tmp_path, monkeypatch):
+    """`transcription-train` makes a framewise checkpoint; `transcribe --model` takes it, writes
+    MIDI and the MT3 event ids; a shipped name that does not exist is a one-line error."""
+    data = tmp_path / "data" / "train"
+    data.mkdir(parents=True)
+    notes = [(0.2, 0.8, 60, 90), (1.0, 1.6, 64, 70)]
+    soundfile.write(str(data / "a.flac"), tones([n[:3] for n in notes], 2.5), SR)
+    notes_to_score([(s, e, p, v, 0, False) for s, e, p, v in notes]).dump_midi(str(data / "a.mid"))
+    (data / "manifest.jsonl").write_text(json.dumps({"id": "a", "seconds": 2.5, "notes": 2}) + "\n")
+    run_cli("transcription-train", tmp_path / "data", "--out", tmp_path / "run", "--size", "debug", "--steps", "3",
+            "--batch-size", "2", "--window-frames", "64", "--warmup", "1")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["kind"] == "framewise" and config["info"]["training_command"].startswith("cadenza transcription-train")
+    proc = run_cli("transcribe", data / "a.flac", "-o", tmp_path / "a.mid", "--model", tmp_path / "run",
+                   "--events", tmp_path / "a.events")
+    assert "a.mid" in proc.stdout and (tmp_path / "a.mid").exists()
+    lines = (tmp_path / "a.events").read_text().splitlines()
+    assert len(lines) == 2  # 2.5 s: two 2.048 s segments, each a line of ids
+    proc = run_cli("transcribe", data / "a.flac", "-o", tmp_path / "b.mid", "--model", "no-such-model", check=False)
+    assert proc.returncode == 2 and "not a shipped model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_scores_of_a_perfect_transcription():
+    reference = notes_to_score([(s, e, p, v, 0, False) for s, e, p, v in KNOWN])
+    assert transcription_scores(reference, reference)["onset_offset_f1"] == 1.0

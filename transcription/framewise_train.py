@@ -1,0 +1,199 @@
+"""Training the framewise transcriber on cached audio/MIDI pairs: random windows, four heads.
+
+Each step draws random windows (anywhere in a random example, weighted by length, starting on
+a frame boundary), applies a random gain, computes log-mel frames and the onset, offset, frame
+and velocity targets on the fly, and takes an AdamW step. Scheduling, the optimizer, the time
+box, distributed runs and checkpoints come from the shared training kit
+(``cadenza.symbolic.kit``): the run directory is a loadable checkpoint plus the training state
+(optimizer moments, torch and sampler generator states, the run clock), so an interrupted or
+time-boxed run resumes bit-exactly, with what is left of its time budget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .framewise import FramewiseConfig, FramewiseTranscriber, framewise_loss, note_rolls
+from .seq2seq import SAMPLE_RATE
+
+
+class FrameWindowSampler:
+    """Examples held in memory (int16 audio + notes) and random training windows of ``frames`` frames."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]], hop: int, frames: int, seed: int = 0):
+        import symusic
+
+        from .inference import load_audio
+
+        if not pairs:
+            raise ValueError("no training examples")
+        self.hop, self.frames = hop, frames
+        self.window_samples = frames * hop
+        self.audio: list[np.ndarray] = []
+        self.notes: list[np.ndarray] = []  # (n, 4): start, end, pitch, velocity; sorted by start
+        for audio_path, midi_path in pairs:
+            self.audio.append((np.clip(load_audio(audio_path), -1, 1) * 32767).astype(np.int16))
+            seconds = symusic.Score(str(midi_path)).to("second")
+            rows = sorted((n.time, n.time + n.duration, n.pitch, n.velocity) for t in seconds.tracks
+                          if not t.is_drum for n in t.notes)
+            self.notes.append(np.asarray(rows, dtype=np.float64).reshape(-1, 4))
+        lengths = np.array([max(1, len(a) - self.window_samples // 2) for a in self.audio], dtype=np.float64)
+        self.weights = lengths / lengths.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def seconds(self) -> float:
+        return sum(len(a) for a in self.audio) / SAMPLE_RATE
+
+    def window(self, index: int, start_frame: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Audio (window_samples,) float32 and the targets (frames, 88) of one window."""
+        start = start_frame * self.hop
+        audio = self.audio[index][start: start + self.window_samples].astype(np.float32) / 32767
+        audio = np.pad(audio, (0, self.window_samples - len(audio)))
+        hop_seconds = self.hop / SAMPLE_RATE
+        begin, end = start / SAMPLE_RATE, (start + self.window_samples) / SAMPLE_RATE
+        notes = self.notes[index]
+        inside = notes[(notes[:, 0] < end + hop_seconds) & (notes[:, 1] > begin - hop_seconds)] if len(notes) else notes
+        shifted = [(s - begin, e - begin, p, v) for s, e, p, v in inside.tolist()]
+        return audio, note_rolls(shifted, self.frames, hop_seconds)
+
+    def batch(self, size: int, gain_db: float = 12.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        audios, targets = [], []
+        for _ in range(size):
+            index = int(self.rng.choice(len(self.audio), p=self.weights))
+            last = max(0, len(self.audio[index]) - self.window_samples // 2) // self.hop
+            audio, rolls = self.window(index, int(self.rng.integers(0, last + 1)))
+            gain = 10 ** (self.rng.uniform(-gain_db, 0) / 20)
+            audios.append(audio * gain)
+            targets.append(rolls)
+        stacked = {k: torch.as_tensor(np.stack([t[k] for t in targets])) for k in targets[0]}
+        return torch.as_tensor(np.stack(audios)), stacked
+
+
+@dataclass
+class FramewiseSettings:
+    steps: int = 4000
+    batch_size: int = 8
+    window_frames: int = 200  # 3.2 s at a 16 ms hop
+    learning_rate: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 3.0
+    log_every: int = 50
+    save_every: int = 500
+    seed: int = 0
+    max_minutes: float | None = None  # time box of the whole run, across resumes
+    leg_steps: int | None = None  # end this leg (with a checkpoint) after this many steps; resuming continues
+
+
+def save_framewise(directory: str | os.PathLike, model: FramewiseTranscriber, info: dict, half: bool = False) -> Path:
+    """directory/config.json ({"kind": "framewise", "model", "tokenizer", "info"}) + model.safetensors."""
+    from safetensors.torch import save_file
+
+    from cadenza.data.atomic import atomic_path, write_text_atomic
+    from cadenza.tokenizers.mt3 import MT3Tokenizer
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if half else torch.float32
+    state = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+             for k, v in model.state_dict().items()}
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    config = {"kind": "framewise", "model": model.config.to_dict(),
+              "tokenizer": MT3Tokenizer(num_velocity_bins=127).to_dict(), "info": info}
+    write_text_atomic(directory / "config.json", json.dumps(config, indent=2))
+    return directory
+
+
+def train_framewise(model: FramewiseTranscriber, sampler: FrameWindowSampler, out_dir: str | os.PathLike,
+                    settings: FramewiseSettings, device: torch.device | str = "cpu", resume: bool = True,
+                    progress: bool = True, info: dict | None = None, half: bool = False) -> dict:
+    """Train and checkpoint into ``out_dir``; returns a summary (steps, losses, seconds)."""
+    from tqdm import tqdm
+
+    from cadenza.symbolic import kit
+
+    dist = kit.init_distributed(str(device))
+    device = torch.device(device)
+    model.to(device)
+    optimizer = kit.adamw(model, lr=settings.learning_rate, weight_decay=settings.weight_decay, betas=(0.9, 0.98),
+                          device=device)
+    out = Path(out_dir)
+    kit.remove_stale_temporaries(out)
+    step, elapsed, history = 0, 0.0, []
+    torch.manual_seed(settings.seed + dist.rank)
+    sampler.rng = np.random.default_rng(settings.seed * 1000 + dist.rank)
+    if resume and kit.has_training_state(out):
+        tensors, state = kit.read_training_state(out)
+        from safetensors.torch import load_file
+
+        weights = load_file(str(out / "model.safetensors"))
+        model.load_state_dict({k: v.to(device) for k, v in weights.items()})
+        kit.load_optimizer_state(optimizer, tensors, state["optimizer"])
+        kit.load_rng_state(tensors)
+        if dist.is_main:  # rank 0's window stream continues; other ranks draw a fresh one per leg
+            sampler.rng.bit_generator.state = state["sampler_rng"]
+        else:
+            sampler.rng = np.random.default_rng([settings.seed, dist.rank, int(state["step"])])
+        step, elapsed, history = int(state["step"]), float(state["elapsed"]), list(state["history"])
+    clock = kit.RunClock(settings.max_minutes * 60 if settings.max_minutes else None, elapsed)
+    net = kit.wrap_ddp(model, dist, device)
+    model.train()
+    recent: list[dict] = []
+    leg_end = step + settings.leg_steps if settings.leg_steps else None
+
+    def checkpoint() -> None:
+        summary = {**(info or {}), "step": step, "train_seconds": round(clock.elapsed(), 1), "history": history}
+        sampler_state = sampler.rng.bit_generator.state
+        state = {"step": step, "elapsed": clock.elapsed(), "history": history, "settings": asdict(settings),
+                 "sampler_rng": sampler_state}
+        kit.write_checkpoint(out, lambda tmp: save_framewise(tmp, model, summary, half=False), optimizer, state)
+
+    bar = tqdm(total=settings.steps, initial=step, desc="training", unit="step", disable=not progress or not dist.is_main)
+    while step < settings.steps:
+        elapsed = clock.elapsed_agreed(dist, device) if clock.budget_seconds else None  # one clock for all ranks
+        for group in optimizer.param_groups:
+            group["lr"] = settings.learning_rate * clock.multiplier(step, warmup=settings.warmup, total=settings.steps,
+                                                                    elapsed=elapsed)
+        audio, targets = sampler.batch(settings.batch_size)
+        audio = audio.to(device)
+        targets = {k: v.to(device) for k, v in targets.items()}
+        with torch.no_grad():
+            mel = model.features(audio)[:, : settings.window_frames]
+        loss, parts = framewise_loss(net(mel), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        step += 1
+        recent.append(parts)
+        bar.update(1)
+        if step % settings.log_every == 0:
+            mean = {k: round(float(np.mean([r[k] for r in recent])), 4) for k in recent[0]}
+            history.append({"step": step, **mean, "seconds": round(clock.elapsed(), 1)})
+            recent.clear()
+            bar.set_postfix(onset=f"{mean['onset']:.4f}", frame=f"{mean['frame']:.4f}")
+        out_of_time = kit.agree(clock.out_of_time(), dist, device) if clock.budget_seconds else False
+        out_of_time = out_of_time or step == leg_end
+        if dist.is_main and (step % settings.save_every == 0 or step == settings.steps or out_of_time):
+            checkpoint()
+        if out_of_time:
+            break
+    bar.close()
+    if half and dist.is_main:
+        save_framewise(out, model, {**(info or {}), "step": step, "train_seconds": round(clock.elapsed(), 1),
+                                    "history": history}, half=True)
+    return {"steps": step, "seconds": clock.elapsed(), "history": history, "rank": dist.rank,
+            "world_size": dist.world_size, "last": history[-1] if history else None}
+
+
+def new_framewise(size: str = "cpu") -> FramewiseTranscriber:
+    """A fresh framewise transcriber of a named size: cpu (shipped), large (GPU) or debug."""
+    config = {"cpu": FramewiseConfig.cpu, "large": FramewiseConfig.large, "debug": FramewiseConfig.debug}[size]()
+    return FramewiseTranscriber(config)
