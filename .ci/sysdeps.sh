@@ -8,7 +8,9 @@ for what in "$@"; do
       if ! ldconfig -p 2>/dev/null | grep -q 'libfluidsynth\.so'; then need="$need libfluidsynth3"; fi ;;
     soundfonts)
       [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need="$need fluid-soundfont-gm"
-      [ -f /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 ] || need="$need musescore-general-soundfont-small" ;;
+      [ -f /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 ] || need="$need musescore-general-soundfont-small"
+      [ -f /usr/share/sounds/sf3/MuseScore_General_Full.sf3 ] || need="$need musescore-general-soundfont"
+      [ -f /usr/share/sounds/sf2/OPL-3_FM_128M.sf2 ] || need="$need opl3-soundfont" ;;
     chromium)
       if ! command -v chromium >/dev/null 2>&1; then need="$need chromium"; fi ;;
   esac
