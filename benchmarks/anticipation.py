@@ -37,6 +37,7 @@ def main() -> None:
     from cadenza.data.corpora import open_corpus
     from cadenza.data.io import read_score
     from cadenza.data.metrics import music_statistics
+    from cadenza.data.theory import span_joins
     from cadenza.symbolic.anticipation_tasks import accompany, infill
     from cadenza.symbolic.checkpoint import load_checkpoint
     from cadenza.symbolic.registry import DEFAULT_INFILL_MODEL, resolve_model
@@ -47,6 +48,8 @@ def main() -> None:
     parser.add_argument("--start", type=float, default=4.0)
     parser.add_argument("--end", type=float, default=8.0)
     parser.add_argument("--accompany-seconds", type=float, default=12.0)
+    parser.add_argument("--no-join", action="store_true", help="infill without the exit join (ceiling and retries)")
+    parser.add_argument("--skip-accompany", action="store_true", help="measure infilling only")
     args = parser.parse_args()
 
     model, tokenizer, info = load_checkpoint(resolve_model(args.model))
@@ -60,11 +63,14 @@ def main() -> None:
     rows = {"infill": [], "accompany": []}
     stats = {task: {"generated": [], "original": []} for task in rows}
     seconds = {task: 0.0 for task in rows}
+    exits = []
 
     def record(task, run, original):
         began = time.perf_counter()
         result = run()
         seconds[task] += time.perf_counter() - began
+        if task == "infill":
+            exits.append(span_joins(result.score, args.start, args.end)["exit"])
         rows[task].append((result.generated_events, original.note_num()))
         stats[task]["generated"].append(music_statistics(result.generated))
         stats[task]["original"].append(music_statistics(original))
@@ -72,16 +78,25 @@ def main() -> None:
     for i, piece in enumerate(pieces):
         score = read_score(piece.path)
         record("infill", lambda: infill(model, tokenizer, score, args.start, args.end, seed=i, top_p=0.95,
-                                        context=context), _span(score, args.start, args.end))
+                                        context=context, join=not args.no_join, progress=False),
+               _span(score, args.start, args.end))
+        if args.skip_accompany:
+            print(f"  {piece.id:12s} infill {rows['infill'][-1][0]:3d}/{rows['infill'][-1][1]:3d} notes   "
+                  f"exit leap {exits[-1]:g}", flush=True)
+            continue
         record("accompany", lambda: accompany(model, tokenizer, score, melody_track=0, end=args.accompany_seconds,
+                                              progress=False,
                                               seed=i, top_p=0.95, context=context),
                _span(score, 0.0, args.accompany_seconds, drop_track=0))
         print(f"  {piece.id:12s} infill {rows['infill'][-1][0]:3d}/{rows['infill'][-1][1]:3d} notes   "
-              f"accompany {rows['accompany'][-1][0]:3d}/{rows['accompany'][-1][1]:3d} notes", flush=True)
+              f"accompany {rows['accompany'][-1][0]:3d}/{rows['accompany'][-1][1]:3d} notes   "
+              f"infill exit leap {exits[-1]:g}", flush=True)
 
     print(f"{'task':10s} {'density':>8s} {'>= half':>8s} {'pc entropy':>19s} {'scale consistency':>19s} "
           f"{'polyphony':>19s} {'s/piece':>8s}")
     for task, pairs in rows.items():
+        if not pairs:
+            continue
         ratios = np.array([g / max(o, 1) for g, o in pairs])
         generated = {k: np.nanmean([s[k] for s in stats[task]["generated"]]) for k in keys}
         original = {k: np.nanmean([s[k] for s in stats[task]["original"]]) for k in keys}
@@ -89,6 +104,9 @@ def main() -> None:
         print(f"{task:10s} {ratios.mean():8.2f} {np.mean(ratios >= 0.5):8.2f} {cells} "
               f"{seconds[task] / len(pairs):8.1f}")
     print("(statistics: generated notes, in brackets the chorale's own notes in the same place)")
+    joined = sum(1 for leap in exits if leap <= 7)
+    print(f"infill join ({'off' if args.no_join else 'on'}): the top voice leaves the span within a fifth "
+          f"in {joined} of {len(exits)} pieces (exit leaps {', '.join(f'{leap:g}' for leap in exits)})")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ def register(subparsers) -> None:
     p.add_argument("piece")
     p.add_argument("--start", type=float, required=True, help="span start in seconds")
     p.add_argument("--end", type=float, required=True, help="span end in seconds")
+    p.add_argument("--no-join", action="store_true",
+                   help="do not hold the span's last notes within a fifth of the next top-voice note (nor resample)")
     _sampling_args(p)
     p.set_defaults(func=run_infill)
     a = subparsers.add_parser("accompany", help="keep a melody and generate the other parts")
@@ -70,7 +72,7 @@ def run_infill(args) -> int:
     from cadenza.symbolic.anticipation_tasks import infill
 
     score, model, tokenizer, info = _load(args)
-    result = infill(model, tokenizer, score, args.start, args.end, **_sampling(args, info))
+    result = infill(model, tokenizer, score, args.start, args.end, join=not args.no_join, **_sampling(args, info))
     return _write(result, args, f"infilled {args.start:g}-{args.end:g} s")
 
 

@@ -34,6 +34,10 @@ def register(subparsers) -> None:
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95; 1 disables)")
     p.add_argument("--max-tokens", type=int, default=8192,
                    help="cap on new tokens for --seconds/--bars (default 8192)")
+    cut = p.add_mutually_exclusive_group()
+    cut.add_argument("--prompt-bars", type=int, default=None,
+                     help="prompt with the last N bars of PROMPT (default: as much of its end as the model's context holds)")
+    cut.add_argument("--prompt-seconds", type=float, default=None, help="prompt with the last S seconds of PROMPT")
     add_seed_arg(p)
     add_device_arg(p)
     p.set_defaults(func=run)
@@ -57,7 +61,7 @@ def run(args) -> int:
     from cadenza.symbolic.checkpoint import load_checkpoint
     from cadenza.symbolic.device import resolve_device
     from cadenza.symbolic.registry import DEFAULT_MODEL, resolve_model
-    from cadenza.symbolic.sampling import continue_score
+    from cadenza.symbolic.sampling import continue_score, fit_prompt, prompt_limit
 
     if args.num_samples < 1:
         raise CadenzaError("--num-samples must be at least 1")
@@ -66,14 +70,17 @@ def run(args) -> int:
     device = resolve_device(args.device)
     prompt = read_score(args.prompt, index=args.index)
     model_dir = resolve_model(args.model or DEFAULT_MODEL)
-    model, tokenizer, _ = load_checkpoint(model_dir, device=device)
+    model, tokenizer, info = load_checkpoint(model_dir, device=device)
     if tokenizer is None:
         raise CadenzaError(f"{model_dir}: the checkpoint names no tokenizer")
+    context = info.get("settings", {}).get("seq_len")
+    prompt = fit_prompt(tokenizer, prompt, max_ids=prompt_limit(model, context), bars=args.prompt_bars,
+                        seconds=args.prompt_seconds)[0]   # the end that fits the model (said when cut)
     started = time.perf_counter()
     with torch.inference_mode():
         scores = continue_score(model, tokenizer, prompt, tokens=args.tokens, seconds=args.seconds, bars=args.bars,
                                 num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k,
-                                top_p=args.top_p, seed=args.seed, max_tokens=args.max_tokens)
+                                top_p=args.top_p, seed=args.seed, max_tokens=args.max_tokens, context=context)
     elapsed = time.perf_counter() - started
     prompt_notes = tokenizer.decode(tokenizer.prompt_ids(prompt)).note_num()
     paths = _output_paths(args.output, len(scores))

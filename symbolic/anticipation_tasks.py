@@ -20,7 +20,7 @@ import torch
 from cadenza.data.errors import CadenzaError
 from cadenza.tokenizers import anticipation_ops as ops
 
-from .decoding import Sampler, Verdict, decode, sampling_processors
+from .decoding import Budget, Sampler, Verdict, decode, sampling_processors
 
 
 @dataclass
@@ -170,18 +170,39 @@ class SpanTime:
         return Verdict(stop, stop)
 
 
+class ExitCeiling:
+    """The infill's join to what follows: a note that still sounds at ``from_tick`` (near the
+    span's end) may not rise above ``pitch`` (the next kept top-voice pitch plus a fifth), so the
+    top voice cannot leap down by more than a fifth into the music after the span."""
+
+    def __init__(self, span: _Span, pitch: int, from_tick: int):
+        self.span, self.from_tick = span, from_tick
+        ids = np.arange(ops.NOTE_OFFSET, ops.NOTE_OFFSET + ops.DRUMS * ops.MAX_PITCH)   # pitched notes
+        self.too_high = torch.from_numpy(ids[(ids - ops.NOTE_OFFSET) % ops.MAX_PITCH > pitch])
+
+    def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
+        if self.span.slot == 2:
+            onset, duration = self.span.triple[0] - ops.TIME_OFFSET, self.span.triple[1] - ops.DUR_OFFSET
+            if onset + duration > self.from_tick:
+                logits[:, self.too_high.to(logits.device)] = float("-inf")
+        return logits
+
+
 @torch.no_grad()
 def generate_span(model, events: np.ndarray, *, start: float, end: float, controls: np.ndarray | None = None,
                   temperature: float = 1.0, top_p: float | None = 0.95, top_k: int | None = None, seed: int = 0,
                   delta: int = ops.DELTA * ops.TIME_RESOLUTION, max_events: int = 4000,
-                  context: int = ops.CONTEXT_SIZE) -> np.ndarray:
+                  context: int = ops.CONTEXT_SIZE, budget: Budget | None = None, progress=None,
+                  exit_ceiling: tuple[int, int] | None = None, what: str = "span") -> np.ndarray:
     """Events (flat triples) after generating from ``start`` to ``end`` seconds.
 
     ``events`` are the given notes: those before ``start`` are the prompt, those at or after
     ``start`` are kept and anticipated as controls (so an infill fits the music after it);
     ``controls`` are extra control triples (e.g. a melody, as ATIME/ADUR/ANOTE ids);
-    ``context`` is the sequence length the model was trained on.
-    Returns the given events plus the generated ones, sorted, without RESTs.
+    ``context`` is the sequence length the model was trained on; ``budget`` bounds the ids and
+    wall time (``max_events`` triples at most), ``progress`` is a tqdm-like bar; ``exit_ceiling``
+    (pitch, tick) keeps notes that sound at or after the tick at or below the pitch (see
+    :class:`ExitCeiling`). Returns the given events plus the generated ones, sorted, without RESTs.
     """
     start_tick, end_tick = int(round(start * ops.TIME_RESOLUTION)), int(round(end * ops.TIME_RESOLUTION))
     if not 0 <= start_tick < end_tick:
@@ -203,36 +224,145 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
     device = next(model.parameters()).device
     span = _Span(_Window(model, flag, context), list(ops.as_triples(tokens)), ops.as_triples(leftover), current,
                  delta)
-    processors = [TripleSlots(span), SpanTime(span, start_tick, end_tick),
-                  *sampling_processors(temperature, top_k, top_p)]
+    processors = [TripleSlots(span), SpanTime(span, start_tick, end_tick)]
+    if exit_ceiling is not None:
+        processors.append(ExitCeiling(span, *exit_ceiling))
+    processors += sampling_processors(temperature, top_k, top_p)
     decode(span, processors, Sampler(1, seed, device, greedy=temperature == 0), batch=1,
-           max_steps=3 * max_events, device=device)
+           max_steps=3 * max_events, device=device, budget=budget, progress=progress, what=what)
     history = np.asarray(span.history, np.int64).reshape(-1, 3)
     new_events, _ = ops.split(history.ravel())
     return ops.sort(np.concatenate([ops.unpad(new_events), future.ravel()]))
 
 
+MAX_SECONDS = 50.0          # default wall time of one infill or accompaniment
+JOIN_INTERVAL = 7           # semitones: an infill's top voice leaves the span within a fifth
+JOIN_SECONDS = 1.0          # the ceiling holds for notes sounding this close to the span's end
+JOIN_TRIES = 4              # samples drawn at most until one joins
+WINDOW_BEFORE = 20 * ops.TIME_RESOLUTION   # music kept before a window's span (ticks)
+WINDOW_AFTER = 20 * ops.TIME_RESOLUTION    # music kept after it, for anticipation
+
+
 def _events_of(tokenizer, score: symusic.Score) -> np.ndarray:
-    events = tokenizer.events(score)
-    triples = ops.as_triples(events)
-    return triples[triples[:, 0] - ops.TIME_OFFSET < ops.MAX_TIME].ravel()
+    """The piece's event triples (times in ticks of 10 ms, any length)."""
+    return ops.as_triples(tokenizer.events(score))
 
 
-def _result(tokenizer, full: np.ndarray, given: np.ndarray) -> TaskResult:
-    full_t, given_t = ops.as_triples(full), ops.as_triples(given)
-    given_keys = {tuple(row) for row in given_t}
-    new = np.array([row for row in full_t if tuple(row) not in given_keys], np.int64).reshape(-1, 3)
-    return TaskResult(tokenizer.decode(ops.sort(full)), tokenizer.decode(ops.sort(new.ravel())), len(new))
+def _onsets(triples: np.ndarray) -> np.ndarray:
+    return triples[:, 0] - ops.TIME_OFFSET
 
 
-def infill(model, tokenizer, score: symusic.Score, start: float, end: float, **sampling) -> TaskResult:
-    """Regenerate the notes starting in [start, end) seconds, given the music around them."""
-    events = _events_of(tokenizer, score)
-    triples = ops.as_triples(events)
-    times = (triples[:, 0] - ops.TIME_OFFSET) / ops.TIME_RESOLUTION
-    kept = triples[(times < start) | (times >= end)].ravel()
-    full = generate_span(model, kept, start=start, end=end, **sampling)
-    return _in_context(score, _result(tokenizer, full, kept))
+def _shift(triples: np.ndarray, ticks: int, low: int | None = None, high: int | None = None) -> np.ndarray:
+    """Event triples moved by ``ticks``, then only those with onsets in [low, high)."""
+    out = triples.copy()
+    out[:, 0] += ticks
+    keep = np.ones(len(out), bool)
+    if low is not None:
+        keep &= _onsets(out) >= low
+    if high is not None:
+        keep &= _onsets(out) < high
+    return out[keep]
+
+
+def _score_of(triples: np.ndarray) -> symusic.Score:
+    """A Score of event triples of any length (as the tokenizer decodes them: 10 ms ticks)."""
+    from cadenza.tokenizers.anticipatory import notes_to_score
+
+    triples = ops.as_triples(ops.sort(triples[triples[:, 2] < ops.REST].ravel()))
+    notes = triples[:, 2] - ops.NOTE_OFFSET
+    return notes_to_score(_onsets(triples), triples[:, 1] - ops.DUR_OFFSET, notes % ops.MAX_PITCH,
+                          notes // ops.MAX_PITCH)
+
+
+def _new_rows(full: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """The triples of ``full`` that are not among ``given``: the generated notes."""
+    given_keys = {tuple(row) for row in ops.as_triples(given)}
+    return np.array([row for row in ops.as_triples(full) if tuple(row) not in given_keys],
+                    np.int64).reshape(-1, 3)
+
+
+def _result(given: np.ndarray, new: np.ndarray) -> TaskResult:
+    full = np.concatenate([given.reshape(-1, 3), new.reshape(-1, 3)])
+    return TaskResult(_score_of(full), _score_of(new.reshape(-1, 3)), len(new))
+
+
+def _budget(max_seconds: float | None, max_events: int) -> Budget:
+    return Budget(tokens=3 * max_events, seconds=max_seconds)
+
+
+def _progress(enabled: bool, what: str):
+    from .sampling import progress_bar
+
+    return progress_bar(enabled, None, what)
+
+
+def _window_offset(start_tick: int, end_tick: int, last_tick: int) -> int:
+    """Ticks to take off every time so the span [start, end) and the music around it fit the
+    ids' 100 s: 0 when the whole piece fits, else the span ends ``WINDOW_AFTER`` before the
+    window's end (or starts at its start)."""
+    if max(end_tick, last_tick) < ops.MAX_TIME:
+        return 0
+    return max(0, min(start_tick, end_tick + WINDOW_AFTER - ops.MAX_TIME + 1))
+
+
+def _next_top(kept: np.ndarray, end_tick: int) -> int | None:
+    """The top-voice pitch of the first instant at or after ``end_tick`` in the kept music."""
+    from cadenza.data.theory import top_voice
+
+    times, top = top_voice(_score_of(kept))
+    after = np.flatnonzero(times >= end_tick / ops.TIME_RESOLUTION - 1e-9)
+    return int(top[after[0]]) if len(after) else None
+
+
+def _exit_leap(full: np.ndarray, start_tick: int, end_tick: int) -> float:
+    from cadenza.data.theory import span_joins
+
+    return span_joins(_score_of(full), start_tick / ops.TIME_RESOLUTION, end_tick / ops.TIME_RESOLUTION)["exit"]
+
+
+def infill(model, tokenizer, score: symusic.Score, start: float, end: float, *, join: bool = True,
+           join_tries: int = JOIN_TRIES, max_seconds: float | None = MAX_SECONDS, max_events: int = 4000,
+           progress: bool = True, **sampling) -> TaskResult:
+    """Regenerate the notes starting in [start, end) seconds, given the music around them; the
+    whole piece comes back, however long (the model works in a window of the ids' 100 s around
+    the span, times shifted into range).
+
+    With ``join`` (default), the span ends joined to what follows: notes sounding in its last
+    ``JOIN_SECONDS`` stay within a fifth above the next kept top-voice note (:class:`ExitCeiling`),
+    and up to ``join_tries`` samples (seeds ``seed``, ``seed + 1``, ...) are drawn until the top
+    voice leaves the span within a fifth (else the closest is kept). ``max_seconds`` bounds the
+    wall time of all tries together (None: unbounded)."""
+    start_tick, end_tick = int(round(start * ops.TIME_RESOLUTION)), int(round(end * ops.TIME_RESOLUTION))
+    if end_tick - start_tick >= ops.MAX_TIME:
+        raise CadenzaError(f"anticipatory ids hold times below {ops.MAX_TIME // ops.TIME_RESOLUTION} s; "
+                           f"a span of {end - start:g} s is too long")
+    triples = _events_of(tokenizer, score)
+    times = _onsets(triples)
+    kept = triples[(times < start_tick) | (times >= end_tick)]
+    offset = _window_offset(start_tick, end_tick, int(times.max()) if len(times) else 0)
+    window = _shift(kept, -offset, 0, ops.MAX_TIME)
+    ceiling = None
+    if join:
+        top = _next_top(kept, end_tick)
+        if top is not None:
+            ceiling = (top + JOIN_INTERVAL, end_tick - offset - int(JOIN_SECONDS * ops.TIME_RESOLUTION))
+    tries = max(1, join_tries) if join and ceiling is not None and sampling.get("temperature", 1.0) != 0 else 1
+    seed = int(sampling.pop("seed", 0))
+    budget = _budget(max_seconds, max_events)
+    best = None
+    with _progress(progress, "infill") as bar:
+        for attempt in range(tries):
+            full = generate_span(model, window.ravel(), start=(start_tick - offset) / ops.TIME_RESOLUTION,
+                                 end=(end_tick - offset) / ops.TIME_RESOLUTION, seed=seed + attempt,
+                                 budget=budget, progress=bar, exit_ceiling=ceiling, what="infill",
+                                 max_events=max_events, **sampling)
+            new = _shift(_new_rows(full, window.ravel()), offset)
+            leap = _exit_leap(np.concatenate([kept, new]), start_tick, end_tick) if tries > 1 else 0.0
+            if best is None or leap < best[0]:
+                best = (leap, new)
+            if not leap > JOIN_INTERVAL or budget.out_of_time() or budget.hit:
+                break
+    return _in_context(score, _result(kept, best[1]))
 
 
 def _in_context(score: symusic.Score, result: TaskResult, melody: int | None = None) -> TaskResult:
@@ -257,6 +387,7 @@ def _without_tracks(score: symusic.Score, keep) -> symusic.Score:
 
 def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None = None, *,
               melody_track: int | None = None, prompt_seconds: float = 0.0, end: float | None = None,
+              max_seconds: float | None = MAX_SECONDS, max_events: int = 4000, progress: bool = True,
               **sampling) -> TaskResult:
     """Keep a melody (the tracks of ``melody_program``, or track ``melody_track``) as anticipated
     controls and generate the other parts around it.
@@ -264,7 +395,9 @@ def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None
     The first ``prompt_seconds`` of the other parts are kept as a prompt; generation runs to the
     melody's last note end (or ``end``). The result has the piece's tempo, metre, key and tracks:
     the melody in its own track, the new notes in the others (in tracks of their own when the
-    piece has no others)."""
+    piece has no others). A piece longer than the ids' 100 s is accompanied window by window
+    (each window's times shifted into range), so all of it comes back. ``max_seconds`` bounds
+    the wall time (None: unbounded); a cut is reported in one line."""
     if (melody_program is None) == (melody_track is None):
         raise CadenzaError("give the melody as a program or as a track index, one of them")
     if melody_track is not None:
@@ -278,16 +411,37 @@ def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None
         programs = sorted({t.program for t in score.tracks if t.notes})
         raise CadenzaError(f"no notes of program {melody_program} to accompany (programs here: {programs})")
     others_score = _without_tracks(score, lambda i, t: not is_melody(i, t))
-    melody = ops.as_triples(_events_of(tokenizer, melody_score))
-    others = ops.as_triples(_events_of(tokenizer, others_score)) if others_score.note_num() else \
-        np.zeros((0, 3), np.int64)
-    prompt = others[(others[:, 0] - ops.TIME_OFFSET) < int(round(prompt_seconds * ops.TIME_RESOLUTION))]
-    last = int((melody[:, 0] - ops.TIME_OFFSET + melody[:, 1] - ops.DUR_OFFSET).max()) / ops.TIME_RESOLUTION
-    stop = min(end if end is not None else last, (ops.MAX_TIME - 1) / ops.TIME_RESOLUTION)
-    full = generate_span(model, prompt.ravel(), start=prompt_seconds, end=stop,
-                         controls=(melody + ops.CONTROL_OFFSET).ravel(), **sampling)
-    result = _result(tokenizer, full, prompt.ravel())
-    for track in tokenizer.decode(ops.sort(melody.ravel())).tracks:  # same time base as the decoded parts
+    melody = _events_of(tokenizer, melody_score)
+    others = _events_of(tokenizer, others_score) if others_score.note_num() else np.zeros((0, 3), np.int64)
+    prompt_tick = int(round(prompt_seconds * ops.TIME_RESOLUTION))
+    prompt = others[_onsets(others) < prompt_tick]
+    last = int((_onsets(melody) + melody[:, 1] - ops.DUR_OFFSET).max())
+    stop_tick = int(round(end * ops.TIME_RESOLUTION)) if end is not None else last
+    stop_tick = min(stop_tick, ops.MAX_TIME - 1) if max(stop_tick, last) < ops.MAX_TIME else stop_tick
+    seed = int(sampling.pop("seed", 0))
+    budget = _budget(max_seconds, max_events)
+    new = np.zeros((0, 3), np.int64)
+    window_start, window = prompt_tick, 0
+    with _progress(progress, "accompany") as bar:
+        while window_start < stop_tick and not budget.out_of_time() and not budget.hit:
+            # one window of the ids' time range: the last WINDOW_BEFORE of music as the prompt,
+            # the melody up to WINDOW_AFTER past the window's span as controls
+            offset = 0 if stop_tick < ops.MAX_TIME else max(0, window_start - WINDOW_BEFORE)
+            window_end = min(stop_tick, offset + ops.MAX_TIME - WINDOW_AFTER) if offset or stop_tick >= ops.MAX_TIME \
+                else stop_tick
+            given = _shift(np.concatenate([prompt, new]), -offset, 0, window_start - offset)
+            controls = _shift(melody, -offset, 0, ops.MAX_TIME) + ops.CONTROL_OFFSET
+            full = generate_span(model, given.ravel(), start=(window_start - offset) / ops.TIME_RESOLUTION,
+                                 end=(window_end - offset) / ops.TIME_RESOLUTION, controls=controls.ravel(),
+                                 seed=seed + window, budget=budget, progress=bar, what="accompaniment",
+                                 max_events=max_events, **sampling)
+            added = _shift(_new_rows(full, given.ravel()), offset)
+            new = np.concatenate([new, added])
+            window_start, window = window_end, window + 1
+            if budget.tokens is not None:     # the ids budget holds for all windows together
+                budget.tokens = max(1, budget.tokens - 3 * len(added))
+    result = _result(prompt, new)
+    for track in _score_of(melody).tracks:  # same time base as the generated parts
         track.name = "melody"
         result.score.tracks.append(track)
     melody_part = melody_track if melody_track is not None else \

@@ -214,14 +214,24 @@ class Sampler:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Budget:
-    """The most ids and wall-clock seconds one sample may take (None: no bound). A row that
-    reaches either stops and is reported in one line (``report``: a callable taking the line;
-    None writes it to stderr)."""
+    """The most ids and wall-clock seconds one sample may take (None: no bound). The clock starts
+    at the first step and runs on across calls that share the budget (the windows of one long
+    accompaniment). A row that reaches either bound stops and is reported in one line
+    (``report``: a callable taking the line; None writes it to stderr)."""
 
     tokens: int | None = None
     seconds: float | None = None
     report: Callable[[str], None] | None = None
+    began: float | None = None
     hit: list = field(default_factory=list)   # (row, "tokens" | "seconds") of each row that hit it
+
+    def start(self) -> None:
+        if self.began is None:
+            self.began = time.perf_counter()
+
+    def out_of_time(self) -> bool:
+        return self.seconds is not None and self.began is not None and \
+            time.perf_counter() - self.began >= self.seconds
 
     def say(self, line: str) -> None:
         (self.report or (lambda text: print(text, file=sys.stderr)))(line)
@@ -266,7 +276,8 @@ def decode(decoder: Decoder, processors: list, sampler: Sampler, *, batch: int, 
     observers = [p for p in processors if hasattr(p, "observe")]
     if stopped is not None and bool(stopped.any()):
         _leave(decoder, state, processors, ~stopped.to(device))
-    began = time.perf_counter()
+    if budget is not None:
+        budget.start()
     for step in range(max_steps):
         if len(state.rows) == 0:
             break
@@ -287,7 +298,7 @@ def decode(decoder: Decoder, processors: list, sampler: Sampler, *, batch: int, 
         if progress is not None:
             progress.update(1)
         if budget is not None:
-            stop |= _over_budget(budget, state, stop, budget_hit, began, max_steps, what)
+            stop |= _over_budget(budget, state, stop, budget_hit, max_steps, what)
         if bool(stop.all()) or state.step == max_steps:
             break
         if bool(stop.any()):
@@ -308,12 +319,11 @@ def _leave(decoder, state: StepState, processors, keep: torch.Tensor) -> None:
     state.rows = state.rows[keep]
 
 
-def _over_budget(budget: Budget, state: StepState, stop, budget_hit, began: float, max_steps: int,
-                 what: str) -> torch.Tensor:
+def _over_budget(budget: Budget, state: StepState, stop, budget_hit, max_steps: int, what: str) -> torch.Tensor:
     """Rows still running when the budget is spent: reported, and stopped."""
     if budget.tokens is not None and state.step >= max_steps:
         kind, limit = "tokens", f"{max_steps} ids"
-    elif budget.seconds is not None and time.perf_counter() - began >= budget.seconds:
+    elif budget.out_of_time():
         kind, limit = "seconds", f"{budget.seconds:g} s"
     else:
         return torch.zeros_like(stop)

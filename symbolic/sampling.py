@@ -6,7 +6,11 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 import numpy as np
+import symusic
 import torch
 
 from cadenza.data.errors import CadenzaError
@@ -14,6 +18,8 @@ from cadenza.tokenizers.grammar import Grammar
 
 from .decoding import (Budget, GrammarMask, LanguageModelDecoder, Sampler, StopAt, Temperature, TopK, TopP,
                        decode, sampling_processors)
+
+DEFAULT_MAX_SECONDS = 50.0   # wall time one continuation may take (a batch's samples run side by side)
 
 
 def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
@@ -74,11 +80,21 @@ def prompt_ids(tokenizer, score) -> np.ndarray:
 def continue_score(model, tokenizer, score, *, tokens: int | None = None, seconds: float | None = None,
                    bars: int | None = None, num_samples: int = 1, temperature: float = 1.0,
                    top_k: int | None = None, top_p: float | None = 0.95, seed: int = 0,
-                   max_tokens: int = 8192, use_cache: bool = True) -> list:
+                   max_tokens: int = 8192, use_cache: bool = True, prompt_bars: int | None = None,
+                   prompt_seconds: float | None = None, context: int | None = None,
+                   max_seconds: float | None = DEFAULT_MAX_SECONDS, progress: bool = True,
+                   report: Callable[[str], None] | None = None) -> list:
     """``num_samples`` continuations of ``score``, each the (tokenized) prompt followed by new
     music: ``tokens`` new ids, ``seconds`` more music, or ``bars`` more bars (REMI), exactly one
-    of them. Sampling is grammar-aware, so every continuation decodes. ``max_tokens`` caps the
-    new ids of a seconds or bars continuation."""
+    of them. Sampling is grammar-aware, so every continuation decodes.
+
+    The prompt is the end of ``score`` that fits the model: its last ``prompt_bars`` bars or
+    ``prompt_seconds`` seconds when given, and never more than three quarters of ``context``
+    ids (default: the model's relative-attention span), cut at a bar line (or, when one bar is
+    too long, a note onset); a cut is said in one line. Each sample stops independently; it may
+    take ``max_tokens`` new ids and ``max_seconds`` of wall time (None: unbounded), and a sample
+    cut by either is reported in one line (``report``, default stderr). ``progress`` shows a
+    progress bar on runs longer than a few seconds."""
     given = [name for name, value in (("tokens", tokens), ("seconds", seconds), ("bars", bars)) if value is not None]
     if len(given) != 1:
         raise CadenzaError("give exactly one continuation length: tokens, seconds or bars")
@@ -89,13 +105,16 @@ def continue_score(model, tokenizer, score, *, tokens: int | None = None, second
     if model.config.vocab_size != tokenizer.vocab_size:
         raise CadenzaError(f"the model has {model.config.vocab_size} ids but the {tokenizer.name} tokenizer "
                            f"{tokenizer.vocab_size}; they do not belong together")
+    score, ids = fit_prompt(tokenizer, score, max_ids=prompt_limit(model, context), bars=prompt_bars,
+                            seconds=prompt_seconds, report=report)
     grammar = tokenizer.grammar()
     grammar.set_limits(tokens=tokens, seconds=seconds, bars=bars)
-    ids = prompt_ids(tokenizer, score)
     prompt = torch.as_tensor(ids, dtype=torch.long)[None].repeat(num_samples, 1)
-    budget = tokens + 8 if tokens is not None else max_tokens
-    out = generate(model, prompt, budget, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                   grammar=grammar, use_cache=use_cache)
+    steps = tokens + 8 if tokens is not None else max_tokens
+    budget = Budget(tokens=steps, seconds=max_seconds, report=report)
+    with progress_bar(progress, steps if tokens is not None else None, "continue") as bar:
+        out = generate(model, prompt, steps, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                       grammar=grammar, use_cache=use_cache, budget=budget, progress=bar)
     from cadenza.data.context import restore_context  # the prompt's tempo, metre, key and parts
 
     results = []
@@ -103,3 +122,94 @@ def continue_score(model, tokenizer, score, *, tokens: int | None = None, second
         keep = len(ids) + int(grammar.valid_length[row])
         results.append(restore_context(score, tokenizer.decode(out[row, :keep].cpu().numpy())))
     return results
+
+
+def prompt_limit(model, context: int | None = None) -> int | None:
+    """The most prompt ids for ``model``: three quarters of ``context`` (the sequence length it was
+    trained on; default its relative-attention span), so the continuation has room in it."""
+    context = context or getattr(model.config, "max_relative_position", None)
+    return int(context) * 3 // 4 if context else None
+
+
+def progress_bar(enabled: bool, total: int | None, what: str):
+    """A tqdm bar of ids that shows itself only after 3 s (a no-op context when disabled)."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=what, unit=" ids", delay=3.0, leave=False, dynamic_ncols=True)
+
+
+def fit_prompt(tokenizer, score: symusic.Score, *, max_ids: int | None = None, bars: int | None = None,
+               seconds: float | None = None, report: Callable[[str], None] | None = None
+               ) -> tuple[symusic.Score, np.ndarray]:
+    """The end of ``score`` a model is prompted with, and its ids: the last ``bars`` bars or
+    ``seconds`` seconds when given, then as many whole trailing bars as fit in ``max_ids`` ids
+    (or, when the last bar alone is too long, the notes from the latest onset that fits). Times
+    start again at 0; tempo, metre and key in effect at the cut are kept. A cut that ``max_ids``
+    forces is said in one line (``report``, default stderr)."""
+    if bars is not None and bars < 1:
+        raise CadenzaError("prompt_bars must be at least 1")
+    if seconds is not None and seconds <= 0:
+        raise CadenzaError("prompt_seconds must be positive")
+    if bars is not None and seconds is not None:
+        raise CadenzaError("give the prompt's length in bars or in seconds, not both")
+    starts = _bar_starts(score)
+    if bars is not None and bars < len(starts):
+        score = _tail(score, int(starts[-bars]))
+    elif seconds is not None:
+        score = _tail(score, _tick_at(score, float(score.to("second").end()) - seconds))
+    ids = prompt_ids(tokenizer, score)
+    if max_ids is None or len(ids) <= max_ids:
+        return score, ids
+    full_length = len(ids)
+    starts = _bar_starts(score)
+    fitted, kept = None, 0
+    for count in range(1, len(starts)):            # whole bars from the end, while they fit
+        candidate = _tail(score, int(starts[-count]))
+        candidate_ids = prompt_ids(tokenizer, candidate)
+        if len(candidate_ids) > max_ids:
+            break
+        fitted, ids, kept = candidate, candidate_ids, count
+    what = f"its last {kept} bar{'s' if kept != 1 else ''}"
+    if fitted is None:                             # one bar is too long: whole notes from an onset
+        onsets = np.unique(np.concatenate([t.notes.numpy()["time"] for t in score.tracks if t.notes] or [[0]]))
+        low, high = 0, len(onsets) - 1             # the earliest onset whose tail fits
+        while low < high:
+            middle = (low + high) // 2
+            if len(prompt_ids(tokenizer, _tail(score, int(onsets[middle])))) <= max_ids:
+                high = middle
+            else:
+                low = middle + 1
+        fitted = _tail(score, int(onsets[low]))
+        ids = prompt_ids(tokenizer, fitted)
+        what = f"its last {fitted.note_num()} notes"
+    (report or (lambda text: print(text, file=sys.stderr)))(
+        f"the prompt ({full_length} ids) is longer than the model's context allows ({max_ids}); "
+        f"kept {what} ({len(ids)} ids, {float(fitted.to('second').end()):.1f} s)")
+    return fitted, ids
+
+
+def _bar_starts(score: symusic.Score) -> np.ndarray:
+    from cadenza.rendering.pianoroll import bar_starts
+
+    return bar_starts(score)
+
+
+def _tail(score: symusic.Score, start_tick: int) -> symusic.Score:
+    """The notes of ``score`` starting at or after ``start_tick``, moved to start at 0 (with the
+    tempo, time and key signatures in effect there)."""
+    if start_tick <= 0:
+        return score
+    return score.clip(start_tick, max(int(score.end()), start_tick) + 1, clip_end=False).shift_time(-start_tick)
+
+
+def _tick_at(score: symusic.Score, second: float) -> int:
+    """The first note onset (in ticks) at or after ``second`` seconds; 0 when there is none."""
+    in_seconds = score.to("second")
+    pairs = [(float(a.time), int(b.time)) for ts, tt in zip(in_seconds.tracks, score.tracks)
+             for a, b in zip(ts.notes, tt.notes)]
+    later = [tick for sec, tick in pairs if sec >= second - 1e-9]
+    return min(later) if later else 0

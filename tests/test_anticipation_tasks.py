@@ -139,3 +139,89 @@ def test_bad_spans_and_programs_are_clear_errors():
         tasks.infill(model, tok, piece, 3.0, 120.0)
     with pytest.raises(CadenzaError, match="no notes of program 40"):
         tasks.accompany(model, tok, piece, 40)
+
+
+# -- whole pieces, budgets, the infill's join ---------------------------------------------------
+def test_infill_late_in_a_piece_longer_than_the_id_range_returns_all_of_it():
+    tok = get_tokenizer("anticipatory")
+    original = _score([(i * 0.5, 0.5, 60 + (i % 5)) for i in range(300)])   # 150 s of eighths
+    result = tasks.infill(StepModel(tok.vocab_size), tok, original, 130.0, 132.0, temperature=0)
+    new = _onsets(result.generated)
+    # the model saw the window's times: onsets 0.25 s apart from the last prompt onset (129.5 s)
+    assert [t for t, _ in new] == [129.75 + 0.25 * k for k in range(1, 9)][: len(new)] and len(new) >= 4
+    assert all(130.0 <= t < 132.0 and p == 62 for t, p in new)
+    kept = [x for x in _onsets(original) if not 130.0 <= x[0] < 132.0]
+    assert sorted(kept + new) == _onsets(result.score)
+    assert max(t for t, _ in _onsets(result.score)) == 149.5            # nothing after 100 s was lost
+
+
+def test_accompaniment_of_a_long_melody_runs_window_by_window_to_its_end():
+    tok = get_tokenizer("anticipatory")
+    melody = _score([(i, 1, 72 + i % 3) for i in range(130)], program=73)  # 130 s
+    result = tasks.accompany(StepModel(tok.vocab_size), tok, melody, 73, temperature=0, max_events=1000)
+    melody_back = [n for t in result.score.tracks if t.program == 73 for n in t.notes]
+    assert len(melody_back) == 130
+    onsets = [t for t, _ in _onsets(result.generated)]
+    assert onsets == sorted(onsets) and onsets[-1] >= 125.0           # it went on to the melody's end
+    assert all(b - a < 1.0 for a, b in zip(onsets, onsets[1:]))        # no gap where windows meet
+    assert result.generated_events == len(onsets)
+
+
+class HighModel(StepModel):
+    """StepModel that likes pitch 84 best and pitch 65 next."""
+
+    def forward(self, ids, cache=None, last_only=False):
+        logits, _ = super().forward(ids, cache, last_only)
+        if logits[0, 0, ops.NOTE_OFFSET + 62] == 10:
+            logits[0, 0, ops.NOTE_OFFSET + 62] = 0
+            logits[0, 0, ops.NOTE_OFFSET + 84] = 10
+            logits[0, 0, ops.NOTE_OFFSET + 65] = 5
+        return logits, None
+
+
+def test_the_infill_ends_within_a_fifth_of_the_next_top_note_and_the_join_can_be_switched_off():
+    from cadenza.data.theory import span_joins
+
+    tok = get_tokenizer("anticipatory")
+    original = _score([(i * 0.5, 0.5, 60) for i in range(24)])         # the top voice is 60 throughout
+    joined = tasks.infill(HighModel(tok.vocab_size), tok, original, 4.0, 6.0, temperature=0)
+    free = tasks.infill(HighModel(tok.vocab_size), tok, original, 4.0, 6.0, temperature=0, join=False)
+    assert {p for _, p in _onsets(free.generated)} == {84}
+    assert span_joins(free.score, 4.0, 6.0)["exit"] == 24
+    # notes sounding in the last second stay at or below 60 + 7: the model's second choice
+    new = _onsets(joined.generated)
+    assert {p for t, p in new if t + 0.2 > 5.0} == {65} and {p for t, p in new if t + 0.2 <= 5.0} == {84}
+    assert span_joins(joined.score, 4.0, 6.0)["exit"] == 5
+
+
+def test_infill_retries_until_the_top_voice_joins(monkeypatch):
+    tok = get_tokenizer("anticipatory")
+    original = _score([(i * 0.25, 0.25, 60) for i in range(48)])   # the model's favourite onsets are allowed
+    seeds = []
+    real = tasks.generate_span
+
+    def low_then_joined(model, events, *, seed, **kwargs):
+        seeds.append(seed)
+        full = real(model, events, seed=seed, **kwargs)
+        if len(seeds) < 3:   # the first two samples end an octave and a half low
+            triples = ops.as_triples(full).copy()
+            inside = (triples[:, 0] - ops.TIME_OFFSET >= 400) & (triples[:, 0] - ops.TIME_OFFSET < 600)
+            triples[inside, 2] = ops.NOTE_OFFSET + 40
+            return triples.ravel()
+        return full
+
+    monkeypatch.setattr(tasks, "generate_span", low_then_joined)
+    result = tasks.infill(StepModel(tok.vocab_size), tok, original, 4.0, 6.0, seed=5, temperature=0.5)
+    assert seeds == [5, 6, 7] and {p for _, p in _onsets(result.generated)} == {62}
+    seeds.clear()
+    result = tasks.infill(StepModel(tok.vocab_size), tok, original, 4.0, 6.0, seed=5, temperature=0.5, join=False)
+    assert seeds == [5] and {p for _, p in _onsets(result.generated)} == {40}
+
+
+def test_a_span_that_runs_out_of_time_is_cut_and_reported(capsys):
+    tok = get_tokenizer("anticipatory")
+    original = _score([(i * 0.5, 0.5, 60 + (i % 5)) for i in range(24)])
+    result = tasks.infill(StepModel(tok.vocab_size), tok, original, 4.0, 6.0, temperature=0, max_seconds=0.0,
+                          progress=False)
+    assert "infill 1 hit its budget of 0 s after 1 ids and was cut there" in capsys.readouterr().err
+    assert result.generated_events == 0 and result.score.note_num() == 20

@@ -291,3 +291,127 @@ def test_cli_continue_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys)
     status = main(["continue", str(prompt), "-o", str(tmp_path / "x.mid"), "--checkpoint", str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert status == 2 and "not a checkpoint" in err and len(err.splitlines()) == 1
+
+
+# -- the sampling core: processors, rows that stop on their own, budgets ------------------------
+def test_the_sampler_draws_what_torch_multinomial_draws_and_rows_do_not_depend_on_each_other():
+    from cadenza.symbolic.decoding import Sampler, StepState
+
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(1)) * 3
+    probs = torch.softmax(logits, -1)
+    reference = torch.Generator().manual_seed(9)
+    sampler = Sampler(3, 9, "cpu")
+    alone = Sampler(3, 9, "cpu")
+    for _ in range(20):
+        expected = torch.multinomial(probs, 1, generator=reference).squeeze(1)
+        assert torch.equal(sampler(StepState(3, torch.arange(3)), logits), expected)
+        # row 2 alone, as when rows 0 and 1 have left the batch: the same id as in the batch
+        assert int(alone(StepState(3, torch.tensor([2])), logits[2:])[0]) == int(expected[2])
+    assert Sampler(3, 0, "cpu", greedy=True)(StepState(3, torch.arange(3)), logits).tolist() == \
+        logits.argmax(-1).tolist()
+
+
+class _CountingModel(MusicTransformer):
+    """Records the batch size of every forward pass."""
+
+    def forward(self, ids, *args, **kwargs):
+        self.batches = getattr(self, "batches", []) + [ids.shape[0]]
+        return super().forward(ids, *args, **kwargs)
+
+
+def test_finished_rows_leave_the_batch_and_the_cache():
+    torch.manual_seed(0)
+    model = _CountingModel(MusicTransformerConfig.debug(10)).eval()
+    prompt = torch.tensor([[1, 2], [4, 4], [3, 1]])
+    free = generate(model, prompt, 12, temperature=0)
+    eos = int(free[0, 2])                                  # row 0's first new id plays EOS
+    model.batches = []
+    out = generate(model, prompt, 12, eos_id=eos, temperature=0)
+    assert (out[0, 3:] == eos).all() and torch.equal(out[0, :3], free[0, :3])
+    live = [3 - int(((out[:, 2:2 + step] == eos).any(1)).sum()) for step in range(1, 12)]
+    assert model.batches[1:] == [n for n in live if n > 0][:len(model.batches) - 1]
+    assert min(model.batches) < 3                            # the stopped row cost nothing more
+
+
+def test_a_budget_cuts_every_running_row_and_says_so():
+    from cadenza.symbolic.decoding import Budget
+
+    model = _model(40)
+    lines = []
+    budget = Budget(tokens=5, report=lines.append)
+    out = generate(model, torch.zeros(2, 3, dtype=torch.long), 50, seed=0, budget=budget)
+    assert out.shape == (2, 8)
+    assert lines == [f"sample {i} hit its budget of 5 ids after 5 ids and was cut there" for i in (1, 2)]
+    lines.clear()
+    tok = get_tokenizer("event")
+    outs = continue_score(_model(tok.vocab_size), tok, _prompt_score(), seconds=30.0, num_samples=2, seed=0,
+                          max_seconds=0.0, report=lines.append, progress=False)
+    assert len(lines) == 2 and all("hit its budget of 0 s after 1 ids" in line for line in lines)
+    prompt_notes = tok.decode(tok.encode(_prompt_score())).note_num()
+    assert all(out.note_num() == prompt_notes for out in outs)   # cut at once, the prompt is kept whole
+
+
+def _long_prompt(bars: int) -> symusic.Score:
+    """``bars`` bars of the arpeggio, each bar's first pitch a step higher (so bars are told apart)."""
+    score = symusic.Score(480)
+    score.tempos.append(symusic.Tempo(0, qpm=120.0))
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    track = symusic.Track(program=0)
+    for bar in range(bars):
+        for beat, pitch in enumerate([48 + bar, 64, 67, 72]):
+            track.notes.append(symusic.Note((4 * bar + beat) * 480, 480, pitch, 80))
+    score.tracks.append(track)
+    return score
+
+
+@pytest.mark.parametrize("scheme", ["event", "remi", "anticipatory"])
+def test_a_long_prompt_keeps_the_whole_bars_at_its_end_that_fit(scheme):
+    from cadenza.symbolic.sampling import fit_prompt
+
+    tok = get_tokenizer(scheme)
+    score = _long_prompt(40)
+    lines = []
+    cut, ids = fit_prompt(tok, score, max_ids=60, report=lines.append)
+    assert len(ids) <= 60 and len(lines) == 1 and "kept its last" in lines[0]
+    bars = cut.note_num() // 4
+    assert bars >= 2 and cut.note_num() == 4 * bars                   # whole bars
+    assert len(tok.prompt_ids(fit_prompt(tok, score, bars=bars + 1)[0])) > 60   # one more would not fit
+    notes = sorted((n.time, n.pitch) for n in cut.tracks[0].notes)
+    assert notes[0] == (0, 48 + 40 - bars)                            # the bar 40 - bars, now at 0
+    assert cut.tempos[0].qpm == pytest.approx(120.0) and cut.time_signatures[0].numerator == 4
+    assert fit_prompt(tok, score, bars=2)[0].note_num() == 8
+    seconds_cut = fit_prompt(tok, score, seconds=3.0)[0]             # 1.5 bars: from an onset on
+    assert seconds_cut.note_num() == 6 and seconds_cut.to("second").end() == pytest.approx(3.0)
+    short = _prompt_score()
+    assert fit_prompt(tok, short, max_ids=1000, report=lines.append)[0] is short and len(lines) == 1
+
+
+def test_continue_score_cuts_a_long_prompt_and_continues_it():
+    tok = get_tokenizer("remi")
+    torch.manual_seed(2)
+    model = _FondOfBars(MusicTransformerConfig.debug(tok.vocab_size)).eval()
+    lines = []
+    outs = continue_score(model, tok, _long_prompt(30), bars=1, num_samples=2, seed=0, report=lines.append,
+                          progress=False)                          # context 64: three quarters is 48 ids
+    assert len(lines) == 1 and "kept its last" in lines[0]
+    for out in outs:
+        pitches = [n.pitch for t in out.tracks for n in sorted(t.notes, key=lambda n: (n.time, n.pitch))]
+        assert pitches[0] >= 48 + 30 - 3                              # it starts near the end of the prompt
+    assert len(tok.encode(fit := _long_prompt(30))) > 48 and fit.note_num() == 120
+
+
+def test_cli_continue_takes_the_last_bars_of_a_prompt(tmp_path):
+    from conftest import run_cli
+
+    from cadenza.data.io import write_midi
+    from cadenza.symbolic.checkpoint import save_checkpoint
+
+    tok = get_tokenizer("event")
+    save_checkpoint(tmp_path / "ckpt", _model(tok.vocab_size), tok, {"step": 0})
+    prompt = write_midi(_long_prompt(12), tmp_path / "long.mid")
+    result = run_cli("continue", prompt, "-o", tmp_path / "out.mid", "--checkpoint", tmp_path / "ckpt",
+                     "--seconds", "1", "--prompt-bars", "2", "--seed", "1", "--device", "cpu")
+    out = symusic.Score(str(tmp_path / "out.mid"))
+    onsets = _onsets_seconds(out)
+    assert onsets.min() == 0.0 and onsets.max() < 4.0 + 1.0 + 1e-3     # two 2 s bars, then 1 s more
+    assert "(8 new)" not in result.stdout and out.note_num() >= 8
