@@ -577,3 +577,23 @@ def test_a_directory_corpus_reads_score_formats_and_reports_what_it_skipped(tmp_
     assert main(_cli_train_args(tmp_path / "cli", corpus, "--steps", "1")) == 0
     out = capsys.readouterr().out
     assert out.startswith("skipped 2 unreadable pieces: mixed-4, mixed-5 (first: ")
+
+
+def test_a_time_box_spans_resumes_and_a_changed_tokenizer_config_is_refused(tmp_path, chorale_dir):
+    from cadenza.symbolic.train import train
+
+    out = tmp_path / "run"
+    first = train(_settings(out, chorale_dir, max_minutes=1.0, stop_after=2, eval_every=0))
+    assert first["step"] == 2 and 0 < first["elapsed_seconds"] < 60
+    state_path = out / "training_state.json"
+    state = json.loads(state_path.read_text())
+    assert 0 < state["elapsed_seconds"] <= first["elapsed_seconds"]  # the time up to the checkpoint
+    state["elapsed_seconds"] = 60.0  # the minute is spent: a resume has nothing left to do
+    state_path.write_text(json.dumps(state))
+    assert train(_settings(out, chorale_dir, resume=True))["step"] == 2
+    state["elapsed_seconds"] = 1.0
+    state_path.write_text(json.dumps(state))
+    again = train(_settings(out, chorale_dir, resume=True))
+    assert again["step"] == 6 and again["elapsed_seconds"] > 1.0 + again["seconds"] - 0.5
+    with pytest.raises(CadenzaError, match="cannot resume with the tokenizer config"):
+        train(_settings(out, chorale_dir, resume=True, steps=8, tokenizer_config={"time_shift_ms": 20}))
