@@ -515,6 +515,14 @@ class _LogWindow:
         return record
 
 
+def _keep_completed_steps(run: Run) -> None:
+    """After a step was cut short: drop its gradients and checkpoint the steps before it, with the
+    generator state of its start (rank-local, no barrier: the other ranks may be gone)."""
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.step > 0 and run.written_step != run.step:
+        write_run_checkpoint(run, rng=run.step_rng, barrier=False)
+
+
 def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], None] | None = None) -> dict:
     """Run (or continue) training; returns a summary dict (step, seconds, tokens/s, the last evaluation
     metrics, the pieces skipped as unreadable, rank, world size) and under ``"model"`` the trained
@@ -561,10 +569,14 @@ def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], N
                 spent = out_of_time
         except TrainingInterrupted:
             raise
+        except Exception as exc:
+            if not signals.requested:
+                raise
+            # the signal also reached what the step depended on (Ctrl-C stops DataLoader workers too)
+            _keep_completed_steps(run)
+            raise TrainingInterrupted(signals.signum, run.step, run.out) from exc
         except KeyboardInterrupt:
-            run.optimizer.zero_grad(set_to_none=True)
-            if run.step > 0 and run.written_step != run.step:
-                write_run_checkpoint(run, rng=run.step_rng, barrier=False)
+            _keep_completed_steps(run)
             raise
         finally:
             bar.close()
