@@ -54,6 +54,8 @@ Signals
     SIGINT, 143 for SIGTERM).
 
 Options
+    ``LoopSettings`` (steps, batch_size, learning_rate, warmup, weight_decay, grad_clip,
+    log_every, save_every, seed, max_minutes) with ``validate()``, for a trainer to subclass;
     ``check_number(name, value, minimum=, maximum=, ...)`` raises a one-line CadenzaError for a
     value that is not a finite number in range; ``fingerprint(items)`` is a short stable hash
     (of piece ids and lengths, say) that a resume compares against the saved run's.
@@ -82,11 +84,40 @@ from .train_state import (CHECKPOINT_FILES, has_training_state, load_optimizer_s
                           optimizer_state_flat, read_training_state, rng_state_flat, write_checkpoint)
 
 __all__ = [
-    "lr_multiplier", "Distributed", "init_distributed", "agree", "agree_all", "wrap_ddp", "parameter_groups",
+    "LoopSettings", "lr_multiplier", "Distributed", "init_distributed", "agree", "agree_all", "wrap_ddp", "parameter_groups",
     "adamw", "RunClock", "CheckpointCadence", "write_checkpoint", "read_training_state", "has_training_state",
     "load_optimizer_state", "load_rng_state", "optimizer_state_flat", "rng_state_flat", "remove_stale_temporaries",
     "StopSignals", "TrainingInterrupted", "check_number", "fingerprint", "CHECKPOINT_FILES",
 ]
+
+
+# -- a trainer's loop settings -----------------------------------------------------------------
+@dataclass
+class LoopSettings:
+    """What every simple kit trainer loop is set by (a trainer subclasses it, adding its own
+    fields or other defaults); :meth:`validate` gives one-line errors in the CLI's spelling."""
+
+    steps: int = 3000
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    warmup: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    log_every: int = 50
+    save_every: int = 500
+    seed: int = 0
+    max_minutes: float | None = None  # time box of the whole run, across resumes
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "save_every"):
+            check_number(f"--{name.replace('_', '-')}", getattr(self, name), minimum=1, integer=True)
+        check_number("--warmup", self.warmup, minimum=0, integer=True)
+        check_number("--seed", self.seed, minimum=0, integer=True)
+        check_number("--lr", self.learning_rate, above=0, maximum=1)
+        check_number("--weight-decay", self.weight_decay, minimum=0)
+        check_number("--grad-clip", self.grad_clip, above=0)
+        if self.max_minutes is not None:
+            check_number("--max-minutes", self.max_minutes, above=0)
 
 
 # -- distributed -------------------------------------------------------------------------------

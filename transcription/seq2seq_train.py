@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from cadenza.data.datasets import IGNORE_INDEX
+from cadenza.symbolic.kit import LoopSettings
 from cadenza.tokenizers.mt3 import MT3Tokenizer, NoteEvent
 
 from .seq2seq import HOP, SAMPLE_RATE, Transcriber, TranscriberConfig
@@ -93,32 +94,8 @@ def collate(audios, targets, tokenizer: MT3Tokenizer) -> tuple[torch.Tensor, tor
 
 
 @dataclass
-class TrainSettings:
-    steps: int = 3000
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    warmup: int = 200
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    log_every: int = 50
-    save_every: int = 500
-    seed: int = 0
-    max_minutes: float | None = None  # stop early (and save) after this much wall time
-
-
-def _check(settings: TrainSettings) -> None:
-    """One-line errors for options that are not finite numbers in range."""
-    from cadenza.symbolic.kit import check_number
-
-    for name in ("steps", "batch_size", "log_every", "save_every"):
-        check_number(f"--{name.replace('_', '-')}", getattr(settings, name), minimum=1, integer=True)
-    check_number("--warmup", settings.warmup, minimum=0, integer=True)
-    check_number("--seed", settings.seed, minimum=0, integer=True)
-    check_number("--lr", settings.learning_rate, above=0, maximum=1)
-    check_number("--weight-decay", settings.weight_decay, minimum=0)
-    check_number("--grad-clip", settings.grad_clip, above=0)
-    if settings.max_minutes is not None:
-        check_number("--max-minutes", settings.max_minutes, above=0)
+class TrainSettings(LoopSettings):
+    """The sequence transcriber's loop settings: the kit's, with its defaults."""
 
 
 def train(model: Transcriber, tokenizer: MT3Tokenizer, sampler: WindowSampler, out_dir: str | os.PathLike,
@@ -139,7 +116,7 @@ def train(model: Transcriber, tokenizer: MT3Tokenizer, sampler: WindowSampler, o
 
     from .inference import save_transcriber
 
-    _check(settings)
+    settings.validate()
     dist = kit.init_distributed(str(device))
     device = torch.device(device)
     torch.manual_seed(settings.seed + dist.rank)
