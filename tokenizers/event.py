@@ -33,6 +33,7 @@ keep their order through sub-step start ticks (Magenta: all at the step, re-sort
 from __future__ import annotations
 
 import bisect
+import collections
 import os
 from typing import Any
 
@@ -172,6 +173,139 @@ def apply_sustain(start: np.ndarray, end: np.ndarray, pitch: np.ndarray, pedal_t
     new_end = np.minimum(new_end, cut_time)
     keep = ~((cut_time == start) & (cut_time <= new_end))
     return new_end, keep
+
+
+# -- decoding: which note a NOTE_OFF ends ------------------------------------------------------
+def pair_note_offs(is_on: list[bool], pitch: list[int], step: list[int], num_notes: int, last_step: int) -> list[int]:
+    """End step of every note (numbered in NOTE_ON order) of a stream of NOTE_ON/NOTE_OFF events.
+
+    The encoder writes the NOTE_OFFs of one step in the order their notes began, so a pairing of
+    NOTE_OFFs with open notes re-encodes to the same ids exactly when, within every step, the
+    notes the NOTE_OFFs end are in NOTE_ON order. Ids alone do not say which of two overlapping
+    notes of one pitch ends first, and Magenta's first in, first out can break that order
+    (nested notes of one pitch). So the pairing is the first one, in a depth-first search that
+    tries for each NOTE_OFF the oldest open note, then the newest, then the others, that keeps
+    every step in order (Magenta's own wherever that does). The search never tries a choice
+    after which the rest of its step, or the next steps that end notes of the pitches it used,
+    could not be kept in order even with every note still unended. Where it finds nothing within
+    its budget (ids no encoder wrote), each NOTE_OFF ends the oldest open note begun after the
+    step's previous one, else the oldest. Which NOTE_OFFs end anything is Magenta's (one with
+    no open note of its pitch is ignored); notes left open end at ``last_step``.
+    """
+    events, counted, ons_before = [], {}, []
+    number = 0
+    for on, key, at in zip(is_on, pitch, step):  # Magenta's counts decide which NOTE_OFFs end a note
+        ons_before.append(number)
+        if on:
+            counted[key] = counted.get(key, 0) + 1
+            number += 1
+            events.append((True, key, at))
+        elif counted.get(key, 0):
+            counted[key] -= 1
+            events.append((False, key, at))
+        else:
+            events.append(None)
+    notes_of: dict[int, list[int]] = collections.defaultdict(list)
+    for i, event in enumerate(events):
+        if event is not None and event[0]:
+            notes_of[event[1]].append(ons_before[i])
+    group_of, groups = [], []  # events of one step form a group: [first, after]
+    for i, at in enumerate(step):
+        if not groups or step[groups[-1][0]] != at:
+            groups.append([i, i])
+        groups[-1][1] = i + 1
+        group_of.append(len(groups) - 1)
+    groups_with: dict[int, list[int]] = collections.defaultdict(list)  # pitch -> groups that end one
+    for g, (first, after) in enumerate(groups):
+        for key in {e[1] for e in events[first:after] if e is not None and not e[0]}:
+            groups_with[key].append(g)
+
+    def fits(first: int, after: int, open_notes, number_now: int, bar: int) -> bool:
+        """Whether events[first:after] (one step) can end notes in order, every note of a pitch
+        begun before its NOTE_OFF and not ended by now counting as available (greedy is exact)."""
+        used: set[int] = set()
+        for j in range(first, after):
+            event = events[j]
+            if event is None or event[0]:
+                continue
+            key = event[1]
+            mine, later = open_notes.get(key, []), notes_of[key]
+            available = [n for n in mine + later[bisect.bisect_left(later, number_now): bisect.bisect_left(later, ons_before[j])]
+                         if n not in used]
+            k = bisect.bisect_right(available, bar)
+            if k == len(available):
+                return False
+            bar = available[k]
+            used.add(bar)
+        return True
+
+    def ahead_fits(g: int, keys, open_notes, number_now: int) -> bool:
+        for key in keys:
+            upcoming = groups_with[key]
+            for h in upcoming[bisect.bisect_right(upcoming, g):][:2]:
+                if not fits(groups[h][0], groups[h][1], open_notes, number_now, -1):
+                    return False
+        return True
+
+    def search(strict: bool) -> list[int] | None:
+        end = [last_step] * num_notes
+        open_notes: dict[int, list[int]] = {}
+        ended: list[int] = []
+        choices: list[tuple] = []  # (event index, open notes, next number, bar, len(ended), other candidates)
+        i = number = visits = 0
+        bar, forced = -1, None
+        budget = min(64 * len(events) + 4096, 50_000)
+        while i < len(events):
+            event = events[i]
+            dead_end = False
+            if i == groups[group_of[i]][0] and forced is None:
+                bar = -1
+            if event is not None and event[0]:
+                open_notes.setdefault(event[1], []).append(number)
+                number += 1
+            elif event is not None:
+                key, at = event[1], event[2]
+                pending = open_notes[key]
+                if forced is not None:
+                    candidates, forced = forced, None
+                else:
+                    above = pending[bisect.bisect_right(pending, bar):]
+                    candidates = above[:1] + above[-1:] + above[1:-1] if len(above) > 1 else above
+                    if strict:
+                        after = groups[group_of[i]][1]
+                        candidates = [c for c in candidates
+                                      if fits(i + 1, after, {**open_notes, key: [n for n in pending if n != c]}, number, c)]
+                visits += 1
+                if not candidates:
+                    if not strict:
+                        candidates = pending[:1]
+                    else:
+                        dead_end = True
+                if not dead_end:
+                    choice = candidates[0]
+                    if strict and len(candidates) > 1:
+                        choices.append((i, {k: list(v) for k, v in open_notes.items()}, number, bar, len(ended),
+                                        candidates[1:]))
+                    pending.remove(choice)
+                    end[choice] = at
+                    ended.append(choice)
+                    bar = choice
+            if strict and not dead_end and i + 1 == groups[group_of[i]][1]:
+                first = groups[group_of[i]][0]
+                keys = {e[1] for e in events[first:i + 1] if e is not None and not e[0]}
+                dead_end = bool(keys) and not ahead_fits(group_of[i], keys, open_notes, number)
+            if dead_end:
+                if not choices or visits >= budget:
+                    return None
+                i, open_notes, number, bar, size, forced = choices.pop()
+                for note in ended[size:]:
+                    end[note] = last_step
+                del ended[size:]
+                continue
+            i += 1
+        return end
+
+    return search(True) or search(False)
 
 
 # -- the tokenizer ---------------------------------------------------------------------------
@@ -377,12 +511,11 @@ class EventTokenizer(Tokenizer):
         """(start step, end step, pitch, velocity) of the notes that ``ids`` describe, in the order
         of their NOTE_ONs.
 
-        A NOTE_OFF ends an open note of its pitch: the earliest-begun one that began after the
-        note the previous NOTE_OFF of the same step ended, else the earliest-begun one (Magenta's
-        first in, first out). The encoder writes a step's NOTE_OFFs in the order their notes
-        began, so this pairing re-encodes to the same ids where plain first in, first out would
-        reorder them (nested notes of one pitch). A NOTE_OFF with no open note is ignored, notes
-        still open at the end close at the last step, zero-length notes are dropped.
+        Which open note of its pitch a NOTE_OFF ends is ``pair_note_offs``' choice: Magenta's
+        first in, first out, except where that would put a step's NOTE_OFFs out of the order in
+        which their notes began (the order the encoder writes them). A NOTE_OFF with no open note
+        is ignored, notes still open at the end close at the last step, zero-length notes are
+        dropped.
         """
         ids = self.check_ids(ids)
         empty = np.zeros(0, dtype=np.int64)
@@ -401,26 +534,8 @@ class EventTokenizer(Tokenizer):
         is_on = ids[note_at] < self.note_off_offset
         pitch = np.where(is_on, ids[note_at], ids[note_at] - self.note_off_offset) + self.low_pitch
         on_at = note_at[is_on]
-        end_step = np.full(on_at.size, last_step, dtype=np.int64)
-        open_ranks: dict[int, list[int]] = {}  # pitch -> ranks (NOTE_ON order) of its open notes
-        rank, bar_step, bar = 0, -1, -1
-        for on, key, at_step in zip(is_on.tolist(), pitch.tolist(), step[note_at].tolist()):
-            if on:
-                open_ranks.setdefault(key, []).append(rank)
-                rank += 1
-                continue
-            pending = open_ranks.get(key)
-            if not pending:
-                continue
-            if at_step != bar_step:
-                bar_step, bar = at_step, -1
-            choice = 0
-            if pending[0] <= bar:
-                choice = bisect.bisect_right(pending, bar)
-                if choice == len(pending):
-                    choice = 0
-            bar = pending.pop(choice)
-            end_step[bar] = at_step
+        end_step = np.array(pair_note_offs(is_on.tolist(), pitch.tolist(), step[note_at].tolist(), int(on_at.size),
+                                           last_step), dtype=np.int64)
         start_step = step[on_at]
         sounding = end_step > start_step
         return (start_step[sounding], end_step[sounding], pitch[is_on][sounding], velocity[on_at][sounding])
