@@ -276,6 +276,8 @@ def _absolute_data_paths(settings: TrainSettings) -> TrainSettings:
 def _resume_settings(settings: TrainSettings, saved: dict, out: Path) -> TrainSettings:
     """The saved run's data, model and optimizer settings with this call's steps, device and cadence;
     a one-line error when the call asks for other data, tokenization or model than the saved run's."""
+    if not isinstance(saved, dict):
+        raise CadenzaError(f"{out}: the training state holds no run settings")
     saved = dict(saved)
     if "size" not in saved and "config" in saved:  # runs recorded before the preset was called size
         saved["size"] = saved.pop("config")
@@ -291,7 +293,10 @@ def _resume_settings(settings: TrainSettings, saved: dict, out: Path) -> TrainSe
     for cadence in CADENCE_FIELDS:
         if getattr(settings, cadence) is None and saved.get(cadence) is not None:
             values[cadence] = saved[cadence]
-    return dataclasses.replace(settings, **values).resolved()
+    try:
+        return dataclasses.replace(settings, **values).resolved()
+    except (CadenzaError, TypeError) as exc:  # what the saved state holds, not what was asked for
+        raise CadenzaError(f"{out}: the saved run settings do not check: {exc}") from None
 
 
 @dataclass
@@ -370,8 +375,11 @@ def set_up(settings: TrainSettings) -> Run:
     optimizer = _optimizer(model, settings, device)
     step = 0
     if saved is not None:
-        load_optimizer_state(optimizer, saved_tensors, saved["optimizer"])
-        load_rng_state(saved_tensors)
+        try:
+            load_optimizer_state(optimizer, saved_tensors, saved["optimizer"])
+            load_rng_state(saved_tensors)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise CadenzaError(f"{out}: the training state does not fit the model in it ({exc})") from None
         step = int(saved["step"])
 
     crops = training_dataset(sources["train"], settings.seq_len, seed=settings.seed, augment=settings.augment)

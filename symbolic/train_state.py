@@ -130,8 +130,16 @@ def has_training_state(out_dir: str | os.PathLike) -> bool:
     return all((Path(out_dir) / name).exists() for name in CHECKPOINT_FILES)
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CadenzaError(f"{path}: not valid JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+
+
 def read_training_state(out_dir: str | os.PathLike) -> tuple[dict, dict]:
-    """(tensors, state JSON) of the checkpoint in ``out_dir``, after checking all files are of one step."""
+    """(tensors, state JSON) of the checkpoint in ``out_dir``, after checking all files are of one step;
+    a one-line CadenzaError naming the file for anything unreadable."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -139,12 +147,20 @@ def read_training_state(out_dir: str | os.PathLike) -> tuple[dict, dict]:
     if not has_training_state(out):
         missing = [n for n in CHECKPOINT_FILES if not (out / n).exists()]
         raise CadenzaError(f"{out}: no training state to resume from (missing {', '.join(missing)})")
-    state = json.loads((out / STATE_JSON).read_text())
-    config = json.loads((out / "config.json").read_text())
-    with safe_open(str(out / STATE_TENSORS), framework="pt") as handle:
-        tensor_step = int(handle.metadata().get("step", -1))
-    config_step = int(config.get("info", {}).get("step", -1))
+    state = _read_json(out / STATE_JSON)
+    config = _read_json(out / "config.json")
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not isinstance(state.get("optimizer"), dict):
+        raise CadenzaError(f"{out / STATE_JSON}: not a training state (it needs a step and the optimizer's settings)")
+    try:
+        with safe_open(str(out / STATE_TENSORS), framework="pt") as handle:
+            tensor_step = int((handle.metadata() or {}).get("step", -1))
+        tensors = load_file(str(out / STATE_TENSORS))
+    except Exception as exc:  # SafetensorError, a truncated or foreign file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CadenzaError(f"{out / STATE_TENSORS}: unreadable training state ({reason})") from None
+    info = config.get("info") if isinstance(config, dict) else None
+    config_step = int(info.get("step", -1)) if isinstance(info, dict) and isinstance(info.get("step"), int) else -1
     if not state["step"] == tensor_step == config_step:
         raise CadenzaError(f"{out}: checkpoint files disagree on the step (state {state['step']}, "
                            f"tensors {tensor_step}, model {config_step}); it was interrupted while being written")
-    return load_file(str(out / STATE_TENSORS)), state
+    return tensors, state

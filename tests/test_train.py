@@ -597,3 +597,48 @@ def test_a_time_box_spans_resumes_and_a_changed_tokenizer_config_is_refused(tmp_
     assert again["step"] == 6 and again["elapsed_seconds"] > 1.0 + again["seconds"] - 0.5
     with pytest.raises(CadenzaError, match="cannot resume with the tokenizer config"):
         train(_settings(out, chorale_dir, resume=True, steps=8, tokenizer_config={"time_shift_ms": 20}))
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory, chorale_dir):
+    from cadenza.symbolic.train import train
+
+    out = tmp_path_factory.mktemp("one-step") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(_settings(out, chorale_dir, steps=1, eval_every=0))
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def _edit_state(edit):
+    def damage(out):
+        path = out / "training_state.json"
+        state = json.loads(path.read_text())
+        edit(state)
+        path.write_text(json.dumps(state))
+    return damage
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda out: (out / "training_state.json").write_text("{garbage"), r"training_state.json: not valid JSON"),
+    (lambda out: (out / "training_state.json").write_text('{"step": 1}'), r"training_state.json: not a training state"),
+    (lambda out: (out / "training_state.safetensors").write_bytes(b"\x10\x00"),
+     r"training_state.safetensors: unreadable training state"),
+    (lambda out: (out / "config.json").write_text("[]"), r"disagree on the step"),
+    (_edit_state(lambda s: s["optimizer"]["param_groups"].pop()), r"the training state does not fit the model"),
+    (_edit_state(lambda s: s["settings"].update(clip=-1)), r"the saved run settings do not check: --clip must be at "
+                                                          r"least 0, got -1"),
+    (_edit_state(lambda s: s.update(settings=[1])), r"the training state holds no run settings"),
+])
+def test_a_damaged_training_state_is_refused_in_one_line(tmp_path, one_step_run, chorale_dir, damage, message):
+    from cadenza.symbolic.train import train
+
+    out = tmp_path / "run"
+    shutil.copytree(one_step_run, out)
+    damage(out)
+    with pytest.raises(CadenzaError, match=message) as caught:
+        train(_settings(out, chorale_dir, resume=True, steps=2))
+    assert "\n" not in str(caught.value) and str(out) in str(caught.value)
