@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .common import add_device_arg, add_seed_arg
+from .common import add_device_arg, add_seed_arg, naming
 
 
 def _sampling_args(p) -> None:
-    p.add_argument("-o", "--output", required=True, help="output MIDI (.mid) or MusicXML (.musicxml)")
+    p.add_argument("-o", "--output", required=True, help="output file: .mid, .musicxml/.mxl or .wav/.flac (the extension decides)")
     p.add_argument("--model", default=None, help="shipped model name or checkpoint directory "
                    "(default: the shipped anticipatory model)")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -40,12 +40,14 @@ def register(subparsers) -> None:
 
 def _load(args):
     from cadenza.data.io import read_score
+    from cadenza.rendering.output import MUSIC, check_output
     from cadenza.symbolic.checkpoint import load_checkpoint
     from cadenza.symbolic.device import resolve_device
     from cadenza.symbolic.registry import DEFAULT_INFILL_MODEL, resolve_model
 
     from cadenza.data.errors import CadenzaError
 
+    check_output(args.output, *MUSIC, "audio")
     score = read_score(args.piece, index=args.index)
     model, tokenizer, info = load_checkpoint(resolve_model(args.model or DEFAULT_INFILL_MODEL),
                                              device=resolve_device(args.device))
@@ -61,9 +63,9 @@ def _sampling(args, info) -> dict:
 
 
 def _write(result, args, what: str) -> int:
-    from cadenza.data.io import write_score
+    from cadenza.rendering.output import write_output
 
-    path = write_score(result.score, args.output)
+    path = write_output(result.score, args.output)
     print(f"{what}: {result.generated_events} new notes; wrote {path}")
     return 0
 
@@ -72,7 +74,9 @@ def run_infill(args) -> int:
     from cadenza.symbolic.anticipation_tasks import infill
 
     score, model, tokenizer, info = _load(args)
-    result = infill(model, tokenizer, score, args.start, args.end, join=not args.no_join, **_sampling(args, info))
+    with naming(args.piece):
+        result = infill(model, tokenizer, score, args.start, args.end, join=not args.no_join,
+                        **_sampling(args, info))
     return _write(result, args, f"infilled {args.start:g}-{args.end:g} s")
 
 
@@ -80,7 +84,8 @@ def run_accompany(args) -> int:
     from cadenza.symbolic.anticipation_tasks import accompany
 
     score, model, tokenizer, info = _load(args)
-    result = accompany(model, tokenizer, score, args.melody_program, melody_track=args.melody_track,
-                       prompt_seconds=args.prompt_seconds, end=args.end, **_sampling(args, info))
+    with naming(args.piece):
+        result = accompany(model, tokenizer, score, args.melody_program, melody_track=args.melody_track,
+                           prompt_seconds=args.prompt_seconds, end=args.end, **_sampling(args, info))
     what = f"track {args.melody_track}" if args.melody_track is not None else f"program {args.melody_program}"
     return _write(result, args, f"accompanied the melody of {what}")

@@ -4,6 +4,7 @@ the rules every numeric option obeys, and the ``--max-*`` limit options."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -29,6 +30,19 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+@contextlib.contextmanager
+def naming(path):
+    """Errors from inside the block name ``path`` (a tokenizer's "no notes to encode" does not know
+    which file its Score came from)."""
+    try:
+        yield
+    except CadenzaError as exc:
+        if str(path) in str(exc):
+            raise
+        raise type(exc)(f"{path}: {exc}") if type(exc).__init__ is CadenzaError.__init__ \
+            else CadenzaError(f"{path}: {exc}") from None
 
 
 # -- numeric options --------------------------------------------------------------------------
@@ -57,7 +71,7 @@ MAX_TOKENS = 1_000_000
 RULES: dict[str, tuple] = {
     "temperature": _float_range(0, 100),
     "top_p": _float_range(0, 1, low_open=True),
-    "top_k": _int_at_least(1),
+    "top_k": _int_at_least(1, 2**31 - 1),
     "tokens": _int_at_least(1, MAX_TOKENS),
     "max_tokens": _int_at_least(1, MAX_TOKENS),
     "bars": _int_at_least(1, 10_000),
@@ -74,12 +88,12 @@ RULES: dict[str, tuple] = {
     "tail": _float_range(0, 60),
     "sample_rate": _int_at_least(8000, 192000),
     "batch_segments": _int_at_least(1, 4096),
-    "index": _int_at_least(0),
+    "index": _int_at_least(0, 2**31 - 1),
     "seed": _int_at_least(0, 2**32 - 1),
     "steps": _int_at_least(1, 10**7),
     "learning_rate": _float_range(0, 100, low_open=True),
     "melody_program": _int_at_least(0, 127),
-    "melody_track": _int_at_least(0),
+    "melody_track": _int_at_least(0, 2**31 - 1),
     "workers": _int_at_least(1, 1024),
     "limit": _int_at_least(1),
     "limit_pieces": _int_at_least(1),
@@ -135,7 +149,8 @@ def add_limit_args(parser: argparse.ArgumentParser) -> None:
                            help=f"at most {phrase.format(getattr(defaults, name))} (default)")
 
 
-def apply_limits(args: argparse.Namespace) -> None:
-    from cadenza.data.limits import set_limits
+def limits_of(args: argparse.Namespace):
+    """The limits a command's ``--max-*`` options ask for, in force for a ``with`` block."""
+    from cadenza.data.limits import raised
 
-    set_limits(**{name: getattr(args, name, None) for name in LIMIT_OPTIONS})
+    return raised(**{name: getattr(args, name, None) for name in LIMIT_OPTIONS})

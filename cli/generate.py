@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_device_arg, add_seed_arg
+from .common import add_device_arg, add_seed_arg, naming
 
 
 def register(subparsers) -> None:
@@ -17,7 +17,8 @@ def register(subparsers) -> None:
                     "OUT-1.mid ... OUT-N.mid.",
     )
     p.add_argument("prompt", help="the music to continue (MIDI, MusicXML, kern, ABC)")
-    p.add_argument("-o", "--output", required=True, help="output MIDI file")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file: .mid, .musicxml/.mxl or .wav/.flac (the extension decides)")
     p.add_argument("--model", "--checkpoint", dest="model", default=None,
                    help="shipped model name (see 'cadenza models') or a checkpoint directory (default classical-event)")
     p.add_argument("--index", type=int, default=0, help="tune number in a multi-tune ABC file")
@@ -36,8 +37,9 @@ def register(subparsers) -> None:
                    help="cap on new tokens for --seconds/--bars (default 8192)")
     cut = p.add_mutually_exclusive_group()
     cut.add_argument("--prompt-bars", type=int, default=None,
-                     help="prompt with the last N bars of PROMPT (default: as much of its end as the model's context holds)")
-    cut.add_argument("--prompt-seconds", type=float, default=None, help="prompt with the last S seconds of PROMPT")
+                     help="prompt the model with the last N bars of PROMPT (default: as much of its end as the "
+                          "model's context holds); each output still holds all of PROMPT")
+    cut.add_argument("--prompt-seconds", type=float, default=None, help="prompt the model with the last S seconds of PROMPT")
     add_seed_arg(p)
     add_device_arg(p)
     p.set_defaults(func=run)
@@ -47,7 +49,7 @@ def _output_paths(output: str, count: int) -> list[Path]:
     path = Path(output)
     if count == 1:
         return [path]
-    suffix = path.suffix or ".mid"
+    suffix = path.suffix
     return [path.with_name(f"{path.stem}-{i}{suffix}") for i in range(1, count + 1)]
 
 
@@ -57,16 +59,20 @@ def run(args) -> int:
     import torch
 
     from cadenza.data.errors import CadenzaError
-    from cadenza.data.io import read_score, write_midi
+    from cadenza.data.io import read_score
+    from cadenza.rendering.output import MUSIC, check_output, write_output
     from cadenza.symbolic.checkpoint import load_checkpoint
     from cadenza.symbolic.device import resolve_device
     from cadenza.symbolic.registry import DEFAULT_MODEL, resolve_model
-    from cadenza.symbolic.sampling import continue_score, fit_prompt, prompt_limit
+    from cadenza.symbolic.sampling import continue_score
 
     if args.num_samples < 1:
         raise CadenzaError("--num-samples must be at least 1")
     if args.tokens is None and args.seconds is None and args.bars is None:
         args.tokens = 512
+    check_output(args.output, *MUSIC, "audio")
+    if args.sheet:
+        check_output(args.sheet, "sheet", option="--sheet")
     device = resolve_device(args.device)
     prompt = read_score(args.prompt, index=args.index)
     model_dir = resolve_model(args.model or DEFAULT_MODEL)
@@ -74,18 +80,17 @@ def run(args) -> int:
     if tokenizer is None:
         raise CadenzaError(f"{model_dir}: the checkpoint names no tokenizer")
     context = info.get("settings", {}).get("seq_len")
-    prompt = fit_prompt(tokenizer, prompt, max_ids=prompt_limit(model, context), bars=args.prompt_bars,
-                        seconds=args.prompt_seconds)[0]   # the end that fits the model (said when cut)
     started = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), naming(args.prompt):
         scores = continue_score(model, tokenizer, prompt, tokens=args.tokens, seconds=args.seconds, bars=args.bars,
                                 num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k,
-                                top_p=args.top_p, seed=args.seed, max_tokens=args.max_tokens, context=context)
+                                top_p=args.top_p, seed=args.seed, max_tokens=args.max_tokens, context=context,
+                                prompt_bars=args.prompt_bars, prompt_seconds=args.prompt_seconds)
     elapsed = time.perf_counter() - started
     prompt_notes = tokenizer.decode(tokenizer.prompt_ids(prompt)).note_num()
     paths = _output_paths(args.output, len(scores))
     for path, score in zip(paths, scores):
-        write_midi(score, path)
+        write_output(score, path)
         seconds = score.to("second").end()
         print(f"wrote {path}: {score.note_num()} notes ({score.note_num() - prompt_notes} new), {seconds:.1f} s")
         if args.musicxml:

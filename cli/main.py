@@ -9,13 +9,15 @@ heavy libraries (torch, symusic, music21) inside the handlers, so building the p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
 
 from cadenza.data.errors import CadenzaError
 
-from .common import Parser, add_limit_args, apply_limits, check_options
+from .common import Parser, add_limit_args, check_options, limits_of
 
 # (module, the subcommands it registers), in the order ``cadenza --help`` lists them.
 COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -23,7 +25,8 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("render", ("render",)),
     ("generate", ("continue",)),
     ("anticipation", ("infill", "accompany")),
-    ("transcribe", ("transcribe", "transcription-data", "transcription-train", "transcription-eval")),
+    ("transcribe", ("transcribe", "transcription-data", "transcription-train", "transcription-tune",
+                    "transcription-eval")),
     ("models", ("models", "ship-model")),
     ("corpus", ("corpus",)),
     ("tokenize", ("tokenize", "detokenize")),
@@ -92,6 +95,29 @@ def _quiet_broken_pipe() -> int:
     return 141
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, a container stop): unwinds like Ctrl-C, so temporary files are removed."""
+
+    exit_status = 143
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While a command runs, SIGTERM raises Terminated instead of killing the process outright."""
+    def terminate(signum, frame):
+        raise Terminated("terminated")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -100,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         check_options(args, parser._subparsers._group_actions[0].choices.get(args.command))
-        apply_limits(args)
-        code = int(args.func(args) or 0)
-        sys.stdout.flush()
+        with limits_of(args), _terminate_as_interrupt():
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()
         return code
     except BrokenPipeError:
         return _quiet_broken_pipe()

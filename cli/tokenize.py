@@ -97,8 +97,16 @@ def run_tokenize(args) -> int:
 
 def _tokenize_file(args, tokenizer, kwargs) -> int:
     from cadenza.data.atomic import write_text_atomic
+    from cadenza.data.io import read_score
+    from cadenza.rendering.output import check_output
 
-    ids = tokenizer.encode(args.input, **kwargs)
+    from .common import naming
+
+    if args.out:
+        check_output(args.out, "json")
+    read_score(args.input)  # the format, tempo and size checks, naming the file, whatever reader the scheme uses
+    with naming(args.input):
+        ids = tokenizer.encode(args.input, **kwargs)
     if args.out:
         write_text_atomic(args.out, json.dumps([int(i) for i in ids]))
     if args.json:
@@ -120,13 +128,20 @@ def run_detokenize(args) -> int:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise TokenizerError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise TokenizerError(f"{path}: is a directory, not a JSON file of ids") from None
+    except RecursionError:
+        raise TokenizerError(f"{path}: JSON nested too deeply to be a list of ids") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TokenizerError(f"{path}: not a JSON file ({exc})") from None
     ids = data.get("ids") if isinstance(data, dict) else data
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise TokenizerError(f"{path}: expected a JSON list of integer ids")
     tokenizer = get_tokenizer(args.scheme, **_parse_config(args.config))
-    score = tokenizer.decode(ids)
+    from .common import naming
+
+    with naming(path):
+        score = tokenizer.decode(ids)
     if score.note_num() == 0:
         raise TokenizerError(f"{path}: the ids describe no notes")
     write_score(score, args.out)

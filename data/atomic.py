@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import CadenzaError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -22,13 +24,24 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     target's suffix so libraries that choose a format by extension still work.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=target.parent)
+    if target.is_dir():
+        raise CadenzaError(f"{target}: is a directory; give a file name to write")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=target.parent)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), target.parent)
+        raise CadenzaError(f"{target}: cannot write there ({blocker} is a file, not a directory)") from None
+    except OSError as exc:
+        raise CadenzaError(f"{target}: cannot write there ({exc.strerror or exc})") from None
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise CadenzaError(f"{target}: cannot write ({exc.strerror or exc})") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -53,13 +53,13 @@ def limit_error(subject: str, what: str, found: str, name: str) -> LimitError:
 
 def set_limits(**values) -> None:
     """Change limits in force (``None`` leaves one as it is); each must be a finite number > 0."""
-    for name, value in values.items():
-        if value is None:
-            continue
+    given = {name: value for name, value in values.items() if value is not None}
+    for name, value in given.items():  # all checked before any is set
         if name not in OPTIONS:
             raise TypeError(f"no limit named {name}")
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise CadenzaError(f"{OPTIONS[name][0]} must be a finite number > 0 (got {value})")
+    for name, value in given.items():
         setattr(LIMITS, name, type(getattr(Limits(), name))(value))
 
 

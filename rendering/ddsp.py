@@ -360,6 +360,9 @@ def render(score: "symusic.Score", *, preset: "str | Preset" = "strings", sample
     """
     import torch
 
+    from cadenza.data.limits import check_score
+
+    check_score(score, "the score to render")
     notes = notes_from_score(score)
     if len(notes) == 0:
         return np.zeros(sample_rate // 2, dtype=np.float32)

@@ -91,10 +91,13 @@ def render(score, *, sample_rate: int = DEFAULT_SAMPLE_RATE, soundfont: str | os
     Without the FluidSynth library this raises MissingDependencyError (with the install
     command), unless ``allow_fallback`` asks for symusic's built-in synthesizer.
     """
+    from cadenza.data.limits import check_score
+
     if isinstance(score, (str, os.PathLike)):
         from cadenza.data.io import read_score
 
         score = read_score(score)
+    check_score(score, "the score to render")  # the audio buffer grows with the duration: refuse first
     soundfont_path = resolve_soundfont(soundfont)
     seconds = score.to("second")
     try:
