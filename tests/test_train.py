@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -435,6 +436,17 @@ def _saved_step(out) -> int:
         return 0
 
 
+@contextlib.contextmanager
+def _single_thread():
+    """One torch thread for a module fixture (the per-test fixture is not active yet)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, chorale_dir):
     """Weights of the fault tests' run when nothing stops it (one thread, like the subprocesses)."""
@@ -443,12 +455,8 @@ def uninterrupted(tmp_path_factory, chorale_dir):
     from cadenza.cli.main import main
 
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _single_thread():
         assert main(_cli_train_args(out, chorale_dir)) == 0
-    finally:
-        torch.set_num_threads(threads)
     return load_file(str(out / "model.safetensors"))
 
 
@@ -604,12 +612,8 @@ def one_step_run(tmp_path_factory, chorale_dir):
     from cadenza.symbolic.train import train
 
     out = tmp_path_factory.mktemp("one-step") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _single_thread():
         train(_settings(out, chorale_dir, steps=1, eval_every=0))
-    finally:
-        torch.set_num_threads(threads)
     return out
 
 
