@@ -31,6 +31,23 @@ def require(condition: bool, what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
+def has_fluidsynth() -> bool:
+    """pyfluidsynth imports and finds the FluidSynth library (libfluidsynth3)."""
+    import importlib.util
+
+    if importlib.util.find_spec("fluidsynth") is None:
+        return False
+    try:
+        import fluidsynth  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def require_fluidsynth() -> None:
+    require(has_fluidsynth(), "the FluidSynth library (libfluidsynth3) and pyfluidsynth")
+
+
 def run_cli(*args: str, check: bool = True, timeout: float = 600, cwd=None) -> subprocess.CompletedProcess:
     """Run the real ``cadenza`` command in a subprocess."""
     proc = subprocess.run(

@@ -14,7 +14,7 @@ from cadenza.rendering import ddsp
 from cadenza.rendering.ddsp import PRESETS, Preset, load_preset, notes_from_score, preset_parameters, synthesize
 from cadenza.rendering.ddsp_fit import estimate_velocities, fit_preset, multi_resolution_stft_loss
 
-from conftest import require, run_cli
+from conftest import require_fluidsynth, run_cli
 
 RATE = 16000
 
@@ -212,12 +212,7 @@ def fluidsynth_reference(score: symusic.Score) -> np.ndarray:
 
 
 def test_short_fit_to_a_fluidsynth_recording_lowers_the_loss():
-    try:
-        import fluidsynth  # noqa: F401
-        available = True
-    except (ImportError, OSError):
-        available = False
-    require(available, "the FluidSynth library")
+    require_fluidsynth()
     score = make_score([(0.0, 0.4, 60, 90), (0.4, 0.4, 64, 90), (0.8, 0.4, 67, 90), (1.2, 0.6, 72, 90)])
     reference = fluidsynth_reference(score)[: 2 * RATE]
     preset, before, after = fit_preset(reference, score, "organ", steps=12, learning_rate=0.08)

@@ -8,8 +8,7 @@ import numpy as np
 import soundfile
 import symusic
 
-from conftest import require, run_cli
-from test_render_fluidsynth import _has_fluidsynth
+from conftest import require_fluidsynth, run_cli
 
 TUNE_ABC = """X:1
 T:Scale
@@ -22,7 +21,7 @@ C D E F | G A B c |
 
 
 def test_render_chorale_to_every_output(tmp_path, bach_pieces):
-    require(_has_fluidsynth(), "the FluidSynth library (libfluidsynth3) and pyfluidsynth")
+    require_fluidsynth()
     piece = bach_pieces[1]
     result = run_cli("render", piece.path, "-o", tmp_path / "out.flac", "--pianoroll", tmp_path / "roll.png",
                      "--axis", "bars", "--score", tmp_path / "score.svg", "--sheet", tmp_path / "sheet.html",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import sys
 
 import numpy as np
@@ -13,27 +12,17 @@ import symusic
 from cadenza.data.errors import CadenzaError, MissingDependencyError
 from cadenza.rendering import fluidsynth as fs
 from cadenza.rendering.audio import load_audio, resample, write_audio
-from conftest import require
+from conftest import require_fluidsynth
 
 RATE = 22050
 HEADROOM = 10 ** (-1 / 20)
-
-
-def _has_fluidsynth() -> bool:
-    if importlib.util.find_spec("fluidsynth") is None:
-        return False
-    try:
-        import fluidsynth  # noqa: F401
-    except (ImportError, OSError):
-        return False
-    return True
 
 
 @pytest.fixture(autouse=True)
 def needs_fluidsynth(request):
     """Every test here except those marked ``without_fluidsynth`` needs the real library."""
     if not getattr(request.function, "without_fluidsynth", False):
-        require(_has_fluidsynth(), "the FluidSynth library (libfluidsynth3) and pyfluidsynth")
+        require_fluidsynth()
 
 
 def without_fluidsynth(test):

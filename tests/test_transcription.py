@@ -18,7 +18,7 @@ from cadenza.transcription.inference import (SHIPPED_MODEL, load_audio, load_tra
 from cadenza.transcription.seq2seq import LogMel, Transcriber, TranscriberConfig, mel_filterbank
 from cadenza.tokenizers.mt3 import MT3Tokenizer, notes_to_score
 
-from conftest import require, run_cli
+from conftest import require, require_fluidsynth, run_cli
 
 SR = 16000
 
@@ -198,7 +198,7 @@ def test_metrics_known_values():
 
 
 def test_rendered_pairs_are_cached_with_their_split(tmp_path):
-    pytest.importorskip("fluidsynth")
+    require_fluidsynth()
     from cadenza.transcription.data import PairSpec, build_pairs, load_pairs, training_soundfonts
 
     fonts = [f for f in training_soundfonts() if f.suffix == ".sf2"]
@@ -221,7 +221,7 @@ def test_rendered_pairs_are_cached_with_their_split(tmp_path):
 def test_cli_training_starts_from_given_weights(tmp_path):
     """`transcription-train --init` continues from a checkpoint's (or a shipped model's) weights in a
     new run: same size and codec, and the run records where it started."""
-    pytest.importorskip("fluidsynth")
+    require_fluidsynth()
     from cadenza.transcription.data import PairSpec, build_pairs, training_soundfonts
 
     fonts = [f for f in training_soundfonts() if f.suffix == ".sf2"]
@@ -249,7 +249,7 @@ def test_cli_training_starts_from_given_weights(tmp_path):
 @pytest.fixture(scope="module")
 def rendered_piano(tmp_path_factory, bach_pieces):
     """Four seconds of a chorale played on FluidSynth's piano (+1 s release), and its notes."""
-    pytest.importorskip("fluidsynth")
+    require_fluidsynth()
     from cadenza.transcription.data import FluidRenderer, score_notes, training_soundfonts
 
     fonts = [f for f in training_soundfonts() if f.suffix == ".sf2"]
