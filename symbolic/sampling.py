@@ -105,8 +105,9 @@ def continue_score(model, tokenizer, score, *, tokens: int | None = None, second
     if model.config.vocab_size != tokenizer.vocab_size:
         raise CadenzaError(f"the model has {model.config.vocab_size} ids but the {tokenizer.name} tokenizer "
                            f"{tokenizer.vocab_size}; they do not belong together")
-    score, ids = fit_prompt(tokenizer, score, max_ids=prompt_limit(model, context), bars=prompt_bars,
-                            seconds=prompt_seconds, report=report)
+    whole = score
+    score, ids, cut_tick = fit_prompt(tokenizer, score, max_ids=prompt_limit(model, context), bars=prompt_bars,
+                                      seconds=prompt_seconds, report=report)
     grammar = tokenizer.grammar()
     grammar.set_limits(tokens=tokens, seconds=seconds, bars=bars)
     prompt = torch.as_tensor(ids, dtype=torch.long)[None].repeat(num_samples, 1)
@@ -120,8 +121,31 @@ def continue_score(model, tokenizer, score, *, tokens: int | None = None, second
     results = []
     for row in range(num_samples):
         keep = len(ids) + int(grammar.valid_length[row])
-        results.append(restore_context(score, tokenizer.decode(out[row, :keep].cpu().numpy())))
+        continuation = restore_context(score, tokenizer.decode(out[row, :keep].cpu().numpy()))
+        results.append(_after_the_head(whole, score, cut_tick, continuation) if cut_tick else continuation)
     return results
+
+
+def _after_the_head(whole: symusic.Score, tail: symusic.Score, cut_tick: int,
+                    continuation: symusic.Score) -> symusic.Score:
+    """The whole prompt followed by a continuation of its ``tail`` (the notes from ``cut_tick``
+    on, moved to 0): the notes before the cut, then the continuation moved back to the cut.
+    ``continuation`` has one track per ``tail`` track that holds notes, in order (as
+    ``restore_context`` makes it), then any tracks of its own."""
+    out = whole.clip(0, cut_tick, clip_end=False)
+    moved = continuation.shift_time(cut_tick)
+    for source, target in ((moved.tempos, out.tempos), (moved.time_signatures, out.time_signatures),
+                           (moved.key_signatures, out.key_signatures)):
+        for event in source:
+            if not any(e.time == event.time for e in target):
+                target.append(event)
+    parts = [i for i, track in enumerate(tail.tracks) if track.notes]
+    for k, track in enumerate(moved.tracks):
+        if k < len(parts):
+            out.tracks[parts[k]].notes.extend(track.notes)
+        else:
+            out.tracks.append(track)
+    return out
 
 
 def prompt_limit(model, context: int | None = None) -> int | None:
@@ -144,26 +168,27 @@ def progress_bar(enabled: bool, total: int | None, what: str):
 
 def fit_prompt(tokenizer, score: symusic.Score, *, max_ids: int | None = None, bars: int | None = None,
                seconds: float | None = None, report: Callable[[str], None] | None = None
-               ) -> tuple[symusic.Score, np.ndarray]:
-    """The end of ``score`` a model is prompted with, and its ids: the last ``bars`` bars or
-    ``seconds`` seconds when given, then as many whole trailing bars as fit in ``max_ids`` ids
-    (or, when the last bar alone is too long, the notes from the latest onset that fits). Times
-    start again at 0; tempo, metre and key in effect at the cut are kept. A cut that ``max_ids``
-    forces is said in one line (``report``, default stderr)."""
+               ) -> tuple[symusic.Score, np.ndarray, int]:
+    """The end of ``score`` a model is prompted with, its ids, and the tick of ``score`` where it
+    starts: the last ``bars`` bars or ``seconds`` seconds when given, then as many whole trailing
+    bars as fit in ``max_ids`` ids (or, when the last bar alone is too long, the notes from the
+    latest onset that fits). Times start again at 0; tempo, metre and key in effect at the cut
+    are kept. A cut that ``max_ids`` forces is said in one line (``report``, default stderr)."""
     if bars is not None and bars < 1:
         raise CadenzaError("prompt_bars must be at least 1")
     if seconds is not None and seconds <= 0:
         raise CadenzaError("prompt_seconds must be positive")
     if bars is not None and seconds is not None:
         raise CadenzaError("give the prompt's length in bars or in seconds, not both")
-    starts = _bar_starts(score)
+    starts, offset = _bar_starts(score), 0
     if bars is not None and bars < len(starts):
-        score = _tail(score, int(starts[-bars]))
+        offset = int(starts[-bars])
     elif seconds is not None:
-        score = _tail(score, _tick_at(score, float(score.to("second").end()) - seconds))
+        offset = _tick_at(score, float(score.to("second").end()) - seconds)
+    score = _tail(score, offset)
     ids = prompt_ids(tokenizer, score)
     if max_ids is None or len(ids) <= max_ids:
-        return score, ids
+        return score, ids, offset
     full_length = len(ids)
     starts = _bar_starts(score)
     fitted, kept = None, 0
@@ -172,7 +197,7 @@ def fit_prompt(tokenizer, score: symusic.Score, *, max_ids: int | None = None, b
         candidate_ids = prompt_ids(tokenizer, candidate)
         if len(candidate_ids) > max_ids:
             break
-        fitted, ids, kept = candidate, candidate_ids, count
+        fitted, ids, kept, cut = candidate, candidate_ids, count, int(starts[-count])
     what = f"its last {kept} bar{'s' if kept != 1 else ''}"
     if fitted is None:                             # one bar is too long: whole notes from an onset
         onsets = np.unique(np.concatenate([t.notes.numpy()["time"] for t in score.tracks if t.notes] or [[0]]))
@@ -183,13 +208,13 @@ def fit_prompt(tokenizer, score: symusic.Score, *, max_ids: int | None = None, b
                 high = middle
             else:
                 low = middle + 1
-        fitted = _tail(score, int(onsets[low]))
+        fitted, cut = _tail(score, int(onsets[low])), int(onsets[low])
         ids = prompt_ids(tokenizer, fitted)
         what = f"its last {fitted.note_num()} notes"
     (report or (lambda text: print(text, file=sys.stderr)))(
         f"the prompt ({full_length} ids) is longer than the model's context allows ({max_ids}); "
         f"kept {what} ({len(ids)} ids, {float(fitted.to('second').end()):.1f} s)")
-    return fitted, ids
+    return fitted, ids, offset + cut
 
 
 def _bar_starts(score: symusic.Score) -> np.ndarray:

@@ -371,10 +371,10 @@ def test_a_long_prompt_keeps_the_whole_bars_at_its_end_that_fit(scheme):
     tok = get_tokenizer(scheme)
     score = _long_prompt(40)
     lines = []
-    cut, ids = fit_prompt(tok, score, max_ids=60, report=lines.append)
+    cut, ids, start = fit_prompt(tok, score, max_ids=60, report=lines.append)
     assert len(ids) <= 60 and len(lines) == 1 and "kept its last" in lines[0]
     bars = cut.note_num() // 4
-    assert bars >= 2 and cut.note_num() == 4 * bars                   # whole bars
+    assert bars >= 2 and cut.note_num() == 4 * bars and start == (40 - bars) * 4 * 480   # whole bars
     assert len(tok.prompt_ids(fit_prompt(tok, score, bars=bars + 1)[0])) > 60   # one more would not fit
     notes = sorted((n.time, n.pitch) for n in cut.tracks[0].notes)
     assert notes[0] == (0, 48 + 40 - bars)                            # the bar 40 - bars, now at 0
@@ -387,17 +387,23 @@ def test_a_long_prompt_keeps_the_whole_bars_at_its_end_that_fit(scheme):
 
 
 def test_continue_score_cuts_a_long_prompt_and_continues_it():
+    from collections import Counter
+
     tok = get_tokenizer("remi")
     torch.manual_seed(2)
     model = _FondOfBars(MusicTransformerConfig.debug(tok.vocab_size)).eval()
     lines = []
-    outs = continue_score(model, tok, _long_prompt(30), bars=1, num_samples=2, seed=0, report=lines.append,
+    prompt = _long_prompt(30)
+    outs = continue_score(model, tok, prompt, bars=1, num_samples=2, seed=0, report=lines.append,
                           progress=False)                          # context 64: three quarters is 48 ids
-    assert len(lines) == 1 and "kept its last" in lines[0]
+    assert len(lines) == 1 and "kept its last" in lines[0] and len(tok.encode(prompt)) > 48
+    given = sorted((n.time, n.pitch) for n in prompt.tracks[0].notes)
     for out in outs:
-        pitches = [n.pitch for t in out.tracks for n in sorted(t.notes, key=lambda n: (n.time, n.pitch))]
-        assert pitches[0] >= 48 + 30 - 3                              # it starts near the end of the prompt
-    assert len(tok.encode(fit := _long_prompt(30))) > 48 and fit.note_num() == 120
+        # the whole prompt, then the continuation of its last bars after it (60 s = 30 bars)
+        notes = sorted((n.time, n.pitch) for t in out.tracks for n in t.notes)
+        new = list((Counter(notes) - Counter(given)).elements())
+        assert not Counter(given) - Counter(notes) and new and out.tempos[0].qpm == pytest.approx(120.0)
+        assert min(time for time, _ in new) >= given[-1][0]            # new music comes after the prompt
 
 
 def test_cli_continue_takes_the_last_bars_of_a_prompt(tmp_path):
@@ -413,5 +419,5 @@ def test_cli_continue_takes_the_last_bars_of_a_prompt(tmp_path):
                      "--seconds", "1", "--prompt-bars", "2", "--seed", "1", "--device", "cpu")
     out = symusic.Score(str(tmp_path / "out.mid"))
     onsets = _onsets_seconds(out)
-    assert onsets.min() == 0.0 and onsets.max() < 4.0 + 1.0 + 1e-3     # two 2 s bars, then 1 s more
-    assert "(8 new)" not in result.stdout and out.note_num() >= 8
+    assert onsets.min() == 0.0 and 24.0 <= onsets.max() < 24.0 + 1.0 + 1e-3    # all 12 bars, then 1 s more
+    assert out.note_num() > 48 and f"({out.note_num() - 48} new)" in result.stdout
