@@ -10,7 +10,9 @@ this process, on the same device:
    prefix lengths spread over the run and integrated (trapezoid rule) over every step; a step's
    cost depends only on its prefix length. ``--full-recompute`` times every step instead;
 3. HuggingFace transformers' GPT-2 of the same width, depth, heads, feed-forward size and
-   vocabulary, generating with its own cache (``transformers`` is a benchmark extra only).
+   vocabulary, generating with its own cache (``transformers`` is a benchmark extra only);
+4. (``--runaway-batch N``) a batch of N rows where all but one stop after 16 ids, against that
+   one row alone: finished rows leave the batch and the cache, so the ratio is about 1.
 
 Prints tokens per second of each and the ratios; the last line is the headline.
 """
@@ -57,6 +59,37 @@ def recompute_step_seconds(model, prefix_length: int, device, repeats: int = 1) 
     return best
 
 
+class _StopsEarly:
+    """A processor that stops every row but row 0 after ``steps`` ids (row 0 runs on)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def __call__(self, state, logits):
+        return logits
+
+    def observe(self, state, ids):
+        from cadenza.symbolic.decoding import Verdict
+
+        return Verdict((state.rows != 0) & (state.step + 1 >= self.steps))
+
+
+@torch.no_grad()
+def time_runaway_batch(model, prompt, new_tokens, batch: int, device) -> float:
+    """Seconds for a batch in which every row but one stops after 16 ids and one runs
+    ``new_tokens``: with finished rows leaving the batch, about what the one row costs alone."""
+    from cadenza.symbolic.decoding import LanguageModelDecoder, Sampler, decode
+
+    rows = prompt.repeat(batch, 1)
+    _sync(device)
+    start = time.perf_counter()
+    decoder = LanguageModelDecoder(model, rows, rows.shape[1] + new_tokens)
+    decode(decoder, [_StopsEarly(16)], Sampler(batch, 0, device), batch=batch, max_steps=new_tokens,
+           device=device)
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def time_hf(hf_model, prompt, new_tokens, device) -> float:
     _sync(device)
     start = time.perf_counter()
@@ -81,6 +114,8 @@ def main() -> None:
     parser.add_argument("--max-relative-position", type=int, default=1024)
     parser.add_argument("--recompute-samples", type=int, default=9)
     parser.add_argument("--full-recompute", action="store_true")
+    parser.add_argument("--runaway-batch", type=int, default=8,
+                        help="also time a batch of this many rows where all but one stop after 16 ids (0: skip)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads for all three (default 1: on a shared 2-core machine more threads thrash)")
     args = parser.parse_args()
@@ -139,6 +174,12 @@ def main() -> None:
             hf_rate = args.new / hf_seconds
             print(f"HF GPT-2 {transformers.__version__}, its cache: {hf_rate:9.1f} tokens/s ({hf_seconds:.1f} s)")
 
+    if args.runaway_batch > 1:
+        alone = time_runaway_batch(model, prompt, args.new, 1, device)
+        batched = time_runaway_batch(model, prompt, args.new, args.runaway_batch, device)
+        print(f"a batch of {args.runaway_batch} where {args.runaway_batch - 1} rows stop after 16 ids: "
+              f"{batched:.1f} s against {alone:.1f} s for the long row alone ({batched / alone:.2f}x; finished rows "
+              "leave the batch)")
     print(f"KV cache vs recompute: {cached_rate / recompute_rate:.1f}x (target >= 10x)")
     if hf_rate is not None:
         print(f"ours (relative attention, KV cache) vs HF GPT-2 (its cache): {cached_rate / hf_rate:.2f}x (target >= 1.0x)")
