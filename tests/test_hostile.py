@@ -290,6 +290,8 @@ def test_hostile_checkpoints_for_every_model_kind(corpus, checkpoints, tmp_path)
         status, _, _ = run(["transcribe", audio, "-o", "OUT/t.mid", "--model", directory], (name,))
         assert status == 2, name
     run(["evaluate", "--model", "no-such-model"], ("no-such-model",), expect="not a shipped model")
+    status, stdout, _ = run(["evaluate", "--model", "bach-event", "--limit-pieces", "1", "--quiet"], expect="ok")
+    assert "bits per note" in stdout  # a shipped model's name, as continue and infill take it
     run(["continue", plain, "-o", "OUT/c.mid", "--model", plain], ("plain.mid",), expect="not a checkpoint")
     run.check()
 

@@ -96,3 +96,27 @@ def _scale_midi() -> bytes:
         track.notes.append(symusic.Note(i * 480, 480, pitch, 90))
     score.tracks.append(track)
     return score.dumps_midi()
+
+
+def test_a_four_part_chorale_in_3_4_engraves_every_staff_in_its_metre_and_key(tmp_path, bach_pieces):
+    """bwv122.6 (3/4, two flats, four voices): every staff starts with 3/4 and every system of
+    every staff carries the key; before, only the first part had the metre and the others 4/4."""
+    import re
+
+    from cadenza.data.io import read_score
+    from cadenza.rendering.score import musicxml_text
+
+    piece = next(p for p in bach_pieces if p.id == "bwv122.6")
+    out = tmp_path / "chorale.svg"
+    run_cli("render", piece.path, "--score", out)
+    svg = "".join(path.read_text() for path in sorted(tmp_path.glob("chorale*.svg")))
+    staves_per_system = 4
+    assert svg.count('class="meterSig') == staves_per_system
+    keys = svg.count('class="keySig')
+    assert keys >= staves_per_system and keys % staves_per_system == 0
+    text = musicxml_text(read_score(piece.path))
+    parts = re.findall(r"<part id=.*?</part>", text, re.S)
+    assert len(parts) == staves_per_system
+    for part in parts:
+        first = re.search(r"<measure.*?</measure>", part, re.S).group(0)
+        assert "<beats>3</beats>" in first and "<beat-type>4</beat-type>" in first and "<fifths>-2</fifths>" in first
