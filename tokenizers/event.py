@@ -192,6 +192,23 @@ def pair_note_offs(is_on: list[bool], pitch: list[int], step: list[int], num_not
     step's previous one, else the oldest. Which NOTE_OFFs end anything is Magenta's (one with
     no open note of its pitch is ignored); notes left open end at ``last_step``.
     """
+    end = [last_step] * num_notes  # first Magenta's pairing: most ids need no more
+    open_fifo: dict[int, collections.deque] = {}
+    number, bar, bar_step, in_order = 0, -1, None, True
+    for on, key, at in zip(is_on, pitch, step):
+        if on:
+            open_fifo.setdefault(key, collections.deque()).append(number)
+            number += 1
+        elif open_fifo.get(key):
+            note = open_fifo[key].popleft()
+            end[note] = at
+            if at != bar_step:
+                bar, bar_step = -1, at
+            in_order = in_order and note > bar
+            bar = note
+    if in_order:
+        return end
+
     events, counted, ons_before = [], {}, []
     number = 0
     for on, key, at in zip(is_on, pitch, step):  # Magenta's counts decide which NOTE_OFFs end a note
@@ -253,13 +270,13 @@ def pair_note_offs(is_on: list[bool], pitch: list[int], step: list[int], num_not
         ended: list[int] = []
         choices: list[tuple] = []  # (event index, open notes, next number, bar, len(ended), other candidates)
         i = number = visits = 0
-        bar, forced = -1, None
+        bar, forced, ambiguous = -1, None, False
         budget = min(64 * len(events) + 4096, 50_000)
         while i < len(events):
             event = events[i]
             dead_end = False
             if i == groups[group_of[i]][0] and forced is None:
-                bar = -1
+                bar, ambiguous = -1, False
             if event is not None and event[0]:
                 open_notes.setdefault(event[1], []).append(number)
                 number += 1
@@ -271,7 +288,8 @@ def pair_note_offs(is_on: list[bool], pitch: list[int], step: list[int], num_not
                 else:
                     above = pending[bisect.bisect_right(pending, bar):]
                     candidates = above[:1] + above[-1:] + above[1:-1] if len(above) > 1 else above
-                    if strict:
+                    if strict and len(candidates) > 1:
+                        ambiguous = True
                         after = groups[group_of[i]][1]
                         candidates = [c for c in candidates
                                       if fits(i + 1, after, {**open_notes, key: [n for n in pending if n != c]}, number, c)]
@@ -290,7 +308,8 @@ def pair_note_offs(is_on: list[bool], pitch: list[int], step: list[int], num_not
                     end[choice] = at
                     ended.append(choice)
                     bar = choice
-            if strict and not dead_end and i + 1 == groups[group_of[i]][1]:
+            if strict and not dead_end and ambiguous and i + 1 == groups[group_of[i]][1]:
+                ambiguous = False
                 first = groups[group_of[i]][0]
                 keys = {e[1] for e in events[first:i + 1] if e is not None and not e[0]}
                 dead_end = bool(keys) and not ahead_fits(group_of[i], keys, open_notes, number)
@@ -298,6 +317,7 @@ def pair_note_offs(is_on: list[bool], pitch: list[int], step: list[int], num_not
                 if not choices or visits >= budget:
                     return None
                 i, open_notes, number, bar, size, forced = choices.pop()
+                ambiguous = True
                 for note in ended[size:]:
                     end[note] = last_step
                 del ended[size:]
