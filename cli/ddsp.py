@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     )
     vel.add_argument("reference", help="recording of the notes (WAV/FLAC), aligned with the MIDI file")
     vel.add_argument("notes", help="the notes played in the recording (MIDI, MusicXML, kern, ABC)")
-    vel.add_argument("-o", "--output", required=True, help="MIDI file to write")
+    vel.add_argument("-o", "--output", required=True, help="file to write: .mid or .musicxml/.mxl")
     vel.add_argument("--preset", default="strings", help="DDSP preset: a name or a fitted .json (default strings)")
     vel.add_argument("--steps", type=int, default=150, help="optimizer steps (default 150)")
     vel.add_argument("--learning-rate", type=float, default=0.1)
@@ -55,16 +55,21 @@ def run_fit(args) -> int:
     from cadenza.rendering.audio import load_audio
     from cadenza.rendering.ddsp import load_preset
     from cadenza.rendering.ddsp_fit import fit_preset
+    from cadenza.rendering.output import check_output
+
+    from .common import naming
 
     _check_steps(args.steps)
+    check_output(args.output, "json")
     start_preset = load_preset(args.preset)
     score = read_score(args.notes)
     reference, _ = load_audio(args.reference, sample_rate=args.sample_rate)
     began = time.perf_counter()
-    preset, before, after = fit_preset(
-        reference, score, start_preset, steps=args.steps, sample_rate=args.sample_rate,
-        learning_rate=args.learning_rate, seed=args.seed, max_seconds=args.seconds or None, progress=True,
-    )
+    with naming(f"{args.reference} and {args.notes}"):
+        preset, before, after = fit_preset(
+            reference, score, start_preset, steps=args.steps, sample_rate=args.sample_rate,
+            learning_rate=args.learning_rate, seed=args.seed, max_seconds=args.seconds or None, progress=True,
+        )
     preset.name = args.name or Path(args.output).stem
     preset.save(args.output)
     print(f"loss before: {before:.4f}")
@@ -77,18 +82,23 @@ def run_fit(args) -> int:
 def run_velocities(args) -> int:
     import numpy as np
 
-    from cadenza.data.io import read_score, write_midi
+    from cadenza.data.io import read_score, write_score
     from cadenza.rendering.audio import load_audio
     from cadenza.rendering.ddsp import load_preset
     from cadenza.rendering.ddsp_fit import estimate_velocities
+    from cadenza.rendering.output import MUSIC, check_output
+
+    from .common import naming
 
     _check_steps(args.steps)
+    check_output(args.output, *MUSIC)
     preset = load_preset(args.preset)
     score = read_score(args.notes)
     reference, _ = load_audio(args.reference, sample_rate=args.sample_rate)
-    result = estimate_velocities(reference, score, preset, steps=args.steps, sample_rate=args.sample_rate,
-                                 learning_rate=args.learning_rate, seed=args.seed, progress=True)
-    write_midi(result, args.output)
+    with naming(f"{args.reference} and {args.notes}"):
+        result = estimate_velocities(reference, score, preset, steps=args.steps, sample_rate=args.sample_rate,
+                                     learning_rate=args.learning_rate, seed=args.seed, progress=True)
+    write_score(result, args.output)
     velocities = np.array([n.velocity for t in result.tracks if not t.is_drum for n in t.notes])
     print(f"estimated {len(velocities)} velocities (min {velocities.min()}, mean {velocities.mean():.1f}, "
           f"max {velocities.max()}) with preset {preset.name!r} -> {args.output}")

@@ -100,9 +100,10 @@ def output_problem(path: Path) -> str | None:
         ok = data.startswith(b"\xff\xd8\xff")
     elif suffix == ".svg":
         ok = b"<svg" in data[:2000] and data.rstrip().endswith(b"</svg>")
-    elif suffix == ".json":
+    elif suffix == ".json":  # ids (a list of integers) or a preset (an object)
         try:
-            ok = all(isinstance(i, int) for i in json.loads(data))
+            value = json.loads(data)
+            ok = isinstance(value, dict) or (isinstance(value, list) and all(isinstance(i, int) for i in value))
         except ValueError:
             ok = False
     elif suffix == ".html":
@@ -275,6 +276,19 @@ def test_transcribe_every_input(corpus, tmp_path):
     run(["transcribe", corpus["8khz.wav"], "-o", "OUT/t.musicxml"], expect="ok")
     run(["transcribe", corpus["8khz.wav"], "--output", "OUT/t.wav"], expect="-o/--output")
     run.check()
+
+
+def test_ddsp_fitting_on_broken_recordings_and_notes(corpus, tmp_path):
+    run = Runner(tmp_path)
+    for reference in ("8khz.wav", "nan.wav", "silent.wav", "random.wav", "plain.mid", "directory.mid"):
+        for notes in ("plain.mid", "drums.mid", "note-at-1e9.mid", "8khz.wav", "empty.mid"):
+            names = (reference, notes)
+            run(["ddsp-fit", corpus[reference], corpus[notes], "-o", "OUT/p.json", "--steps", "1", "--seconds", "1"],
+                names)
+            run(["ddsp-velocities", corpus[reference], corpus[notes], "-o", "OUT/v.mid", "--steps", "1"], names)
+    run(["ddsp-fit", corpus["8khz.wav"], corpus["plain.mid"], "-o", "OUT/p.txt", "--steps", "1"], expect="-o/--output")
+    run.check()
+    assert run.statuses["ddsp-fit 8khz.wav plain.mid -o p.json --steps 1 --seconds 1"][0] == 0
 
 
 def test_hostile_checkpoints_for_every_model_kind(corpus, checkpoints, tmp_path):
