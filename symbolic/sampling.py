@@ -7,17 +7,22 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import symusic
 import torch
 
 from cadenza.data.errors import CadenzaError
-from cadenza.tokenizers.grammar import Grammar
+from cadenza.tokenizers.grammar import Grammar, SamplingConstraints
 
 from .decoding import (Budget, GrammarMask, LanguageModelDecoder, Sampler, StopAt, Temperature, TopK, TopP,
                        decode, sampling_processors)
+
+if TYPE_CHECKING:
+    from cadenza.tokenizers import Tokenizer
+
+    from .transformer import MusicTransformer
 
 DEFAULT_MAX_SECONDS = 50.0   # wall time one continuation may take (a batch's samples run side by side)
 
@@ -77,16 +82,19 @@ def prompt_ids(tokenizer, score) -> np.ndarray:
     return tokenizer.prompt_ids(score)
 
 
-def continue_score(model, tokenizer, score, *, tokens: int | None = None, seconds: float | None = None,
+def continue_score(model: MusicTransformer, tokenizer: Tokenizer, score: symusic.Score, *,
+                   tokens: int | None = None, seconds: float | None = None,
                    bars: int | None = None, num_samples: int = 1, temperature: float = 1.0,
                    top_k: int | None = None, top_p: float | None = 0.95, seed: int = 0,
                    max_tokens: int = 8192, use_cache: bool = True, prompt_bars: int | None = None,
                    prompt_seconds: float | None = None, context: int | None = None,
                    max_seconds: float | None = DEFAULT_MAX_SECONDS, progress: bool = True,
-                   report: Callable[[str], None] | None = None) -> list:
+                   report: Callable[[str], None] | None = None,
+                   constraints: SamplingConstraints | None = None) -> list[symusic.Score]:
     """``num_samples`` continuations of ``score``, each the (tokenized) prompt followed by new
     music: ``tokens`` new ids, ``seconds`` more music, or ``bars`` more bars (REMI), exactly one
-    of them. Sampling is grammar-aware, so every continuation decodes.
+    of them. Sampling is grammar-aware, so every continuation decodes, and follows the scheme's
+    structural ``constraints`` (None: the defaults; ``SamplingConstraints.off()``: none).
 
     The prompt is the end of ``score`` that fits the model: its last ``prompt_bars`` bars or
     ``prompt_seconds`` seconds when given, and never more than three quarters of ``context``
@@ -108,7 +116,7 @@ def continue_score(model, tokenizer, score, *, tokens: int | None = None, second
     whole = score
     score, ids, cut_tick = fit_prompt(tokenizer, score, max_ids=prompt_limit(model, context), bars=prompt_bars,
                                       seconds=prompt_seconds, report=report)
-    grammar = tokenizer.grammar()
+    grammar = tokenizer.grammar(constraints)
     grammar.set_limits(tokens=tokens, seconds=seconds, bars=bars)
     prompt = torch.as_tensor(ids, dtype=torch.long)[None].repeat(num_samples, 1)
     steps = tokens + 8 if tokens is not None else max_tokens

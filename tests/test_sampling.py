@@ -11,6 +11,7 @@ from cadenza.data.errors import CadenzaError
 from cadenza.symbolic.sampling import continue_score, filter_logits, generate, prompt_ids
 from cadenza.symbolic.transformer import MusicTransformer, MusicTransformerConfig
 from cadenza.tokenizers import get_tokenizer
+from cadenza.tokenizers.grammar import SamplingConstraints
 
 
 
@@ -136,7 +137,7 @@ def test_anticipatory_grammar_triples_and_time_order():
     from cadenza.tokenizers import anticipation_ops as v
 
     tok = get_tokenizer("anticipatory")
-    grammar = tok.grammar()
+    grammar = tok.grammar(SamplingConstraints.off())      # the grammar alone (constraints: test_constraints.py)
     grammar.set_limits(seconds=2.0)
     start = [v.AUTOREGRESS, v.SEPARATOR, v.SEPARATOR, v.SEPARATOR]
     grammar.reset(np.array([start + [v.TIME_OFFSET + 100, v.DUR_OFFSET + 50, v.NOTE_OFFSET + 60]]))

@@ -12,7 +12,7 @@ import symusic
 import torch
 
 from cadenza.tokenizers import SCHEMES, Tokenizer, get_tokenizer, scheme_class
-from cadenza.tokenizers.grammar import Grammar
+from cadenza.tokenizers.grammar import Grammar, SamplingConstraints
 
 REPO = Path(__file__).resolve().parent.parent
 SECONDS_PER_NOTE = 0.5
@@ -45,8 +45,8 @@ class ToyTokenizer(Tokenizer):
     def _base_token_to_str(self, token_id: int) -> str:
         return f"PITCH_{token_id}"
 
-    def grammar(self) -> Grammar:
-        return ToyGrammar(self)
+    def grammar(self, constraints: SamplingConstraints | None = None) -> Grammar:
+        return ToyGrammar(self, constraints)
 
 
 class ToyGrammar(Grammar):

@@ -27,8 +27,8 @@ from .anticipation_ops import (
     TIME_RESOLUTION, VOCAB_SIZE,
 )
 from .base import Tokenizer
-from .grammar import Grammar
 from .midi_messages import is_midi_path
+from .grammar import Grammar, SamplingConstraints
 
 DEFAULT_TEMPO = 500000          # microseconds per quarter note, MIDI's default
 DECODED_VELOCITY = 72           # the reference's velocity for decoded notes
@@ -309,8 +309,8 @@ class AnticipatoryTokenizer(Tokenizer):
         start, _ = self.frame()
         return np.concatenate([np.asarray(start, np.int64), np.asarray(self.encode(score, controls=None), np.int64)])
 
-    def grammar(self) -> AnticipatoryGrammar:
-        return AnticipatoryGrammar(self)
+    def grammar(self, constraints: SamplingConstraints | None = None) -> AnticipatoryGrammar:
+        return AnticipatoryGrammar(self, constraints)
 
     def pack_sequences(self, scores, context_size: int, *, seed: int = 0,
                        augment: bool = True) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -378,12 +378,16 @@ def _note_name(note: int) -> str:
 # -- the sampling grammar ------------------------------------------------------------------------
 class AnticipatoryGrammar(Grammar):
     """Arrival-time triples (time, duration, note|REST) in order, times non-decreasing, below 100 s;
-    no controls, separators or flags are generated; seconds from the triples' onsets."""
+    no controls, separators or flags are generated; seconds from the triples' onsets. Constraints:
+    ``max_note_seconds`` (the longest DUR id), ``max_notes_per_position`` (notes at one onset: then
+    time must move on) and ``allow_repeated_pitch=False`` (no note id twice at one onset)."""
 
     def _reset_state(self) -> None:
         self.slot = np.zeros(self.batch, np.int64)      # 0 time, 1 duration, 2 note
         self.time = np.zeros(self.batch, np.int64)      # ticks of the latest onset
         self.pending_time = np.zeros(self.batch, np.int64)
+        self.onset_notes: list[set[int]] = [set() for _ in range(self.batch)]   # note ids at ``time``
+        self.onset_count = np.zeros(self.batch, np.int64)                        # notes at ``time``
 
     def _consume(self, row: int, token: int) -> None:
         if token in (AUTOREGRESS, ANTICIPATE):
@@ -391,11 +395,19 @@ class AnticipatoryGrammar(Grammar):
         if token == SEPARATOR:                          # a new piece starts its clock at zero
             self.slot[row] = (self.slot[row] + 1) % 3
             self.time[row] = 0
+            self.onset_notes[row] = set()
+            self.onset_count[row] = 0
             return
         if self.slot[row] == 0 and TIME_OFFSET <= token < DUR_OFFSET:
             self.pending_time[row] = token - TIME_OFFSET
         elif self.slot[row] == 2 and NOTE_OFFSET <= token <= REST:
+            if self.pending_time[row] > self.time[row]:
+                self.onset_notes[row] = set()
+                self.onset_count[row] = 0
             self.time[row] = max(self.time[row], self.pending_time[row])
+            if token != REST and self.pending_time[row] == self.time[row]:
+                self.onset_notes[row].add(token)
+                self.onset_count[row] += 1
         self.slot[row] = (self.slot[row] + 1) % 3
 
     def _allow(self, row: int, mask: np.ndarray) -> None:
@@ -405,6 +417,19 @@ class AnticipatoryGrammar(Grammar):
             mask[DUR_OFFSET:DUR_OFFSET + MAX_DUR] = True
         else:
             mask[NOTE_OFFSET:REST + 1] = True
+
+    def _constrain(self, row: int, mask: np.ndarray) -> None:
+        constraints = self.constraints
+        if self.slot[row] == 0:
+            cap = constraints.max_notes_per_position
+            if cap is not None and self.onset_count[row] >= cap:
+                mask[TIME_OFFSET + self.time[row]] = False
+        elif self.slot[row] == 1:
+            if constraints.max_note_seconds is not None:
+                longest = int(round(constraints.max_note_seconds * TIME_RESOLUTION))
+                mask[DUR_OFFSET + longest + 1:NOTE_OFFSET] = False
+        elif not constraints.allow_repeated_pitch and self.pending_time[row] == self.time[row]:
+            mask[np.asarray(sorted(self.onset_notes[row]), np.int64)] = False
 
     def _at_boundary(self, row: int) -> bool:
         return self.slot[row] == 0

@@ -30,7 +30,7 @@ from cadenza.data.errors import CadenzaError, TokenizerError
 from .registry import SCHEMES
 
 if TYPE_CHECKING:
-    from .grammar import Grammar
+    from .grammar import Grammar, SamplingConstraints
 
 CONFIG_FILE = "tokenizer.json"
 SPECIAL_NAMES = ("PAD", "BOS", "EOS")
@@ -82,8 +82,9 @@ class Tokenizer(ABC):
         start, _ = self.frame()
         return np.concatenate([np.asarray(start, np.int64), np.asarray(self.encode(score), np.int64)])
 
-    def grammar(self) -> Grammar:
-        """A fresh sampling grammar (legal next ids, lengths in seconds and bars) for this scheme."""
+    def grammar(self, constraints: SamplingConstraints | None = None) -> Grammar:
+        """A fresh sampling grammar (legal next ids, lengths in seconds and bars) for this scheme,
+        applying the structural ``constraints`` its ids can express (None: the defaults)."""
         raise CadenzaError(f"no sampling grammar for the {self.name!r} scheme")
 
     def augment_ids(self, ids: np.ndarray, semitones: int = 0, stretch: float = 1.0) -> np.ndarray:

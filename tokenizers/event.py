@@ -43,7 +43,7 @@ import symusic
 from cadenza.data.errors import TokenizerError
 
 from .base import Tokenizer
-from .grammar import Grammar
+from .grammar import Grammar, SamplingConstraints
 from .midi_messages import is_midi_path
 
 MIDI_PITCHES = 128
@@ -586,8 +586,8 @@ class EventTokenizer(Tokenizer):
         return score
 
     # -- what sampling and training need -------------------------------------------------------
-    def grammar(self) -> EventGrammar:
-        return EventGrammar(self)
+    def grammar(self, constraints: SamplingConstraints | None = None) -> EventGrammar:
+        return EventGrammar(self, constraints)
 
     def augment_ids(self, ids: np.ndarray, semitones: int = 0, stretch: float = 1.0) -> np.ndarray:
         """Transpose and time-stretch Event ids exactly, without a round trip through a Score.
@@ -658,28 +658,42 @@ def _normalize_velocities(ids: np.ndarray, note_off_offset: int, velocity_offset
 # -- the sampling grammar ------------------------------------------------------------------------
 class EventGrammar(Grammar):
     """Performance events: no NOTE_OFF for a silent pitch, VELOCITY then NOTE_ON; seconds from
-    TIME_SHIFT steps."""
+    TIME_SHIFT steps. Constraints: ``max_note_seconds`` (no TIME_SHIFT takes a sounding note past
+    it; at it, only the NOTE_OFFs of the overdue notes may follow) and ``max_polyphony`` (no
+    NOTE_ON, nor VELOCITY, while that many notes sound)."""
 
-    def __init__(self, tokenizer: EventTokenizer):
-        super().__init__(tokenizer)
+    def __init__(self, tokenizer: EventTokenizer, constraints: SamplingConstraints | None = None):
+        super().__init__(tokenizer, constraints)
         self.note_on = (tokenizer.note_on_offset, tokenizer.note_off_offset)
         self.note_off = (tokenizer.note_off_offset, tokenizer.time_shift_offset)
         self.time_shift = (tokenizer.time_shift_offset, tokenizer.velocity_offset)
         self.velocity = (tokenizer.velocity_offset, tokenizer.base_vocab_size)
         self.steps_per_second = float(tokenizer.steps_per_second)
+        limit = self.constraints.max_note_seconds
+        self.max_note_steps = None if limit is None else max(1, int(round(limit * self.steps_per_second)))
 
     def _reset_state(self) -> None:
         self.sounding = np.zeros((self.batch, self.note_on[1] - self.note_on[0]), np.int64)
         self.steps = np.zeros(self.batch, np.int64)
         self.after_velocity = np.zeros(self.batch, bool)
+        # onset steps of each row's open notes, per pitch, oldest first. A NOTE_OFF drops the newest:
+        # whichever open note of its pitch the decoder ends, the oldest onsets kept bound the ages
+        # of the notes still open, so the length limit holds under any pairing
+        self.open_onsets: list[dict[int, list[int]]] = [{} for _ in range(self.batch)]
 
     def _consume(self, row: int, token: int) -> None:
         self.after_velocity[row] = False
         if self.note_on[0] <= token < self.note_on[1]:
             self.sounding[row, token - self.note_on[0]] += 1
+            self.open_onsets[row].setdefault(token - self.note_on[0], []).append(int(self.steps[row]))
         elif self.note_off[0] <= token < self.note_off[1]:
             pitch = token - self.note_off[0]
             self.sounding[row, pitch] = max(0, self.sounding[row, pitch] - 1)
+            onsets = self.open_onsets[row].get(pitch)
+            if onsets:
+                onsets.pop()
+                if not onsets:
+                    del self.open_onsets[row][pitch]
         elif self.time_shift[0] <= token < self.time_shift[1]:
             self.steps[row] += token - self.time_shift[0] + 1
         elif self.velocity[0] <= token < self.velocity[1]:
@@ -692,6 +706,22 @@ class EventGrammar(Grammar):
         mask[self.note_off[0]:self.note_off[1]] = self.sounding[row] > 0
         mask[self.time_shift[0]:self.time_shift[1]] = True
         mask[self.velocity[0]:self.velocity[1]] = True
+
+    def _constrain(self, row: int, mask: np.ndarray) -> None:
+        open_onsets = self.open_onsets[row]
+        if self.max_note_steps is not None and open_onsets:
+            ages = {pitch: int(self.steps[row]) - onsets[0] for pitch, onsets in open_onsets.items()}
+            room = self.max_note_steps - max(ages.values())
+            if room <= 0:   # overdue: end those notes before anything else
+                overdue = [pitch for pitch, age in ages.items() if age >= self.max_note_steps]
+                mask[:] = False
+                mask[self.note_off[0] + np.asarray(overdue, np.int64)] = True
+                return
+            mask[self.time_shift[0] + room:self.time_shift[1]] = False   # TIME_SHIFT(k) is id offset + k - 1
+        polyphony = self.constraints.max_polyphony
+        if polyphony is not None and int(self.sounding[row].sum()) >= polyphony:
+            mask[self.note_on[0]:self.note_on[1]] = False
+            mask[self.velocity[0]:self.velocity[1]] = False
 
     def _at_boundary(self, row: int) -> bool:
         return not self.after_velocity[row]

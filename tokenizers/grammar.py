@@ -11,10 +11,17 @@ Each scheme defines its grammar next to its tokenizer (``EventGrammar`` in ``eve
 on) and hands it out through ``Tokenizer.grammar()``. Special ids (PAD, BOS, EOS) are never
 generated under a grammar. This module needs only numpy: a mask becomes a tensor where the
 sampler runs (``torch.as_tensor(grammar.allowed(), device=device)``).
+
+Beyond what decodes, a grammar applies structural constraints (``SamplingConstraints``), on by
+default: limits a real piece keeps and a runaway sample breaks (a note held for ever, a pile of
+notes on one beat). Each scheme applies those its ids can express, in ``_constrain``; when the
+constraints would leave a row no id at all (a prompt that already breaks them in a corner the
+scheme cannot leave), that row gets the grammar's mask alone.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +30,51 @@ from cadenza.data.errors import CadenzaError
 
 if TYPE_CHECKING:
     from .base import Tokenizer
+
+
+@dataclass(frozen=True)
+class SamplingConstraints:
+    """Structural limits on sampled music, applied as masks by each scheme's grammar.
+
+    The defaults follow what the corpora hold and what the broken-passage statistic
+    (``cadenza.data.theory.broken_passage``: a note held over 8 beats, over 8 notes sounding)
+    calls broken. Chorales sound four voices (a median of 4 notes at once, 4 per onset) and their
+    longest notes, fermatas, last about 3 beats; the corpora play at 120 quarters per minute, so
+    4 s is 8 beats. ``None`` (or ``allow_repeated_pitch=True``) switches a constraint off;
+    ``SamplingConstraints.off()`` switches them all off.
+
+    - ``max_note_seconds``: Event: a note sounding this long must end before time moves on (its
+      NOTE_OFF is forced, and no TIME_SHIFT passes the limit); Anticipatory: the longest
+      duration id. Event and Anticipatory ids are in seconds and carry no tempo.
+    - ``max_note_beats``: REMI, whose durations are in beats: Duration ids above it are masked.
+    - ``max_polyphony``: Event: no NOTE_ON (nor the VELOCITY before one) while this many notes sound.
+    - ``max_notes_per_position``: REMI: notes at one Position; Anticipatory: notes at one onset.
+    - ``allow_repeated_pitch``: False: REMI: no pitch twice at one Position within one program;
+      Anticipatory: no (onset, instrument and pitch) twice.
+    """
+
+    max_note_seconds: float | None = 4.0
+    max_note_beats: float | None = 8.0
+    max_polyphony: int | None = 8
+    max_notes_per_position: int | None = 8
+    allow_repeated_pitch: bool = False
+
+    @classmethod
+    def off(cls) -> SamplingConstraints:
+        """No structural constraint: only what the scheme needs to decode."""
+        return cls(max_note_seconds=None, max_note_beats=None, max_polyphony=None, max_notes_per_position=None,
+                   allow_repeated_pitch=True)
+
+    @property
+    def active(self) -> bool:
+        """Whether any constraint is on."""
+        return self != SamplingConstraints.off()
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name != "allow_repeated_pitch" and value is not None and not value > 0:
+                raise CadenzaError(f"{field.name} must be positive (or None to switch it off), not {value!r}")
 
 
 class Grammar:
@@ -34,8 +86,9 @@ class Grammar:
 
     has_bars = False
 
-    def __init__(self, tokenizer: Tokenizer):
+    def __init__(self, tokenizer: Tokenizer, constraints: SamplingConstraints | None = None):
         self.tokenizer = tokenizer
+        self.constraints = SamplingConstraints() if constraints is None else constraints
         self.vocab_size = tokenizer.vocab_size
         self.batch = 0
         self.limit_tokens: int | None = None
@@ -67,11 +120,17 @@ class Grammar:
     def allowed(self) -> np.ndarray:
         """(batch, vocab) bool: the ids each row may take next (finished rows: anything)."""
         mask = np.zeros((self.batch, self.vocab_size), bool)
+        constrained = self.constraints.active
         for row in range(self.batch):
             if self.finished[row]:
                 mask[row] = True
-            else:
-                self._allow(row, mask[row])
+                continue
+            self._allow(row, mask[row])
+            if constrained:
+                grammatical = mask[row].copy()
+                self._constrain(row, mask[row])
+                if not mask[row].any():
+                    mask[row] = grammatical
         return mask
 
     def advance(self, tokens) -> np.ndarray:
@@ -109,6 +168,9 @@ class Grammar:
     def _allow(self, row: int, mask: np.ndarray) -> None:
         """Set True in ``mask`` (vocab,) the ids ``row`` may take next."""
         raise NotImplementedError
+
+    def _constrain(self, row: int, mask: np.ndarray) -> None:
+        """Clear in ``mask`` the ids that ``self.constraints`` forbid ``row`` (default: none)."""
 
     def _at_boundary(self, row: int) -> bool:
         """Whether ``row`` ends on a whole unit (where a continuation may be cut)."""

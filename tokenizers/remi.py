@@ -25,7 +25,7 @@ import symusic
 from cadenza.data.errors import MissingDependencyError, TokenizerError
 
 from .base import Tokenizer
-from .grammar import Grammar
+from .grammar import Grammar, SamplingConstraints
 
 DEFAULT_BEAT_RES = {"0_4": 8, "4_12": 4}
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -208,19 +208,22 @@ class REMITokenizer(Tokenizer):
         pairs = [name.split("_", 1) for name in self._names[1:]]
         return [p[0] for p in pairs], [p[1] if len(p) > 1 else "" for p in pairs]
 
-    def grammar(self) -> REMIGrammar:
-        return REMIGrammar(self)
+    def grammar(self, constraints: SamplingConstraints | None = None) -> REMIGrammar:
+        return REMIGrammar(self, constraints)
 
 
 class REMIGrammar(Grammar):
     """miditok REMI in miditok's token-type order: a TimeSig only right after a Bar, Positions
     rising within a bar and staying inside it, a drum Program followed by a drum pitch; seconds
-    from bars, positions, time signatures and tempos; bars from Bar tokens."""
+    from bars, positions, time signatures and tempos; bars from Bar tokens. Constraints:
+    ``max_notes_per_position`` (no Program or Pitch once a Position holds that many notes),
+    ``allow_repeated_pitch=False`` (no Pitch twice at one Position within one program) and
+    ``max_note_beats`` (no Duration above it)."""
 
     has_bars = True
 
-    def __init__(self, tokenizer: REMITokenizer):
-        super().__init__(tokenizer)
+    def __init__(self, tokenizer: REMITokenizer, constraints: SamplingConstraints | None = None):
+        super().__init__(tokenizer, constraints)
         self.types, values = tokenizer.token_kinds()
         self.type_ids = {t: np.array([i for i, ty in enumerate(self.types) if ty == t]) for t in set(self.types)}
         graph = tokenizer.miditok.tokens_types_graph
@@ -244,8 +247,15 @@ class REMIGrammar(Grammar):
                 self.time_signature[i] = (int(numerator), int(denominator))
             elif ty == "Program" and value == "-1":
                 self.drum_program = i
+        self.program_value = {i: int(values[i]) for i in self.type_ids.get("Program", ())}
+        self.note_ids = np.concatenate([self.type_ids.get(t, np.zeros(0, np.int64)) for t in ("Pitch", "PitchDrum")])
         self.positions_per_beat = int(tokenizer.miditok.config.max_num_pos_per_beat)
         self.bar_id = int(self.type_ids["Bar"][0])
+        self.too_long = np.zeros(self.vocab_size, bool)   # Duration ids above max_note_beats
+        if self.constraints.max_note_beats is not None:
+            for i in self.type_ids.get("Duration", ()):
+                beats, positions, resolution = (int(v) for v in values[i].split("."))
+                self.too_long[i] = beats + positions / resolution > self.constraints.max_note_beats
 
     def _reset_state(self) -> None:
         self.last_type = [None] * self.batch
@@ -258,6 +268,9 @@ class REMIGrammar(Grammar):
         self.anchor_quarters = np.zeros(self.batch)
         self.anchor_seconds = np.zeros(self.batch)
         self.drum_next = np.zeros(self.batch, bool)
+        self.program = [None] * self.batch                 # the latest Program (None without programs)
+        self.position_notes: list[set] = [set() for _ in range(self.batch)]   # (program, pitch id) here
+        self.position_count = np.zeros(self.batch, np.int64)
 
     def _bar_quarters(self, row: int) -> float:
         numerator, denominator = self.meter[row]
@@ -287,6 +300,14 @@ class REMIGrammar(Grammar):
             self.tempo[row] = self.tempo_value[token]
         elif ty == "TimeSig":
             self.meter[row] = self.time_signature[token]
+        elif ty == "Program":
+            self.program[row] = self.program_value[token]
+        elif ty in ("Pitch", "PitchDrum"):
+            self.position_notes[row].add((self.program[row], token))
+            self.position_count[row] += 1
+        if ty in ("Bar", "Position"):
+            self.position_notes[row] = set()
+            self.position_count[row] = 0
         self.drum_next[row] = ty == "Program" and token == self.drum_program
         self.last_type[row] = ty
 
@@ -307,6 +328,17 @@ class REMIGrammar(Grammar):
             positions = self.type_ids["Position"]
             value = self.position_value[positions]
             mask[positions] = (value > self.position[row]) & (value < in_bar)
+
+    def _constrain(self, row: int, mask: np.ndarray) -> None:
+        constraints = self.constraints
+        mask &= ~self.too_long
+        cap = constraints.max_notes_per_position
+        if cap is not None and self.position_count[row] >= cap:
+            mask[self.note_ids] = False
+            mask[self.type_ids.get("Program", [])] = False
+        if not constraints.allow_repeated_pitch and self.position_notes[row]:
+            here = [token for program, token in self.position_notes[row] if program == self.program[row]]
+            mask[np.asarray(here, np.int64)] = False
 
     def _at_boundary(self, row: int) -> bool:
         return self.last_type[row] not in ("Program", "Pitch", "PitchDrum", "Velocity")

@@ -1,0 +1,231 @@
+"""Structural sampling constraints: each scheme's grammar masks what a runaway sample would do
+(a note held for ever, a pile of notes on one beat), each constraint on by default and each
+switchable off on its own."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import symusic
+import torch
+
+from cadenza.data.errors import CadenzaError
+from cadenza.symbolic.sampling import continue_score
+from cadenza.symbolic.transformer import MusicTransformer, MusicTransformerConfig
+from cadenza.tokenizers import anticipation_ops as v
+from cadenza.tokenizers import get_tokenizer
+from cadenza.tokenizers.grammar import SamplingConstraints
+
+OFF = SamplingConstraints.off()
+
+
+def only(**on) -> SamplingConstraints:
+    """Every constraint off except those given."""
+    return dataclasses.replace(OFF, **on)
+
+
+def _grammar(tok, prompt, constraints):
+    grammar = tok.grammar(constraints)
+    grammar.reset(np.asarray([prompt], np.int64))
+    return grammar
+
+
+def _allowed(grammar) -> np.ndarray:
+    return np.flatnonzero(grammar.allowed()[0])
+
+
+class _Biased(MusicTransformer):
+    """An untrained model with a fixed logit bias, to push sampling where a constraint must act."""
+
+    def __init__(self, config, bias: torch.Tensor):
+        super().__init__(config)
+        self.register_buffer("bias", bias, persistent=False)
+
+    def forward(self, *args, **kwargs):
+        logits, loss = super().forward(*args, **kwargs)
+        return logits + self.bias, loss
+
+
+def _biased(tok, *boosts: tuple) -> _Biased:
+    """A model with ``value`` added to the logits of ``ids``, for each (ids, value) given."""
+    bias = torch.zeros(tok.vocab_size)
+    for ids, value in boosts:
+        bias[list(ids)] += value
+    torch.manual_seed(0)
+    return _Biased(MusicTransformerConfig.debug(tok.vocab_size), bias).eval()
+
+
+def _melody() -> symusic.Score:
+    score = symusic.Score(480)
+    score.tempos.append(symusic.Tempo(0, qpm=120.0))
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    track = symusic.Track(program=0)
+    for i, pitch in enumerate([60, 64, 67, 72]):
+        track.notes.append(symusic.Note(i * 480, 480, pitch, 80))
+    score.tracks.append(track)
+    return score
+
+
+def _notes(score: symusic.Score) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(start s, end s, pitch, program) of every note."""
+    seconds = score.to("second")
+    rows = [(n.time, n.end, n.pitch, t.program) for t in seconds.tracks for n in t.notes]
+    return tuple(np.array(c) for c in zip(*rows))
+
+
+def _most_sounding(start: np.ndarray, end: np.ndarray) -> int:
+    return int(max(((start <= t) & (end > t)).sum() for t in np.unique(start)))
+
+
+def test_the_defaults_are_on_and_checked():
+    defaults = SamplingConstraints()
+    assert defaults.active and not OFF.active
+    assert (defaults.max_note_seconds, defaults.max_note_beats, defaults.max_polyphony,
+            defaults.max_notes_per_position, defaults.allow_repeated_pitch) == (4.0, 8.0, 8, 8, False)
+    with pytest.raises(CadenzaError, match="max_polyphony must be positive"):
+        SamplingConstraints(max_polyphony=0)
+
+
+# -- Event --------------------------------------------------------------------------------------
+def test_event_forces_the_note_off_of_a_note_at_its_maximum_length():
+    tok = get_tokenizer("event")
+    shift = lambda steps: tok.time_shift_offset + steps - 1  # noqa: E731
+    prompt = [tok.bos_id, 60, 64, shift(100), shift(100), shift(100), 128 + 64, shift(50)]  # 60 open 3.5 s
+    grammar = _grammar(tok, prompt, only(max_note_seconds=4.0))
+    allowed = _allowed(grammar)
+    shifts = allowed[(allowed >= tok.time_shift_offset) & (allowed < tok.velocity_offset)]
+    assert shifts.max() == shift(50)                          # no shift takes it past 4 s
+    assert 128 + 60 in allowed and 72 in allowed               # it may end, others may start
+    grammar.advance([shift(50)])                               # 4.0 s: overdue
+    assert _allowed(grammar).tolist() == [128 + 60]            # its NOTE_OFF, nothing else
+    grammar.advance([128 + 60])
+    assert shift(100) in _allowed(grammar)                     # time moves on again
+    free = _grammar(tok, prompt + [shift(50)], only(max_polyphony=8))   # switched off
+    assert shift(100) in _allowed(free) and 72 in _allowed(free)
+
+
+def test_event_caps_the_notes_sounding_at_once():
+    tok = get_tokenizer("event")
+    eight = [tok.bos_id, *range(60, 68)]
+    grammar = _grammar(tok, eight, only(max_polyphony=8))
+    allowed = _allowed(grammar)
+    assert not ((allowed < tok.note_off_offset) | (allowed >= tok.velocity_offset)).any()   # no NOTE_ON, VELOCITY
+    assert 128 + 60 in allowed and tok.time_shift_offset in allowed
+    assert 70 in _allowed(_grammar(tok, eight[:-1], only(max_polyphony=8)))                # seven: one more
+    assert 70 in _allowed(_grammar(tok, eight, only(max_note_seconds=4.0)))                # switched off
+    # a prompt that leaves no way out (VELOCITY, then NOTE_ON, at the cap) keeps the grammar's mask
+    stuck = _grammar(tok, eight + [tok.velocity_offset + 3], only(max_polyphony=8))
+    assert _allowed(stuck).tolist() == list(range(tok.note_off_offset))
+
+
+def test_event_samples_keep_both_limits_and_break_them_when_off():
+    tok = get_tokenizer("event")
+    model = _biased(tok, (range(0, 128), 4.0), (range(128, 256), -8.0), ([tok.velocity_offset - 1], 6.0))
+    on = continue_score(model, tok, _melody(), seconds=12, num_samples=2, seed=0)
+    off = continue_score(model, tok, _melody(), seconds=12, num_samples=2, seed=0, constraints=OFF)
+    for score in on:
+        start, end, _, _ = _notes(score)
+        assert (end - start).max() <= 4.0 + 1e-6 and _most_sounding(start, end) <= 8
+    start, end, _, _ = _notes(off[0])
+    assert (end - start).max() > 6.0 and _most_sounding(start, end) > 8
+
+
+# -- REMI -----------------------------------------------------------------------------------------
+def _remi():
+    tok = get_tokenizer("remi")
+    ids = {tok.token_to_str(i): i for i in range(tok.base_vocab_size)}
+    return tok, ids
+
+
+def _remi_note(ids, pitch: int, program: int = 0) -> list[int]:
+    return [ids[f"Program_{program}"], ids[f"Pitch_{pitch}"], ids["Velocity_63"], ids["Duration_1.0.8"]]
+
+
+def test_remi_caps_the_notes_at_one_position():
+    tok, ids = _remi()
+    prompt = [ids["Bar_None"], ids["Position_0"]] + sum((_remi_note(ids, 60 + k) for k in range(8)), [])
+    allowed = set(_allowed(_grammar(tok, prompt, only(max_notes_per_position=8))))
+    assert ids["Position_8"] in allowed and ids["Bar_None"] in allowed
+    assert not allowed & {ids["Pitch_70"], ids["Program_0"], ids["Program_5"]}
+    assert ids["Program_0"] in _allowed(_grammar(tok, prompt[:-4], only(max_notes_per_position=8)))
+    assert ids["Program_0"] in _allowed(_grammar(tok, prompt, OFF))
+    # a new position starts counting again
+    after = _grammar(tok, prompt + [ids["Position_8"]], only(max_notes_per_position=8))
+    assert ids["Program_0"] in _allowed(after)
+
+
+def test_remi_repeats_no_pitch_at_one_position_within_a_program():
+    tok, ids = _remi()
+    prompt = [ids["Bar_None"], ids["Position_0"], *_remi_note(ids, 60), *_remi_note(ids, 64)]
+    same = set(_allowed(_grammar(tok, prompt + [ids["Program_0"]], only(allow_repeated_pitch=False))))
+    assert ids["Pitch_60"] not in same and ids["Pitch_64"] not in same and ids["Pitch_62"] in same
+    other = set(_allowed(_grammar(tok, prompt + [ids["Program_40"]], only(allow_repeated_pitch=False))))
+    assert ids["Pitch_60"] in other                             # another instrument may double it
+    later = prompt + [ids["Position_4"], ids["Program_0"]]
+    assert ids["Pitch_60"] in _allowed(_grammar(tok, later, only(allow_repeated_pitch=False)))
+    assert ids["Pitch_60"] in _allowed(_grammar(tok, prompt + [ids["Program_0"]], OFF))
+
+
+def test_remi_masks_durations_above_the_cap():
+    tok, ids = _remi()
+    prompt = [ids["Bar_None"], ids["Position_0"], ids["Program_0"], ids["Pitch_60"], ids["Velocity_63"]]
+    allowed = {tok.token_to_str(i) for i in _allowed(_grammar(tok, prompt, only(max_note_beats=8.0)))}
+    assert allowed and all(name.startswith("Duration_") for name in allowed)
+    beats = [int(b) + int(p) / int(r) for b, p, r in (name.split("_")[1].split(".") for name in allowed)]
+    assert max(beats) == 8.0
+    assert "Duration_12.0.4" in {tok.token_to_str(i) for i in _allowed(_grammar(tok, prompt, OFF))}
+
+
+def test_remi_samples_keep_their_positions_sparse_and_short():
+    tok, ids = _remi()
+    pitches = [i for name, i in ids.items() if name.startswith("Pitch_")]
+    model = _biased(tok, (pitches, 3.0), ([ids["Pitch_60"]], 4.0), ([ids["Duration_12.0.4"]], 8.0),
+                    ([ids["Program_0"]], 10.0),
+                    ([i for name, i in ids.items() if name.startswith(("Position", "Bar"))], -3.0))
+    on = continue_score(model, tok, _melody(), tokens=120, seed=0)[0]
+    off = continue_score(model, tok, _melody(), tokens=120, seed=0, constraints=OFF)[0]
+    start, end, pitch, program = _notes(on)
+    onsets = list(zip(start.round(6), program))
+    assert max(onsets.count(o) for o in set(onsets)) <= 8
+    assert len(set(zip(start.round(6), program, pitch))) == len(start)          # no doubled pitch
+    assert (end - start).max() <= 8 * 0.5 + 1e-6                                 # 8 beats at 120 qpm
+    start, end, pitch, program = _notes(off)
+    assert len(set(zip(start.round(6), program, pitch))) < len(start) and (end - start).max() > 4.0
+
+
+# -- Anticipatory ----------------------------------------------------------------------------------
+def _anticipatory_prompt(notes) -> list[int]:
+    triples = [[v.TIME_OFFSET + t, v.DUR_OFFSET + 50, v.NOTE_OFFSET + n] for t, n in notes]
+    return [v.AUTOREGRESS, v.SEPARATOR, v.SEPARATOR, v.SEPARATOR] + sum(triples, [])
+
+
+def test_anticipatory_caps_durations():
+    tok = get_tokenizer("anticipatory")
+    prompt = _anticipatory_prompt([(100, 60)]) + [v.TIME_OFFSET + 120]
+    durations = _allowed(_grammar(tok, prompt, only(max_note_seconds=4.0))) - v.DUR_OFFSET
+    assert durations.tolist() == list(range(401))
+    assert len(_allowed(_grammar(tok, prompt, OFF))) == v.MAX_DUR
+
+
+def test_anticipatory_caps_the_notes_at_one_onset():
+    tok = get_tokenizer("anticipatory")
+    eight = _anticipatory_prompt([(100, 60 + k) for k in range(8)])
+    allowed = _allowed(_grammar(tok, eight, only(max_notes_per_position=8)))
+    assert allowed.min() == v.TIME_OFFSET + 101                 # time must move on
+    assert _allowed(_grammar(tok, eight[:-3], only(max_notes_per_position=8))).min() == v.TIME_OFFSET + 100
+    assert _allowed(_grammar(tok, eight, OFF)).min() == v.TIME_OFFSET + 100
+
+
+def test_anticipatory_repeats_no_note_at_one_onset():
+    tok = get_tokenizer("anticipatory")
+    prompt = _anticipatory_prompt([(100, 60), (100, 64)])
+    no_repeats = only(allow_repeated_pitch=False)
+    same = set(_allowed(_grammar(tok, prompt + [v.TIME_OFFSET + 100, v.DUR_OFFSET + 20], no_repeats)))
+    assert v.NOTE_OFFSET + 60 not in same and v.NOTE_OFFSET + 64 not in same and v.NOTE_OFFSET + 62 in same
+    assert v.NOTE_OFFSET + 128 + 60 in same and v.REST in same  # another instrument, or a rest, may
+    later = set(_allowed(_grammar(tok, prompt + [v.TIME_OFFSET + 101, v.DUR_OFFSET + 20], no_repeats)))
+    assert v.NOTE_OFFSET + 60 in later
+    assert v.NOTE_OFFSET + 60 in _allowed(_grammar(tok, prompt + [v.TIME_OFFSET + 100, v.DUR_OFFSET + 20],
+                                                   OFF))
