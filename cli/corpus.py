@@ -69,28 +69,14 @@ def run_export(args) -> int:
 
 
 def run_stats(args) -> int:
-    import symusic
-    from tqdm import tqdm
-
-    from cadenza.data.info import corpus_stats, gm_program_name, pitch_name
-
     from cadenza.data.corpora import open_corpus
+    from cadenza.data.info import gm_program_name, pieces_stats, pitch_name
 
     from .common import print_json
 
     corpus = open_corpus(args.name)
-    pieces = corpus.pieces(split=args.split, limit=args.limit)
-    broken: list[str] = []
-
-    def scores():
-        for piece in tqdm(pieces, desc="reading", unit="piece", leave=False):
-            try:
-                yield symusic.Score(str(piece.path))
-            except Exception:
-                broken.append(piece.id)
-
-    stats = corpus_stats(scores())
-    stats["broken"] = broken
+    stats = pieces_stats(corpus.pieces(split=args.split, limit=args.limit))
+    broken = stats["broken"]
     if args.json:
         print_json(stats)
         return 0
@@ -105,5 +91,9 @@ def run_stats(args) -> int:
     print(f"  programs         {progs}")
     print(f"  time signatures  {', '.join(f'{k} ({v})' for k, v in stats['time_signatures'].items())}")
     if broken:
-        print(f"  unreadable       {len(broken)} files skipped: {', '.join(broken[:5])}")
+        print(f"  unreadable       {len(broken)} files skipped:")
+        for piece_id, reason in broken[:10]:
+            print(f"    {reason}")
+        if len(broken) > 10:
+            print(f"    ... and {len(broken) - 10} more")
     return 0

@@ -99,6 +99,28 @@ def format_summary(summary: dict, title: str) -> str:
     return "\n".join(lines)
 
 
+def pieces_stats(pieces, progress: bool = True) -> dict:
+    """``corpus_stats`` of corpus pieces read with ``read_score`` (its format checks and limits);
+    the pieces it refuses are listed under "broken" as (piece id, reason) and left out."""
+    from tqdm import tqdm
+
+    from .errors import CadenzaError
+    from .io import read_score
+
+    broken: list[tuple[str, str]] = []
+
+    def scores():
+        for piece in tqdm(pieces, desc="reading", unit="piece", leave=False, disable=not progress):
+            try:
+                yield read_score(piece.path)
+            except CadenzaError as exc:
+                broken.append((piece.id, str(exc)))
+
+    stats = corpus_stats(scores())
+    stats["broken"] = broken
+    return stats
+
+
 def corpus_stats(scores) -> dict:
     """Aggregate statistics over an iterable of Scores."""
     pieces = notes = 0

@@ -505,3 +505,13 @@ def test_tokenize_remi_starts_within_two_seconds_of_event(bach_pieces):
 
     event, remi = best("event"), best("remi")
     assert remi < event + 2.0, (event, remi)
+
+
+def test_corpus_stats_of_the_hostile_folder_lists_what_it_skips(corpus, tmp_path):
+    run = Runner(tmp_path)
+    status, stdout, _ = run(["corpus", "stats", corpus["plain.mid"].parent, "--json"], expect="ok")
+    stats = json.loads(stdout)
+    skipped = dict(stats["broken"])
+    assert "--max-seconds" in skipped["note-at-1e9"] and "--max-uncompressed-mb" in skipped["zip-bomb"]
+    assert stats["hours"] < 1  # the pieces over the limits are not counted
+    run.check()
