@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -161,3 +162,32 @@ def test_miditok_imports_from_the_repository_root():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.strip()) == get_tokenizer("remi").base_vocab_size + 1
+
+
+def test_pitch_range_is_inclusive_as_in_miditok():
+    """miditok 3.1 has Pitch tokens 21..109, both ends included."""
+    tok = get_tokenizer("remi")
+    names = [tok.token_to_str(i) for i in range(tok.base_vocab_size)]
+    assert names.count("Pitch_109") == 1 and names.count("Pitch_21") == 1 and "Pitch_110" not in names
+    edges = multitrack_score([(0, False, [(21, 0, 480, 90), (109, 480, 480, 90)])])
+    decoded, _ = assert_round_trip(tok, edges)
+    assert sorted(n.pitch for t in decoded.tracks for n in t.notes) == [21, 109]
+    for outside in (20, 110):
+        with pytest.raises(TokenizerError, match="outside REMI's pitch range 21-109"):
+            tok.encode(multitrack_score([(0, False, [(60, 0, 480, 90), (outside, 0, 480, 90)])]))
+
+
+def test_tracks_of_one_program_are_merged_with_a_warning():
+    from cadenza.tokenizers.remi import MergedTracksWarning
+
+    score = multitrack_score([(0, False, [(60, 0, 480, 90)]), (0, False, [(67, 240, 480, 70)]),
+                              (40, False, [(72, 0, 960, 80)])])
+    tok = get_tokenizer("remi")
+    with pytest.warns(MergedTracksWarning, match="share a program"):
+        decoded = tok.decode(tok.encode(score))
+    assert sorted((t.program, sorted(n.pitch for n in t.notes)) for t in decoded.tracks) == [(0, [60, 67]), (40, [72])]
+    assert "tracks of one program (merged into one, with a warning)" in tok.describe()
+    distinct = multitrack_score([(0, False, [(60, 0, 480, 90)]), (40, False, [(72, 0, 960, 80)])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MergedTracksWarning)
+        tok.encode(distinct)

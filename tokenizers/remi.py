@@ -7,7 +7,22 @@ miditok is given one special token (its PAD, id 0); cadenza's id = miditok's id 
 Defaults: beat resolution {(0, 4): 8, (4, 12): 4}, 32 velocities, tempo tokens at 1 qpm
 resolution (miditok's 32 bins over 40-250 qpm turn 120 qpm into 121.3, which moves the onsets of
 a chorale by about 1 %), time signature tokens, programs in one stream (so a multi-track piece
-survives a round trip with its instruments; tracks with the same program are merged, as miditok does), no rests.
+survives a round trip with its instruments), no rests.
+
+What a round trip ``decode(encode(score))`` keeps: per program, each note's pitch, onset,
+duration and velocity as miditok quantizes them, the tempi and the time signatures. What it
+loses, with the defaults (miditok 3.1):
+
+- timing finer than the beat resolution: onsets on 1/8 of a beat; durations to the nearest
+  Duration token (1/8 beat up to 4 beats, 1/4 beat up to 12 beats; longer notes last 12 beats);
+- velocities to 32 levels; tempi to whole quarter notes per minute, clipped to ``tempo_range``;
+- pitches: pitched notes must lie in ``pitch_range``, 21-109 *inclusive* (miditok keeps both
+  ends); others are refused with a TokenizerError. miditok itself drops drum notes outside its
+  ``drums_pitch_range`` (27-88 inclusive);
+- track identity: the ids name programs, not tracks, so miditok merges tracks of one program
+  into one (encode warns when it does), and decoded tracks come one per program, unnamed;
+- everything else: control changes (the sustain pedal too), pitch bends, key signatures,
+  markers, lyrics; decoded Scores have miditok's resolution (``time_division`` ticks per quarter).
 """
 
 from __future__ import annotations
@@ -16,6 +31,7 @@ import contextlib
 import importlib
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +96,19 @@ def _beat_res_for_miditok(beat_res: dict) -> dict[tuple[int, int], int]:
     return out
 
 
+def _warn_about_merged_tracks(score: symusic.Score) -> None:
+    """REMI's ids name programs, not tracks: say so when miditok is about to merge tracks (the same
+    text each time, so Python shows it once per place it is raised from, not once per piece)."""
+    programs = [-1 if track.is_drum else int(track.program) for track in score.tracks if len(track.notes)]
+    if len(set(programs)) < len(programs):
+        warnings.warn("REMI merges tracks that share a program into one (its ids name programs, not tracks); "
+                      "decoding gives one track per program", MergedTracksWarning, stacklevel=4)
+
+
+class MergedTracksWarning(UserWarning):
+    """Encoding merged tracks of one program: decoding gives them back as one track."""
+
+
 class REMITokenizer(Tokenizer):
     """miditok REMI with its config exposed.
 
@@ -88,9 +117,9 @@ class REMITokenizer(Tokenizer):
     ``num_tempos`` (one bin per quarter note per minute over ``tempo_range``, 211 by default,
     so the integer tempi of real files keep their value and a round trip keeps times in seconds),
     ``tempo_range`` ((40, 250)), ``use_time_signatures`` (True),
-    ``use_programs`` (True: Program tokens in one stream; False: all tracks merged into one
-    piano track before encoding), ``use_rests`` (False), ``pitch_range`` ((21, 109), half-open
-    as in miditok), and ``miditok`` (a dict of further ``miditok.TokenizerConfig`` arguments).
+    ``use_programs`` (True: Program tokens in one stream, tracks of one program merged; False:
+    all tracks merged into one piano track before encoding), ``use_rests`` (False),
+    ``pitch_range`` ((21, 109), inclusive as in miditok 3.1), and ``miditok`` (a dict of further ``miditok.TokenizerConfig`` arguments).
     """
 
     name = "remi"
@@ -153,13 +182,19 @@ class REMITokenizer(Tokenizer):
         return out
 
     def describe_notes(self) -> str:
+        low, high = self.config["pitch_range"]
         return ("  built on miditok REMI; ids are miditok's minus one (its PAD moves after the scheme);\n"
-                "  tracks of one program are merged; drums kept as program -1 tokens when programs are on;\n"
+                "  a round trip keeps per program the notes as miditok quantizes them, tempi and time signatures;\n"
+                f"  it loses: tracks of one program (merged into one, with a warning), track names, pitches outside\n"
+                f"  {low}-{high} (inclusive; refused), pedal and other controls, pitch bends, key signatures, lyrics;\n"
+                "  drums kept as program -1 tokens when programs are on;\n"
                 "  decode skips tokens out of REMI's grammar, as miditok does")
 
     def _prepare(self, score: symusic.Score) -> symusic.Score:
         if score.note_num() == 0:
             raise TokenizerError("no notes to encode (the score is empty)")
+        if self.config["use_programs"]:
+            _warn_about_merged_tracks(score)
         if self.config["use_programs"] or len(score.tracks) == 1:
             return score
         merged = score.copy()
@@ -183,16 +218,16 @@ class REMITokenizer(Tokenizer):
 
     def _check_pitches(self, score: symusic.Score) -> None:
         """miditok leaves out pitched notes outside ``pitch_range`` without a word: refuse them instead."""
-        low, high = self.config["pitch_range"]  # half-open
+        low, high = self.config["pitch_range"]  # inclusive: miditok 3.1 has Pitch tokens low..high
         outside: set[int] = set()
         for track in score.tracks:
             if not track.is_drum and len(track.notes):
                 pitches = track.notes.numpy()["pitch"]
-                outside.update(int(p) for p in np.unique(pitches[(pitches < low) | (pitches >= high)]))
+                outside.update(int(p) for p in np.unique(pitches[(pitches < low) | (pitches > high)]))
         if outside:
             shown = ", ".join(map(str, sorted(outside)[:8])) + (" ..." if len(outside) > 8 else "")
-            raise TokenizerError(f"pitches {shown} lie outside REMI's pitch range {low}-{high - 1}; transpose the "
-                                 "piece, or widen the range (at most --config pitch_range=[0,127]: pitches 0-126)")
+            raise TokenizerError(f"pitches {shown} lie outside REMI's pitch range {low}-{high}; transpose the "
+                                 "piece, or widen the range (at most --config pitch_range=[0,127])")
 
     def decode(self, ids) -> symusic.Score:
         miditok_ids = (self.check_ids(ids) + 1).tolist()
