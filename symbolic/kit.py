@@ -53,6 +53,29 @@ Signals
     is a KeyboardInterrupt carrying ``signum``, ``step``, ``out`` and ``exit_status`` (130 for
     SIGINT, 143 for SIGTERM).
 
+A loop, in short (``transcription/seq2seq_train.py`` is a whole one)::
+
+    dist = kit.init_distributed(device_name)
+    optimizer = kit.adamw(model, lr=settings.learning_rate, weight_decay=settings.weight_decay, device=device)
+    if dist.is_main:
+        kit.remove_stale_temporaries(out)
+    if kit.has_training_state(out):
+        tensors, state = kit.read_training_state(out)   # + the model's weights from out
+        kit.load_optimizer_state(optimizer, tensors, state["optimizer"]); kit.load_rng_state(tensors)
+    clock = kit.RunClock(budget_seconds, elapsed=state["elapsed_seconds"] if resumed else 0.0)
+    net = kit.wrap_ddp(model, dist, device)
+    with kit.StopSignals() as signals:
+        while step < settings.steps and not spent:
+            elapsed = clock.elapsed_agreed(dist, device) if clock.budget_seconds else None
+            lr = settings.learning_rate * clock.multiplier(step, warmup=..., total=..., elapsed=elapsed)
+            ...  # forward, backward, clip, optimizer.step(); step += 1
+            stop_now, spent = kit.agree_all([signals.requested, clock.out_of_time()], dist, device)
+            if dist.is_main and (step % settings.save_every == 0 or stop_now or spent or step == settings.steps):
+                kit.write_checkpoint(out, write_model, optimizer,
+                                     {"step": step, "elapsed_seconds": clock.elapsed(), ...})
+            if stop_now:
+                raise kit.TrainingInterrupted(signals.signum, step, out)
+
 Options
     ``LoopSettings`` (steps, batch_size, learning_rate, warmup, weight_decay, grad_clip,
     log_every, save_every, seed, max_minutes) with ``validate()``, for a trainer to subclass;
