@@ -200,6 +200,9 @@ def build(directory: str | Path, *, chorale: Path | None = None) -> dict[str, Pa
     nan = np.full(rate, np.nan, np.float32)
     write_wav(root / "nan.wav", nan, rate, subtype="FLOAT")
     write_wav(root / "tone.flac", tone, 8000)
+    import soundfile
+
+    soundfile.write(str(root / "tone.ogg"), tone, 8000, format="OGG", subtype="VORBIS")
     (root / "corrupt.wav").write_bytes((root / "8khz.wav").read_bytes()[:60] + bytes(range(256)) * 4)
     (root / "directory.mid").mkdir()
     (root / "a-file").write_text("a file, not a directory")
