@@ -101,6 +101,16 @@ def parse_midi(data: bytes) -> MidiMessages:
     return MidiMessages(file_type, division, tracks)
 
 
+def _variable_length(data: bytes, position: int, first: int) -> tuple[int, int]:
+    """A MIDI variable-length quantity whose first byte, ``first``, was read just before ``position``."""
+    value = first & 0x7F
+    while first & 0x80:
+        first = data[position]
+        position += 1
+        value = (value << 7) | (first & 0x7F)
+    return value, position
+
+
 def _parse_track(data: bytes, position: int, end: int) -> TrackMessages:
     """One MTrk chunk's messages (a plain loop over the bytes: this is the reader's hot path)."""
     if end > len(data):
@@ -110,13 +120,10 @@ def _parse_track(data: bytes, position: int, end: int) -> TrackMessages:
     tick = 0
     running = -1
     while position < end:
-        byte = data[position]
+        delta = data[position]
         position += 1
-        delta = byte & 0x7F
-        while byte & 0x80:
-            byte = data[position]
-            position += 1
-            delta = (delta << 7) | (byte & 0x7F)
+        if delta & 0x80:  # most deltas are one byte
+            delta, position = _variable_length(data, position, delta)
         tick += delta
         status = data[position]
         if status < 0x80:
@@ -140,13 +147,7 @@ def _parse_track(data: bytes, position: int, end: int) -> TrackMessages:
             if status == META:
                 meta_type = data[position]
                 position += 1
-            byte = data[position]
-            position += 1
-            length = byte & 0x7F
-            while byte & 0x80:
-                byte = data[position]
-                position += 1
-                length = (length << 7) | (byte & 0x7F)
+            length, position = _variable_length(data, position + 1, data[position])
             value = 0
             if meta_type == SET_TEMPO:
                 if length != 3:
