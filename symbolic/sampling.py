@@ -171,7 +171,7 @@ def progress_bar(enabled: bool, total: int | None, what: str):
         return contextlib.nullcontext(None)
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=what, unit=" ids", delay=3.0, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=what, unit=" ids", delay=3.0, mininterval=1.0, leave=False, dynamic_ncols=True)
 
 
 def fit_prompt(tokenizer, score: symusic.Score, *, max_ids: int | None = None, bars: int | None = None,
