@@ -112,7 +112,7 @@ def run_train(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    from cadenza.symbolic.train import evaluate_checkpoint
+    from cadenza.symbolic.evaluate import evaluate_checkpoint
 
     from .common import print_json
 

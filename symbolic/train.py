@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -43,7 +42,6 @@ from typing import Any
 
 from cadenza.data.errors import CadenzaError
 
-from .evaluate import evaluate_checkpoint  # noqa: F401  (also reachable here, where it used to live)
 from .kit import (CheckpointCadence, Distributed, RunClock, StopSignals, TrainingInterrupted, adamw, agree_all,
                   check_number, fingerprint, has_training_state, init_distributed, load_optimizer_state,
                   load_rng_state, read_training_state, remove_stale_temporaries, wrap_ddp)
@@ -593,3 +591,13 @@ def train(settings: TrainSettings, *, on_batch: Callable[[int, int, Any, Any], N
             "tokens_per_s": total_tokens / max(seconds, 1e-9), "metrics": run.metrics, "out": str(run.out),
             "elapsed_seconds": run.clock.elapsed(), "skipped": run.skipped, "rank": run.dist.rank,
             "world_size": run.dist.world_size, "model": run.model}
+
+
+def __getattr__(name: str):
+    """``evaluate_checkpoint`` lives in :mod:`.evaluate` now; reachable here too, loaded when asked for
+    (so importing the trainer, as ``cadenza --help`` does, does not load numpy)."""
+    if name == "evaluate_checkpoint":
+        from .evaluate import evaluate_checkpoint
+
+        return evaluate_checkpoint
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
