@@ -90,3 +90,28 @@ def test_a_file_and_its_score_differ_only_where_the_references_read_messages(tmp
     assert tok.encode(score).tolist() != from_file  # symusic pairs the overlapping notes its own way
     baseline = SETS["targeted"] / "baseline.mid"
     assert tok.encode(symusic.Score(str(baseline))).tolist() == tok.encode(baseline).tolist()
+
+
+def test_anticipatory_reads_a_file_by_the_reference_rules_and_a_score_by_its_tracks():
+    """A program change between a note-on and its note-off: the reference never ends the note (25 ticks)."""
+    path = SETS["generated"] / "program_at_note_off.mid"
+    tok = get_tokenizer("anticipatory")
+    from_file = tok.events(path).tolist()
+    assert from_file[:3] == [0, 10025, 11060]
+    assert tok.events(symusic.Score(str(path))).tolist()[:3] != from_file[:3]
+
+
+@pytest.mark.parametrize("scheme", ["event", "anticipatory"])
+def test_broken_midi_files_are_refused_naming_the_file(tmp_path, scheme):
+    from cadenza.data.errors import MusicFileError
+
+    good = (SETS["targeted"] / "baseline.mid").read_bytes()
+    cases = {"truncated.mid": good[:40], "not_midi.mid": b"RIFF0000WAVEfmt ", "empty.mid": b""}
+    tok = get_tokenizer(scheme)
+    encode = tok.encode if scheme == "event" else tok.events
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(MusicFileError, match=name):
+            encode(tmp_path / name)
+    with pytest.raises(MusicFileError, match="missing.mid"):
+        encode(tmp_path / "missing.mid")
