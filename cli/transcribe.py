@@ -63,6 +63,14 @@ def register(subparsers) -> None:
     add_seed_arg(p)
     p.set_defaults(func=run_train)
 
+    p = subparsers.add_parser("transcription-tune",
+                              help="choose a framewise model's decoding thresholds on a valid split (written to its config)")
+    p.add_argument("data", help="directory made by `cadenza transcription-data`")
+    p.add_argument("--model", required=True, help="framewise checkpoint directory to tune")
+    p.add_argument("--split", default="valid", choices=["train", "valid"], help="never the test split")
+    p.add_argument("--limit", type=int, default=None, help="tune on at most this many pieces")
+    p.set_defaults(func=run_tune)
+
     p = subparsers.add_parser("transcription-eval", help="onset / onset+offset / per-program F1 with mir_eval")
     p.add_argument("data", help="directory made by `cadenza transcription-data`")
     p.add_argument("--split", default="test")
@@ -253,6 +261,40 @@ def _train_seq2seq(args, pairs) -> int:
                                                  "history": summary["history"]}, half=True)
     print(f"trained {summary['steps']} steps in {summary['seconds'] / 60:.1f} min, loss {summary['loss']:.3f}; "
           f"checkpoint in {out}")
+    return 0
+
+
+def run_tune(args) -> int:
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import torch
+
+    from cadenza.data.atomic import write_text_atomic
+    from cadenza.data.errors import CadenzaError
+    from cadenza.transcription.data import load_pairs
+    from cadenza.transcription.framewise import FramewiseTranscriber
+    from cadenza.transcription.framewise_train import tune_decoding
+    from cadenza.transcription.inference import load_transcriber
+
+    torch.set_num_threads(1)
+    pairs = load_pairs(args.data, args.split)[: args.limit]
+    if not pairs:
+        raise CadenzaError(f"{args.data}: no {args.split} pairs")
+    model, _, _ = load_transcriber(args.model)
+    if not isinstance(model, FramewiseTranscriber):
+        raise CadenzaError(f"{args.model}: not a framewise transcriber (only its decoding has thresholds)")
+    best, table = tune_decoding(model, pairs)
+    path = Path(args.model) / "config.json"
+    config = json.loads(path.read_text())
+    config["decode"] = asdict(best)
+    chosen = table[f"{best.onset_threshold}/{best.frame_threshold}/{best.offset_threshold}"]
+    config.setdefault("info", {})["decode_tuning"] = {"split": args.split, "pieces": len(pairs), **chosen}
+    write_text_atomic(path, json.dumps(config, indent=2))
+    print(f"{len(pairs)} {args.split} pieces: onset threshold {best.onset_threshold}, frame {best.frame_threshold}, "
+          f"offset {best.offset_threshold}: onset F1 {chosen['onset_f1']:.3f}, onset+offset F1 "
+          f"{chosen['onset_offset_f1']:.3f}; written to {path}")
     return 0
 
 

@@ -18,6 +18,7 @@ so a file of any length is transcribed in bounded memory.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -106,6 +107,9 @@ class FramewiseTranscriber(nn.Module):
         self.velocity = nn.Linear(features, KEYS)
         self.frame_features = nn.Linear(features, KEYS)
         self.frame = nn.Conv1d(3 * KEYS, KEYS, config.frame_kernel, padding=config.frame_kernel // 2)
+        with torch.no_grad():  # start at the labels' priors (about 1 % onsets, 5 % sounding), not at 0.5
+            for head, prior in ((self.onset, 0.01), (self.offset, 0.01), (self.frame, 0.05)):
+                head.bias.fill_(math.log(prior / (1 - prior)))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -154,10 +158,15 @@ def note_rolls(notes, frames: int, hop_seconds: float) -> dict[str, np.ndarray]:
     return rolls
 
 
-def framewise_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    """Binary cross-entropy for onset, offset and frame; squared error of sigmoid(velocity)
+def framewise_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+                   positive_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """Binary cross-entropy for onset, offset and frame (onset and offset positives weighted by
+    ``positive_weight``: one frame in a thousand is an onset, and a short run learns them sooner
+    so weighted; decoding thresholds are tuned afterwards); squared error of sigmoid(velocity)
     at onset frames. Returns (total, {name: value})."""
-    parts = {name: F.binary_cross_entropy_with_logits(outputs[name].float(), targets[name])
+    weight = torch.tensor(float(positive_weight), device=targets["onset"].device)
+    parts = {name: F.binary_cross_entropy_with_logits(outputs[name].float(), targets[name],
+                                                      pos_weight=weight if name != "frame" else None)
              for name in ("onset", "offset", "frame")}
     mask = targets["velocity_mask"]
     error = (torch.sigmoid(outputs["velocity"].float()) - targets["velocity"]) ** 2

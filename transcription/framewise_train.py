@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .framewise import FramewiseConfig, FramewiseTranscriber, framewise_loss, note_rolls
+from .framewise import DecodeSettings, FramewiseConfig, FramewiseTranscriber, decode_notes, framewise_loss, note_rolls
 from .seq2seq import SAMPLE_RATE
 
 
@@ -84,6 +84,7 @@ class FramewiseSettings:
     warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 3.0
+    positive_weight: float = 4.0  # onset and offset positives in the loss
     log_every: int = 50
     save_every: int = 500
     seed: int = 0
@@ -106,7 +107,8 @@ def save_framewise(directory: str | os.PathLike, model: FramewiseTranscriber, in
     with atomic_path(directory / "model.safetensors") as tmp:
         save_file(state, str(tmp))
     config = {"kind": "framewise", "model": model.config.to_dict(),
-              "tokenizer": MT3Tokenizer(num_velocity_bins=127).to_dict(), "info": info}
+              "tokenizer": MT3Tokenizer(num_velocity_bins=127).to_dict(),
+              "decode": asdict(getattr(model, "decode_settings", None) or DecodeSettings()), "info": info}
     write_text_atomic(directory / "config.json", json.dumps(config, indent=2))
     return directory
 
@@ -166,7 +168,7 @@ def train_framewise(model: FramewiseTranscriber, sampler: FrameWindowSampler, ou
         targets = {k: v.to(device) for k, v in targets.items()}
         with torch.no_grad():
             mel = model.features(audio)[:, : settings.window_frames]
-        loss, parts = framewise_loss(net(mel), targets)
+        loss, parts = framewise_loss(net(mel), targets, settings.positive_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
@@ -197,3 +199,53 @@ def new_framewise(size: str = "cpu") -> FramewiseTranscriber:
     """A fresh framewise transcriber of a named size: cpu (shipped), large (GPU) or debug."""
     config = {"cpu": FramewiseConfig.cpu, "large": FramewiseConfig.large, "debug": FramewiseConfig.debug}[size]()
     return FramewiseTranscriber(config)
+
+
+def tune_decoding(model: FramewiseTranscriber, pairs: list[tuple[Path, Path]],
+                  onset_thresholds=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7), frame_thresholds=(0.3, 0.4, 0.5, 0.6),
+                  offset_thresholds=(0.5, 0.7, 1.0)) -> tuple[DecodeSettings, dict]:
+    """The decoding thresholds that give the best mean onset F1 + onset+offset F1 on ``pairs``
+    (a valid split: never the test split), with every setting's figures. Activations are computed
+    once per piece; only the decoding is repeated."""
+    import itertools
+
+    import symusic
+
+    from cadenza.tokenizers.mt3 import notes_to_score
+
+    from .inference import framewise_probabilities, transcription_scores
+
+    model.eval()
+    pieces = []
+    for audio_path, midi_path in pairs:
+        chunks = list(framewise_probabilities(str(audio_path), model))
+        probabilities = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+        pieces.append((probabilities, symusic.Score(str(midi_path))))
+    table = {}
+    best, best_value = DecodeSettings(), -1.0
+    for onset, frame, offset in itertools.product(onset_thresholds, frame_thresholds, offset_thresholds):
+        settings = DecodeSettings(onset_threshold=onset, frame_threshold=frame, offset_threshold=offset)
+        scores = []
+        for probabilities, reference in pieces:
+            notes = decode_notes(probabilities, model.config.frame_seconds, settings)
+            scores.append(transcription_scores(reference, notes_to_score([(a, b, p, v, 0, False) for a, b, p, v in notes])))
+        mean = {k: float(np.mean([s[k] for s in scores])) for k in ("onset_f1", "onset_offset_f1")}
+        table[f"{onset}/{frame}/{offset}"] = mean
+        if mean["onset_f1"] + mean["onset_offset_f1"] > best_value:
+            best, best_value = settings, mean["onset_f1"] + mean["onset_offset_f1"]
+    return best, table
+
+
+def ship_framewise(run_dir: str | os.PathLike, name: str, *, command: str, figures: dict | None = None,
+                   models_dir: str | os.PathLike | None = None) -> Path:
+    """Copy a framewise run into the shipped models as float16 weights, its config (with the tuned
+    decoding) and ``info`` naming the exact commands and the measured figures."""
+    from cadenza.symbolic.registry import MODELS_DIR
+
+    from .inference import load_transcriber
+
+    run = Path(run_dir)
+    model, _, info = load_transcriber(run)
+    info = {k: v for k, v in info.items() if k != "history"}
+    info.update(training_command=command, **(figures or {}))
+    return save_framewise(Path(models_dir or MODELS_DIR) / name, model, info, half=True)

@@ -114,8 +114,14 @@ def load_transcriber(directory: str | os.PathLike | None = None, device="cpu"):
     if config.get("kind") == "framewise":
         from .framewise import FramewiseConfig, FramewiseTranscriber
 
+        from .framewise import DecodeSettings
+
         model = load_model(directory, FramewiseConfig, FramewiseTranscriber, config["model"],
                            build_config=FramewiseConfig.from_dict)
+        try:
+            model.decode_settings = DecodeSettings(**config.get("decode", {}))
+        except TypeError as exc:
+            raise CadenzaError(f"{directory / 'config.json'}: bad decode settings ({exc})") from None
     else:
         model = load_model(directory, TranscriberConfig, Transcriber, config["model"])
     model.to(torch.device(device)).eval()
@@ -297,7 +303,7 @@ def transcribe_framewise(audio, model, tokenizer: MT3Tokenizer, device="cpu", pr
 
     from .framewise import NoteDecoder
 
-    decoder = NoteDecoder(model.config.frame_seconds, settings)
+    decoder = NoteDecoder(model.config.frame_seconds, settings or getattr(model, "decode_settings", None))
     meter = _Meter()
     threads = torch.get_num_threads()
     if torch.device(device).type == "cpu":
