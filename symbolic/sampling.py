@@ -202,6 +202,8 @@ def fit_prompt(tokenizer, score: symusic.Score, *, max_ids: int | None = None, b
     fitted, kept = None, 0
     for count in range(1, len(starts)):            # whole bars from the end, while they fit
         candidate = _tail(score, int(starts[-count]))
+        if candidate.note_num() == 0:              # a bar line after the last onset: no prompt there
+            continue
         candidate_ids = prompt_ids(tokenizer, candidate)
         if len(candidate_ids) > max_ids:
             break

@@ -422,3 +422,13 @@ def test_cli_continue_takes_the_last_bars_of_a_prompt(tmp_path):
     onsets = _onsets_seconds(out)
     assert onsets.min() == 0.0 and 24.0 <= onsets.max() < 24.0 + 1.0 + 1e-3    # all 12 bars, then 1 s more
     assert out.note_num() > 48 and f"({out.note_num() - 48} new)" in result.stdout
+
+
+def test_a_prompt_whose_last_bar_holds_no_onset_is_not_cut_to_nothing():
+    from cadenza.symbolic.sampling import fit_prompt
+
+    tok = get_tokenizer("event")
+    score = _long_prompt(4)
+    score.tracks[0].notes.append(symusic.Note(4 * 4 * 480, 8 * 480, 60, 80))   # held through a fifth bar
+    cut, ids, start = fit_prompt(tok, score, max_ids=8, report=lambda line: None)
+    assert cut.note_num() >= 1 and len(ids) <= 8 and start > 0
