@@ -42,8 +42,11 @@ Checkpoints (``cadenza.symbolic.train_state``, no pickle anywhere)
     ``(tensors, state)`` after checking that all files are of one step;
     ``load_optimizer_state(optimizer, tensors, state["optimizer"])`` and
     ``load_rng_state(tensors)`` restore them; ``has_training_state(out)`` says whether there is
-    anything to resume. ``remove_stale_temporaries(out)`` deletes what a killed write left
-    (``.checkpoint-*`` directories, hidden ``.NAME.*`` temporaries of the run's files).
+    anything to resume. A write killed at any point leaves either the previous checkpoint whole
+    or a complete pending one that ``roll_forward(out)`` (run by ``has_training_state``,
+    ``read_training_state`` and ``remove_stale_temporaries``) moves into place.
+    ``remove_stale_temporaries(out)`` deletes what a killed write left (``.checkpoint-*``
+    directories, hidden ``.NAME.*`` temporaries of the run's files).
     ``CheckpointCadence(every_steps, every_minutes)`` says when a periodic checkpoint is due.
 
 Signals
@@ -104,12 +107,13 @@ from cadenza.data.errors import CadenzaError
 
 from .schedule import lr_multiplier
 from .train_state import (CHECKPOINT_FILES, has_training_state, load_optimizer_state, load_rng_state,
-                          optimizer_state_flat, read_training_state, rng_state_flat, write_checkpoint)
+                          optimizer_state_flat, read_training_state, rng_state_flat, roll_forward, write_checkpoint)
 
 __all__ = [
     "LoopSettings", "lr_multiplier", "Distributed", "init_distributed", "agree", "agree_all", "wrap_ddp", "parameter_groups",
     "adamw", "RunClock", "CheckpointCadence", "write_checkpoint", "read_training_state", "has_training_state",
     "load_optimizer_state", "load_rng_state", "optimizer_state_flat", "rng_state_flat", "remove_stale_temporaries",
+    "roll_forward",
     "StopSignals", "TrainingInterrupted", "check_number", "fingerprint", "CHECKPOINT_FILES",
 ]
 
@@ -292,6 +296,7 @@ def remove_stale_temporaries(out_dir: str | os.PathLike, names: Iterable[str] = 
     out = Path(out_dir)
     if not out.is_dir():
         return []
+    roll_forward(out)  # a complete checkpoint cut short while moving into place is kept, not removed
     known = tuple(CHECKPOINT_FILES) + ("log.jsonl", "loss.png", *names)
     removed = []
     for path in out.iterdir():

@@ -5,12 +5,14 @@ A training run's output directory is itself a checkpoint (``config.json`` + ``mo
 loadable by ``load_checkpoint``) plus ``training_state.safetensors`` and ``training_state.json``.
 All four are first written into a temporary directory beside them and then renamed into place,
 model and config last (:func:`write_checkpoint`, shared by every trainer through
-``cadenza.symbolic.kit``); each file records the step, so a resume that finds files of different
-steps (an interruption inside the renames) says so instead of continuing from a mixture.
+``cadenza.symbolic.kit``), through a pending directory so that a write killed at any point is
+either not there or rolled forward by the next reader; each file also records the step, so a
+resume that still finds files of different steps says so instead of continuing from a mixture.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +26,7 @@ from cadenza.data.errors import CadenzaError
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
 CHECKPOINT_FILES = (STATE_TENSORS, STATE_JSON, "model.safetensors", "config.json")
+PENDING = ".pending-checkpoint"  # a complete checkpoint whose files are being moved into place
 
 
 def optimizer_state_flat(optimizer) -> tuple[dict, dict]:
@@ -91,9 +94,13 @@ def write_checkpoint(out_dir: str | os.PathLike, write_model: Callable[[Path], A
     and ``model.safetensors`` there; this function adds the optimizer moments, the generator
     states (``rng`` overrides the current ones, :func:`rng_state_flat`, for a checkpoint taken
     in the middle of a step, which must restore the step's start) and any extra ``tensors``,
-    then renames the four files into place, model and config last. A failure or an exception
-    removes the temporary directory; one a SIGKILL leaves behind is removed by the next run
-    (``kit.remove_stale_temporaries``).
+    then moves the four files into place, model and config last.
+
+    The move is rolled forward, never left torn: the complete temporary directory is first
+    renamed to ``PENDING`` (one atomic rename), then its files are moved out one by one. A
+    process killed before that rename leaves the previous checkpoint whole (and a temporary
+    directory the next run removes, ``kit.remove_stale_temporaries``); one killed after it leaves
+    ``PENDING``, whose files :func:`roll_forward` (run by every reader here) moves into place.
     """
     from safetensors.torch import save_file
 
@@ -108,11 +115,26 @@ def write_checkpoint(out_dir: str | os.PathLike, write_model: Callable[[Path], A
         flat.update({k: v.detach().to("cpu").contiguous() for k, v in (tensors or {}).items()})
         save_file(flat, str(tmp / STATE_TENSORS), metadata={"step": str(step)})
         (tmp / STATE_JSON).write_text(json.dumps({**state, "optimizer": optimizer_meta}, indent=2))
-        for name in CHECKPOINT_FILES:
-            os.replace(tmp / name, out / name)
+        roll_forward(out)  # an earlier write's, should one have been cut short
+        os.replace(tmp, out / PENDING)
+        roll_forward(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def roll_forward(out_dir: str | os.PathLike) -> bool:
+    """Finish a checkpoint write that was cut short after its files were complete: move what is left
+    in ``PENDING`` into place. Safe to run from several processes at once; True when there was one."""
+    out = Path(out_dir)
+    pending = out / PENDING
+    if not pending.is_dir():
+        return False
+    for name in CHECKPOINT_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(pending / name, out / name)
+    shutil.rmtree(pending, ignore_errors=True)
+    return True
 
 
 def write_training_checkpoint(out_dir: str | os.PathLike, model, tokenizer, info: dict, optimizer,
@@ -127,6 +149,8 @@ def write_training_checkpoint(out_dir: str | os.PathLike, model, tokenizer, info
 
 
 def has_training_state(out_dir: str | os.PathLike) -> bool:
+    """Whether ``out_dir`` holds a whole training checkpoint (after rolling a cut-short write forward)."""
+    roll_forward(out_dir)
     return all((Path(out_dir) / name).exists() for name in CHECKPOINT_FILES)
 
 

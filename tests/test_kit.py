@@ -137,3 +137,41 @@ def test_fingerprints_are_stable_and_tell_contents_apart():
     a = kit.fingerprint([["bwv1", 100], ["bwv2", 80]])
     assert a == kit.fingerprint([["bwv1", 100], ["bwv2", 80]]) and len(a) == 16
     assert a != kit.fingerprint([["bwv1", 100], ["bwv2", 81]])
+
+
+def _linear_checkpoint(out, model, optimizer, step):
+    from safetensors.torch import save_file
+
+    def write_model(directory):
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
+        (directory / "config.json").write_text(json.dumps({"info": {"step": step}}))
+
+    kit.write_checkpoint(out, write_model, optimizer, {"step": step})
+
+
+@pytest.mark.parametrize("cut_at", [1, 2, 3, 4, 5])
+def test_a_write_cut_short_anywhere_leaves_a_whole_checkpoint(tmp_path, monkeypatch, cut_at):
+    """A kill between any two renames of a checkpoint write: the previous step's checkpoint, or the
+    new one rolled forward, never a mixture."""
+    from cadenza.symbolic import train_state
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = kit.adamw(model, lr=1e-2, weight_decay=0.0)
+    _linear_checkpoint(tmp_path, model, optimizer, step=1)
+    real_replace, calls = os.replace, []
+
+    def killed_replace(src, dst):
+        calls.append(src)
+        if len(calls) == cut_at:
+            raise SystemExit("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(train_state.os, "replace", killed_replace)
+    with pytest.raises(SystemExit):
+        _linear_checkpoint(tmp_path, model, optimizer, step=2)
+    monkeypatch.setattr(train_state.os, "replace", real_replace)
+    assert kit.has_training_state(tmp_path)
+    _, state = kit.read_training_state(tmp_path)
+    assert state["step"] == (1 if cut_at == 1 else 2)  # cut before the pending rename: the old one
+    kit.remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kit.CHECKPOINT_FILES)
