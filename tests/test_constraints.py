@@ -168,6 +168,22 @@ def test_remi_repeats_no_pitch_at_one_position_within_a_program():
     assert ids["Pitch_60"] in _allowed(_grammar(tok, prompt + [ids["Program_0"]], OFF))
 
 
+def test_remi_caps_the_notes_sounding_at_once():
+    tok, ids = _remi()
+
+    def note(pitch, duration):
+        return [ids["Program_0"], ids[f"Pitch_{pitch}"], ids["Velocity_63"], ids[duration]]
+
+    first = sum((note(60 + k, "Duration_2.0.8") for k in range(4)), [])     # beats 0-2
+    second = sum((note(70 + k, "Duration_4.0.4") for k in range(4)), [])    # beats 1-5
+    prompt = [ids["Bar_None"], ids["TimeSig_4/4"], ids["Position_0"], *first, ids["Position_8"], *second]
+    stacked = _grammar(tok, prompt + [ids["Position_12"]], only(max_polyphony=8))
+    allowed = set(_allowed(stacked))
+    assert allowed and ids["Program_0"] not in allowed and ids["Pitch_80"] not in allowed   # 8 sound at beat 1.5
+    assert ids["Program_0"] in _allowed(_grammar(tok, prompt + [ids["Position_16"]], only(max_polyphony=8)))
+    assert ids["Program_0"] in _allowed(_grammar(tok, prompt + [ids["Position_12"]], OFF))
+
+
 def test_remi_masks_durations_above_the_cap():
     tok, ids = _remi()
     prompt = [ids["Bar_None"], ids["Position_0"], ids["Program_0"], ids["Pitch_60"], ids["Velocity_63"]]

@@ -47,7 +47,8 @@ class SamplingConstraints:
       NOTE_OFF is forced, and no TIME_SHIFT passes the limit); Anticipatory: the longest
       duration id. Event and Anticipatory ids are in seconds and carry no tempo.
     - ``max_note_beats``: REMI, whose durations are in beats: Duration ids above it are masked.
-    - ``max_polyphony``: Event: no NOTE_ON (nor the VELOCITY before one) while this many notes sound.
+    - ``max_polyphony``: no new note while this many sound: Event: no NOTE_ON (nor the VELOCITY
+      before one); REMI: no Program or Pitch (a note sounds from its Position for its Duration).
     - ``max_notes_per_position``: REMI: notes at one Position; Anticipatory: notes at one onset.
     - ``allow_repeated_pitch``: False: REMI: no pitch twice at one Position within one program;
       Anticipatory: no (onset, instrument and pitch) twice.

@@ -252,8 +252,9 @@ class REMIGrammar(Grammar):
     rising within a bar and staying inside it, a drum Program followed by a drum pitch; seconds
     from bars, positions, time signatures and tempos; bars from Bar tokens. Constraints:
     ``max_notes_per_position`` (no Program or Pitch once a Position holds that many notes),
-    ``allow_repeated_pitch=False`` (no Pitch twice at one Position within one program) and
-    ``max_note_beats`` (no Duration above it)."""
+    ``allow_repeated_pitch=False`` (no Pitch twice at one Position within one program),
+    ``max_note_beats`` (no Duration above it) and ``max_polyphony`` (no Program or Pitch while
+    that many notes sound, by the Durations so far)."""
 
     has_bars = True
 
@@ -286,11 +287,13 @@ class REMIGrammar(Grammar):
         self.note_ids = np.concatenate([self.type_ids.get(t, np.zeros(0, np.int64)) for t in ("Pitch", "PitchDrum")])
         self.positions_per_beat = int(tokenizer.miditok.config.max_num_pos_per_beat)
         self.bar_id = int(self.type_ids["Bar"][0])
+        self.duration_beats = np.zeros(len(self.types))
+        for i in self.type_ids.get("Duration", ()):
+            beats, positions, resolution = (int(v) for v in values[i].split("."))
+            self.duration_beats[i] = beats + positions / resolution
         self.too_long = np.zeros(self.vocab_size, bool)   # Duration ids above max_note_beats
         if self.constraints.max_note_beats is not None:
-            for i in self.type_ids.get("Duration", ()):
-                beats, positions, resolution = (int(v) for v in values[i].split("."))
-                self.too_long[i] = beats + positions / resolution > self.constraints.max_note_beats
+            self.too_long[:len(self.types)] = self.duration_beats > self.constraints.max_note_beats
 
     def _reset_state(self) -> None:
         self.last_type = [None] * self.batch
@@ -306,6 +309,7 @@ class REMIGrammar(Grammar):
         self.program = [None] * self.batch                 # the latest Program (None without programs)
         self.position_notes: list[set] = [set() for _ in range(self.batch)]   # (program, pitch id) here
         self.position_count = np.zeros(self.batch, np.int64)
+        self.note_ends: list[list[float]] = [[] for _ in range(self.batch)]  # quarters where notes end
 
     def _bar_quarters(self, row: int) -> float:
         numerator, denominator = self.meter[row]
@@ -340,6 +344,10 @@ class REMIGrammar(Grammar):
         elif ty in ("Pitch", "PitchDrum"):
             self.position_notes[row].add((self.program[row], token))
             self.position_count[row] += 1
+        elif ty == "Duration":
+            _, denominator = self.meter[row]
+            self.note_ends[row].append(self._quarters(row, self.position[row])
+                                       + self.duration_beats[token] * 4.0 / denominator)
         if ty in ("Bar", "Position"):
             self.position_notes[row] = set()
             self.position_count[row] = 0
@@ -368,7 +376,12 @@ class REMIGrammar(Grammar):
         constraints = self.constraints
         mask &= ~self.too_long
         cap = constraints.max_notes_per_position
-        if cap is not None and self.position_count[row] >= cap:
+        polyphony = constraints.max_polyphony
+        if polyphony is not None and len(self.note_ends[row]) >= polyphony:
+            now = self._quarters(row, self.position[row])
+            self.note_ends[row] = [end for end in self.note_ends[row] if end > now + 1e-9]
+        if (cap is not None and self.position_count[row] >= cap) or \
+                (polyphony is not None and len(self.note_ends[row]) >= polyphony):
             mask[self.note_ids] = False
             mask[self.type_ids.get("Program", [])] = False
         if not constraints.allow_repeated_pitch and self.position_notes[row]:
