@@ -40,15 +40,26 @@ import numpy as np
 FIFTH = 7
 
 
+FAILURES: list[str] = []
+
+
 def _quiet(function, *args, **kwargs):
     """Call a library function with ``progress=False`` where it takes that option (the sampling
-    code grows options; the benchmark passes only what the function accepts)."""
+    code grows options; the benchmark passes only what the function accepts). A run that ends
+    in a CadenzaError is reported, counted and skipped (None)."""
     import inspect
+
+    from cadenza.data.errors import CadenzaError
 
     parameters = inspect.signature(function).parameters
     if "progress" in parameters:
         kwargs["progress"] = False
-    return function(*args, **kwargs)
+    try:
+        return function(*args, **kwargs)
+    except CadenzaError as exc:
+        FAILURES.append(f"{function.__name__}: {exc}")
+        print(f"failed run ({function.__name__}): {exc}", flush=True)
+        return None
 
 
 def _opening_and_window(score, bars: int, seconds: float):
@@ -137,7 +148,7 @@ def continuation_rows(model, tokenizer, chorales, seconds: float, samples: int, 
         outputs = _quiet(continue_score, model, tokenizer, opening, seconds=seconds, num_samples=samples,
                          seed=index, max_tokens=max_tokens)
         elapsed = time.perf_counter() - began
-        for output in outputs:
+        for output in outputs or []:
             rows.append({**_window_stats(opening, output, start, end), "seconds": elapsed})
     return rows
 
@@ -160,13 +171,16 @@ def anticipation_rows(model, tokenizer, info, chorales, seconds: float, samples:
             began = time.perf_counter()
             result = _quiet(infill, model, tokenizer, piece, start_s, end_s, **sampling)
             elapsed = time.perf_counter() - began
-            joins = theory.span_joins(result.score, start_s, end_s)
-            rows["infill"].append({**_window_stats(opening, result.score, start, end), "exit": joins["exit"],
-                                   "seconds": elapsed})
+            if result is not None:
+                joins = theory.span_joins(result.score, start_s, end_s)
+                rows["infill"].append({**_window_stats(opening, result.score, start, end), "exit": joins["exit"],
+                                       "seconds": elapsed})
             began = time.perf_counter()
             result = _quiet(accompany, model, tokenizer, clip_beats(score, 0, end), melody_track=soprano,
                             prompt_seconds=start_s, end=end_s, **sampling)
             elapsed = time.perf_counter() - began
+            if result is None:
+                continue
             melody = _only_track(clip_beats(score, start, end), soprano)
             rows["accompany"].append({**_window_stats(opening, result.score, start, end),
                                       **theory.against_melody(clip_beats(result.generated, start, end), melody),
@@ -249,12 +263,14 @@ def main() -> None:
             rows = continuation_rows(model, tokenizer, chorales, args.seconds, args.samples, args.max_tokens)
             results["continue"][entry.name] = _summary(rows)
         print(f"{entry.name}: {time.perf_counter() - started:.0f} s", flush=True)
+        if args.json:  # written after every model, so a long run leaves what it measured
+            with open(args.json, "w") as handle:
+                json.dump({**results, "failed_runs": FAILURES}, handle, indent=2)
     for task, columns in results.items():
         if len(columns) > 1:
             print(f"\n{task}\n\n{table(columns)}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+    if FAILURES:
+        print(f"\n{len(FAILURES)} failed run(s): " + "; ".join(FAILURES[:5]))
     cont = results["continue"]
     worst = max((c["broken"] for n, c in cont.items() if n != "Bach"), default=math.nan)
     print(f"\nbroken-passage rate of the worst continuation model: {worst:.0%} (Bach {cont['Bach']['broken']:.0%}); "
