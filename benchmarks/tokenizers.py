@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import symusic
 
@@ -54,8 +55,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from cadenza.data.corpora import open_corpus
     from cadenza.tokenizers import get_tokenizer
-    from cadenza.tokenizers.remi import import_miditok
+    from cadenza.tokenizers.remi import MergedTracksWarning, import_miditok
 
+    warnings.simplefilter("ignore", MergedTracksWarning)  # the chorales' voices share program 0, as expected
     miditok = import_miditok()
     pieces = open_corpus(args.corpus).pieces(limit=args.limit)
     paths = [str(p.path) for p in pieces]

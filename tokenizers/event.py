@@ -176,6 +176,43 @@ def apply_sustain(start: np.ndarray, end: np.ndarray, pitch: np.ndarray, pedal_t
 
 
 # -- decoding: which note a NOTE_OFF ends ------------------------------------------------------
+def fifo_pairing(is_on: np.ndarray, pitch: np.ndarray, step: np.ndarray, last_step: int) -> tuple[np.ndarray, bool]:
+    """Magenta's pairing, vectorized: the k-th NOTE_OFF of a pitch that finds a note open ends the
+    k-th NOTE_ON of that pitch (a NOTE_OFF with none open is ignored). Returns the end step of
+    every note (NOTE_ON order; ``last_step`` if never ended) and whether each step's NOTE_OFFs
+    end notes in NOTE_ON order (when not, ``pair_note_offs`` searches for a pairing that does)."""
+    n = is_on.size
+    order = np.argsort(pitch, kind="stable")  # by pitch, stream order within a pitch
+    on, key = is_on[order], pitch[order]
+    group_start = np.concatenate([[True], key[1:] != key[:-1]])
+    group = np.cumsum(group_start) - 1
+    first = np.flatnonzero(group_start)
+    # open notes of a pitch: a walk (+1 on, -1 off) clamped at zero, so an unmatched off is ignored
+    walk = np.where(on, 1, -1)
+    total = np.cumsum(walk)
+    within = total - (total - walk)[first][group]
+    separation = 2 * (n + 1)
+    running_min = np.minimum.accumulate(within - group * separation) + group * separation
+    open_after = within - np.minimum(running_min, 0)
+    open_before = np.where(group_start, 0, np.concatenate([[0], open_after[:-1]]))
+    closes = ~on & (open_before > 0)
+    ons_so_far = np.cumsum(on)
+    closes_so_far = np.cumsum(closes)
+    group_ons_before = (ons_so_far - on)[first][group]
+    group_closes_before = (closes_so_far - closes)[first][group]
+    note_number = np.cumsum(is_on) - 1  # every NOTE_ON's number in stream order
+    on_numbers = note_number[order][on]  # NOTE_ON numbers grouped by pitch
+    # the j-th closing NOTE_OFF of a group ends the group's j-th NOTE_ON
+    ended = on_numbers[group_ons_before[closes] + (closes_so_far[closes] - 1 - group_closes_before[closes])]
+    end_step = np.full(int(is_on.sum()), last_step, dtype=np.int64)
+    closing_at = order[closes]  # stream positions of the closing NOTE_OFFs
+    end_step[ended] = step[closing_at]
+    by_stream = np.argsort(closing_at)
+    ended, at = ended[by_stream], step[closing_at][by_stream]
+    same_step = at[1:] == at[:-1]
+    return end_step, bool(np.all(ended[1:][same_step] > ended[:-1][same_step]))
+
+
 def pair_note_offs(is_on: list[bool], pitch: list[int], step: list[int], num_notes: int, last_step: int) -> list[int]:
     """End step of every note (numbered in NOTE_ON order) of a stream of NOTE_ON/NOTE_OFF events.
 
@@ -192,23 +229,6 @@ def pair_note_offs(is_on: list[bool], pitch: list[int], step: list[int], num_not
     step's previous one, else the oldest. Which NOTE_OFFs end anything is Magenta's (one with
     no open note of its pitch is ignored); notes left open end at ``last_step``.
     """
-    end = [last_step] * num_notes  # first Magenta's pairing: most ids need no more
-    open_fifo: dict[int, collections.deque] = {}
-    number, bar, bar_step, in_order = 0, -1, None, True
-    for on, key, at in zip(is_on, pitch, step):
-        if on:
-            open_fifo.setdefault(key, collections.deque()).append(number)
-            number += 1
-        elif open_fifo.get(key):
-            note = open_fifo[key].popleft()
-            end[note] = at
-            if at != bar_step:
-                bar, bar_step = -1, at
-            in_order = in_order and note > bar
-            bar = note
-    if in_order:
-        return end
-
     events, counted, ons_before = [], {}, []
     number = 0
     for on, key, at in zip(is_on, pitch, step):  # Magenta's counts decide which NOTE_OFFs end a note
@@ -240,20 +260,20 @@ def pair_note_offs(is_on: list[bool], pitch: list[int], step: list[int], num_not
     def fits(first: int, after: int, open_notes, number_now: int, bar: int) -> bool:
         """Whether events[first:after] (one step) can end notes in order, every note of a pitch
         begun before its NOTE_OFF and not ended by now counting as available (greedy is exact)."""
-        used: set[int] = set()
-        for j in range(first, after):
+        for j in range(first, after):  # a note this step already ended lies at or below the bar
             event = events[j]
             if event is None or event[0]:
                 continue
-            key = event[1]
-            mine, later = open_notes.get(key, []), notes_of[key]
-            available = [n for n in mine + later[bisect.bisect_left(later, number_now): bisect.bisect_left(later, ons_before[j])]
-                         if n not in used]
-            k = bisect.bisect_right(available, bar)
-            if k == len(available):
+            mine = open_notes.get(event[1], ())
+            k = bisect.bisect_right(mine, bar)
+            if k < len(mine):
+                bar = mine[k]
+                continue
+            later = notes_of[event[1]]  # begun since: numbers from number_now up to the NOTE_OFF
+            k = bisect.bisect_right(later, max(bar, number_now - 1))
+            if k == len(later) or later[k] >= ons_before[j]:
                 return False
-            bar = available[k]
-            used.add(bar)
+            bar = later[k]
         return True
 
     def ahead_fits(g: int, keys, open_notes, number_now: int) -> bool:
@@ -264,14 +284,13 @@ def pair_note_offs(is_on: list[bool], pitch: list[int], step: list[int], num_not
                     return False
         return True
 
-    def search(strict: bool) -> list[int] | None:
+    def search(strict: bool, budget: int) -> list[int] | None:
         end = [last_step] * num_notes
         open_notes: dict[int, list[int]] = {}
         ended: list[int] = []
         choices: list[tuple] = []  # (event index, open notes, next number, bar, len(ended), other candidates)
         i = number = visits = 0
         bar, forced, ambiguous = -1, None, False
-        budget = min(64 * len(events) + 4096, 50_000)
         while i < len(events):
             event = events[i]
             dead_end = False
@@ -288,11 +307,13 @@ def pair_note_offs(is_on: list[bool], pitch: list[int], step: list[int], num_not
                 else:
                     above = pending[bisect.bisect_right(pending, bar):]
                     candidates = above[:1] + above[-1:] + above[1:-1] if len(above) > 1 else above
-                    if strict and len(candidates) > 1:
-                        ambiguous = True
-                        after = groups[group_of[i]][1]
-                        candidates = [c for c in candidates
-                                      if fits(i + 1, after, {**open_notes, key: [n for n in pending if n != c]}, number, c)]
+                if strict and (len(candidates) > 1 or ambiguous):
+                    ambiguous = True  # the first candidate that leaves the rest of the step an ordered pairing
+                    after = groups[group_of[i]][1]
+                    k = 0
+                    while k < len(candidates) and not fits(i + 1, after, open_notes, number, candidates[k]):
+                        k += 1
+                    candidates = candidates[k:]
                 visits += 1
                 if not candidates:
                     if not strict:
@@ -325,7 +346,7 @@ def pair_note_offs(is_on: list[bool], pitch: list[int], step: list[int], num_not
             i += 1
         return end
 
-    return search(True) or search(False)
+    return search(True, min(64 * len(events) + 4096, 50_000)) or search(False, 0)
 
 
 # -- the tokenizer ---------------------------------------------------------------------------
@@ -554,8 +575,10 @@ class EventTokenizer(Tokenizer):
         is_on = ids[note_at] < self.note_off_offset
         pitch = np.where(is_on, ids[note_at], ids[note_at] - self.note_off_offset) + self.low_pitch
         on_at = note_at[is_on]
-        end_step = np.array(pair_note_offs(is_on.tolist(), pitch.tolist(), step[note_at].tolist(), int(on_at.size),
-                                           last_step), dtype=np.int64)
+        end_step, in_order = fifo_pairing(is_on, pitch, step[note_at], last_step)
+        if not in_order:
+            end_step = np.array(pair_note_offs(is_on.tolist(), pitch.tolist(), step[note_at].tolist(), int(on_at.size),
+                                               last_step), dtype=np.int64)
         start_step = step[on_at]
         sounding = end_step > start_step
         return (start_step[sounding], end_step[sounding], pitch[is_on][sounding], velocity[on_at][sounding])
