@@ -28,7 +28,14 @@ def test_tokenize_file_json_names_and_detokenize(tmp_path, bach_pieces):
     assert "notes" in run_cli("detokenize", ids_file, "--scheme", "event", "-o", out).stdout
     back = symusic.Score(str(out))
     assert back.note_num() == tok.decode(expected).note_num()
-    assert get_tokenizer("event").encode(back).tolist() == tok.encode(tok.decode(expected)).tolist()
+    # a MIDI file keeps every onset and offset; which offset ends which of two overlapping notes of one
+    # pitch (voices in unison) it cannot say, so compare onsets and offsets, not their pairing
+    def ons_and_offs(score):
+        notes = [n for track in score.tracks for n in track.notes]
+        return sorted((n.time, n.pitch, n.velocity) for n in notes), sorted((n.end, n.pitch) for n in notes)
+
+    assert back.ticks_per_quarter == tok.decode(expected).ticks_per_quarter
+    assert ons_and_offs(back) == ons_and_offs(tok.decode(expected))
 
 
 def test_tokenize_directory_writes_shards(tmp_path, bach_pieces):
