@@ -350,7 +350,8 @@ class AnticipatoryTokenizer(Tokenizer):
     def describe_notes(self) -> str:
         return ("  velocity is dropped (decoded as 72); durations cap at 9.99 s; times within a sequence\n"
                 "  stay below 100 s; a REST fills each second of silence; controls are anticipated 5 s;\n"
-                "  tempo, meter, pedal and controllers are not kept; decoded scores are 120 bpm at 50 tpq")
+                "  tempo, meter, pedal and controllers are not kept; decoded scores are 120 bpm at 50 tpq;\n"
+                "  a MIDI file is read by the reference's rules (mido's merged messages, programs per channel)")
 
     def _base_token_to_str(self, token_id: int) -> str:
         if token_id < DUR_OFFSET:

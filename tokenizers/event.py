@@ -420,7 +420,8 @@ class EventTokenizer(Tokenizer):
 
     def describe_notes(self) -> str:
         return "\n".join([
-            "  encode: drum tracks are dropped and all other tracks merged into one stream;",
+            "  encode: a MIDI file is read by note_seq's rules (tempo from track 0, pretty_midi's note pairing and",
+            "          instruments); drum tracks are dropped and all other tracks merged into one stream;",
             f"          sustain pedal (CC64 >= 64) {'extends notes as Magenta does' if self.config['sustain'] else 'ignored'};",
             f"          pitches outside {self.low_pitch}-{self.high_pitch}: "
             + ("TokenizerError" if self.config["out_of_range"] == "error" else "notes dropped") + ";",
