@@ -115,3 +115,37 @@ def test_broken_midi_files_are_refused_naming_the_file(tmp_path, scheme):
             encode(tmp_path / name)
     with pytest.raises(MusicFileError, match="missing.mid"):
         encode(tmp_path / "missing.mid")
+
+
+def test_the_message_reader_reads_what_mido_reads():
+    """Every message of every targeted and generated file: absolute tick, kind, channel, data, as mido has them."""
+    import mido
+
+    from cadenza.tokenizers.midi_messages import META, read_midi_messages
+
+    kinds = {"note_off": 0x80, "note_on": 0x90, "polytouch": 0xA0, "control_change": 0xB0, "program_change": 0xC0,
+             "aftertouch": 0xD0, "pitchwheel": 0xE0, "sysex": 0xF0}
+    for path in sorted(SETS["targeted"].glob("*.mid")) + sorted(SETS["generated"].glob("*.mid")):
+        theirs = mido.MidiFile(str(path))
+        ours = read_midi_messages(path)
+        assert (ours.file_type, ours.ticks_per_beat, len(ours.tracks)) == (theirs.type, theirs.ticks_per_beat,
+                                                                             len(theirs.tracks)), path.name
+        for mine, track in zip(ours.tracks, theirs.tracks):
+            expected, tick = [], 0
+            for message in track:
+                tick += message.time
+                if message.is_meta:
+                    expected.append((tick, META, message.tempo if message.type == "set_tempo" else None))
+                else:
+                    values = {"note_on": ("note", "velocity"), "note_off": ("note", "velocity"),
+                              "control_change": ("control", "value"), "program_change": ("program",)}.get(message.type, ())
+                    expected.append((tick, kinds[message.type], getattr(message, "channel", 0),
+                                     *[getattr(message, v) for v in values]))
+            got = []
+            for t, k, c, d1, d2 in zip(*(a.tolist() for a in (mine.tick, mine.kind, mine.channel, mine.data1, mine.data2))):
+                if k == META:
+                    got.append((t, META, d2 if d1 == 0x51 else None))
+                else:
+                    n = {0x80: 2, 0x90: 2, 0xB0: 2, 0xC0: 1}.get(k, 0)
+                    got.append((t, k, c, *[d1, d2][:n]))
+            assert got == expected, path.name
