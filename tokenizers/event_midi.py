@@ -63,23 +63,44 @@ def tempo_map(messages: MidiMessages) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([s[0] for s in segments], np.int64), np.array([s[1] for s in segments], np.float64))
 
 
+def _programs(track) -> np.ndarray:
+    """Every message's channel's program at that point of the track (0 before any program change)."""
+    out = np.zeros(len(track), np.int64)
+    is_change = track.kind == PROGRAM_CHANGE
+    for channel in np.unique(track.channel[is_change]).tolist():
+        on_channel = track.channel == channel
+        last = np.maximum.accumulate(np.where(is_change & on_channel, np.arange(len(track)), -1))
+        out[on_channel] = np.where(last >= 0, track.data1[np.maximum(last, 0)], 0)[on_channel]
+    return out
+
+
 def midi_instruments(path: str | os.PathLike) -> list[_TrackArrays]:
     """The instruments note_seq sees in a MIDI file, in its order, with their notes (closing order)
-    and their CC64 events, times in seconds with pretty_midi's arithmetic."""
+    and their CC64 events, times in seconds with pretty_midi's arithmetic.
+
+    Notes and program changes are walked message by message. Control changes and pitch bends are
+    not: one can only make a holding list the first time its (channel, program) occurs in a track
+    (later ones find that instrument or that list already there), so only those are walked, and
+    each CC64 event is then routed at once, to the instrument of its (program, channel) if that
+    was made before it, else to its channel's holding list.
+    """
     messages = read_midi_messages(path)
     keys: dict[tuple[int, int, int], int] = {}  # (program, channel, track) -> instrument number
     notes: list[list[tuple[int, int, int, int]]] = []  # per instrument: (start, end, pitch, velocity) ticks
-    channel_of: list[int] = []
-    cc_list_of: list[list[tuple[int, int]]] = []  # per instrument: its (possibly shared) CC64 list
-    holding: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (channel, track) -> CC64 list
+    channel_of, track_of, made_at, shares = [], [], [], []  # made_at: the message that made it
+    holding: set[tuple[int, int]] = set()  # (channel, track) pairs that have a holding list
+    pedals = []  # per track: (ticks, values, target: instrument number, or -1 - channel for the holding list)
     for track_index, track in enumerate(messages.tracks):
         program = [0] * 16
+        program_now = _programs(track)
         open_notes: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        wanted = np.flatnonzero((track.kind == NOTE_ON) | (track.kind == NOTE_OFF) | (track.kind == PROGRAM_CHANGE)
-                                | (track.kind == CONTROL_CHANGE) | (track.kind == PITCH_WHEEL))
-        rows = zip(track.tick[wanted].tolist(), track.kind[wanted].tolist(), track.channel[wanted].tolist(),
-                   track.data1[wanted].tolist(), track.data2[wanted].tolist())
-        for tick, kind, channel, data1, data2 in rows:
+        controls = np.flatnonzero((track.kind == CONTROL_CHANGE) | (track.kind == PITCH_WHEEL))
+        firsts = controls[np.unique(program_now[controls] * 16 + track.channel[controls], return_index=True)[1]]
+        wanted = np.union1d(np.flatnonzero((track.kind == NOTE_ON) | (track.kind == NOTE_OFF)
+                                           | (track.kind == PROGRAM_CHANGE)), firsts)
+        rows = zip(wanted.tolist(), track.tick[wanted].tolist(), track.kind[wanted].tolist(),
+                   track.channel[wanted].tolist(), track.data1[wanted].tolist(), track.data2[wanted].tolist())
+        for row, tick, kind, channel, data1, data2 in rows:
             if kind == NOTE_ON and data2 > 0:
                 open_notes.setdefault((channel, data1), []).append((tick, data2))
             elif kind == NOTE_ON or kind == NOTE_OFF:
@@ -94,7 +115,9 @@ def midi_instruments(path: str | os.PathLike) -> list[_TrackArrays]:
                         number = keys[key] = len(notes)
                         notes.append([])
                         channel_of.append(channel)
-                        cc_list_of.append(holding.get((channel, track_index), []))
+                        track_of.append(track_index)
+                        made_at.append(row)
+                        shares.append((channel, track_index) in holding)
                     notes[number].extend((start, tick, data1, velocity) for start, velocity in closing)
                     if len(closing) < len(pending):
                         open_notes[(channel, data1)] = [n for n in pending if n[0] == tick]
@@ -102,19 +125,39 @@ def midi_instruments(path: str | os.PathLike) -> list[_TrackArrays]:
                 del open_notes[(channel, data1)]
             elif kind == PROGRAM_CHANGE:
                 program[channel] = data1
-            else:  # control change or pitch bend: an existing instrument, else the holding list
-                number = keys.get((program[channel], channel, track_index))
-                if number is not None:
-                    target = cc_list_of[number]
-                else:
-                    target = holding.setdefault((channel, track_index), [])
-                if kind == CONTROL_CHANGE and data1 == SUSTAIN_CONTROL:
-                    target.append((tick, data2))
+            elif (program[channel], channel, track_index) not in keys:  # no instrument yet: the holding list
+                holding.add((channel, track_index))
+        rows = np.flatnonzero((track.kind == CONTROL_CHANGE) & (track.data1 == SUSTAIN_CONTROL))
+        if rows.size:
+            number_of = np.full(128 * 16, -1, np.int64)
+            made = np.full(128 * 16, np.iinfo(np.int64).max, np.int64)
+            for (program_number, channel, owner), number in keys.items():
+                if owner == track_index:
+                    number_of[program_number * 16 + channel] = number
+                    made[program_number * 16 + channel] = made_at[number]
+            slot = program_now[rows] * 16 + track.channel[rows]
+            target = np.where(made[slot] < rows, number_of[slot], -1 - track.channel[rows])
+            pedals.append((track_index, track.tick[rows], track.data2[rows], target))
     if not notes:
         return []
+    cc_table = []
+    for number in range(len(notes)):
+        parts = []
+        for track_index, ticks, values, target in pedals:
+            if track_index != track_of[number]:
+                continue
+            if shares[number]:  # the holding list, which every sharing instrument of the channel fills too
+                group = np.where(target < 0, -1 - target, -1)
+                for other in np.unique(target[target >= 0]).tolist():
+                    if shares[other] and channel_of[other] == channel_of[number]:
+                        group[target == other] = channel_of[number]
+                mine = group == channel_of[number]
+            else:
+                mine = target == number
+            parts.append(np.stack([ticks[mine], values[mine]], axis=1))
+        cc_table.append(np.concatenate(parts) if parts else np.zeros((0, 2), np.int64))
     tempo_ticks, tempo_mspq = tempo_map(messages)
     note_table = [np.array(n, np.int64).reshape(-1, 4) for n in notes]
-    cc_table = [np.array(c, np.int64).reshape(-1, 2) for c in cc_list_of]
     ticks = np.concatenate([t[:, :2].ravel() for t in note_table] + [c[:, 0] for c in cc_table])
     seconds = tick_seconds(ticks, tempo_ticks, tempo_mspq, messages.ticks_per_beat)
     instruments, at = [], 0
