@@ -77,12 +77,20 @@ def import_miditok():
     """Import miditok even when Python runs from the repository root (see repository_off_the_path)."""
     if "miditok" in sys.modules:
         return sys.modules["miditok"]
+    # miditok's package imports its torch data loaders when it can (3-5 s of start-up that encoding
+    # never uses); without torch loaded yet, that optional import is skipped, as miditok allows.
+    skip_torch = "torch" not in sys.modules and "miditok.pytorch_data" not in sys.modules
+    if skip_torch:
+        sys.modules["miditok.pytorch_data"] = None  # makes ``from miditok import pytorch_data`` an ImportError
     with repository_off_the_path():
         try:
             return importlib.import_module("miditok")
         except ImportError as exc:
             raise MissingDependencyError(f"the REMI tokenizer needs miditok ({exc}); "
                                          "pip install 'miditok>=3.1'") from None
+        finally:
+            if skip_torch and sys.modules.get("miditok.pytorch_data", 0) is None:
+                del sys.modules["miditok.pytorch_data"]  # a later ``import miditok.pytorch_data`` still works
 
 
 def _beat_res_for_miditok(beat_res: dict) -> dict[tuple[int, int], int]:
