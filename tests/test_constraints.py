@@ -83,7 +83,8 @@ def test_the_defaults_are_on_and_checked():
     defaults = SamplingConstraints()
     assert defaults.active and not OFF.active
     assert (defaults.max_note_seconds, defaults.max_note_beats, defaults.max_polyphony,
-            defaults.max_notes_per_position, defaults.allow_repeated_pitch) == (4.0, 8.0, 8, 8, False)
+            defaults.max_notes_per_position, defaults.allow_repeated_pitch,
+            defaults.keep_prompt_programs) == (4.0, 8.0, 8, 8, False, True)
     with pytest.raises(CadenzaError, match="max_polyphony must be positive"):
         SamplingConstraints(max_polyphony=0)
 
@@ -166,6 +167,19 @@ def test_remi_repeats_no_pitch_at_one_position_within_a_program():
     later = prompt + [ids["Position_4"], ids["Program_0"]]
     assert ids["Pitch_60"] in _allowed(_grammar(tok, later, only(allow_repeated_pitch=False)))
     assert ids["Pitch_60"] in _allowed(_grammar(tok, prompt + [ids["Program_0"]], OFF))
+
+
+def test_remi_keeps_to_the_prompts_programs():
+    tok, ids = _remi()
+    prompt = [ids["Bar_None"], ids["Position_0"], *_remi_note(ids, 60), *_remi_note(ids, 48, program=32),
+              ids["Position_4"]]
+    programs = {i for name, i in ids.items() if name.startswith("Program_")}
+    kept = set(_allowed(_grammar(tok, prompt, only(keep_prompt_programs=True)))) & programs
+    assert kept == {ids["Program_0"], ids["Program_32"]}           # no drums (Program_-1), no new instrument
+    assert ids["Program_-1"] in _allowed(_grammar(tok, prompt, OFF))
+    # a prompt without programs (no notes yet) leaves every program open
+    assert set(_allowed(_grammar(tok, [ids["Bar_None"], ids["Position_0"]], only(keep_prompt_programs=True)))) \
+        >= programs
 
 
 def test_remi_caps_the_notes_sounding_at_once():

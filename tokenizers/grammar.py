@@ -52,6 +52,9 @@ class SamplingConstraints:
     - ``max_notes_per_position``: REMI: notes at one Position; Anticipatory: notes at one onset.
     - ``allow_repeated_pitch``: False: REMI: no pitch twice at one Position within one program;
       Anticipatory: no (onset, instrument and pitch) twice.
+    - ``keep_prompt_programs``: REMI: new notes use only the programs (instruments, drums
+      included) the prompt has, so a four-voice chorale is not continued by a drum kit; a prompt
+      without Program ids leaves every program open.
     """
 
     max_note_seconds: float | None = 4.0
@@ -59,12 +62,13 @@ class SamplingConstraints:
     max_polyphony: int | None = 8
     max_notes_per_position: int | None = 8
     allow_repeated_pitch: bool = False
+    keep_prompt_programs: bool = True
 
     @classmethod
     def off(cls) -> SamplingConstraints:
         """No structural constraint: only what the scheme needs to decode."""
         return cls(max_note_seconds=None, max_note_beats=None, max_polyphony=None, max_notes_per_position=None,
-                   allow_repeated_pitch=True)
+                   allow_repeated_pitch=True, keep_prompt_programs=False)
 
     @property
     def active(self) -> bool:
@@ -74,7 +78,9 @@ class SamplingConstraints:
     def __post_init__(self) -> None:
         for field in fields(self):
             value = getattr(self, field.name)
-            if field.name != "allow_repeated_pitch" and value is not None and not value > 0:
+            if isinstance(value, bool) or value is None:
+                continue
+            if not value > 0:
                 raise CadenzaError(f"{field.name} must be positive (or None to switch it off), not {value!r}")
 
 

@@ -261,8 +261,9 @@ class REMIGrammar(Grammar):
     from bars, positions, time signatures and tempos; bars from Bar tokens. Constraints:
     ``max_notes_per_position`` (no Program or Pitch once a Position holds that many notes),
     ``allow_repeated_pitch=False`` (no Pitch twice at one Position within one program),
-    ``max_note_beats`` (no Duration above it) and ``max_polyphony`` (no Program or Pitch while
-    that many notes sound, by the Durations so far)."""
+    ``max_note_beats`` (no Duration above it), ``max_polyphony`` (no Program or Pitch while
+    that many notes sound, by the Durations so far) and ``keep_prompt_programs`` (only the
+    prompt's Programs)."""
 
     has_bars = True
 
@@ -318,6 +319,11 @@ class REMIGrammar(Grammar):
         self.position_notes: list[set] = [set() for _ in range(self.batch)]   # (program, pitch id) here
         self.position_count = np.zeros(self.batch, np.int64)
         self.note_ends: list[list[float]] = [[] for _ in range(self.batch)]  # quarters where notes end
+        self.programs_seen: list[set] = [set() for _ in range(self.batch)]   # Program ids so far
+
+    def reset(self, prompts: np.ndarray) -> None:
+        super().reset(prompts)
+        self.prompt_programs = [np.asarray(sorted(seen), np.int64) for seen in self.programs_seen]
 
     def _bar_quarters(self, row: int) -> float:
         numerator, denominator = self.meter[row]
@@ -349,6 +355,7 @@ class REMIGrammar(Grammar):
             self.meter[row] = self.time_signature[token]
         elif ty == "Program":
             self.program[row] = self.program_value[token]
+            self.programs_seen[row].add(token)
         elif ty in ("Pitch", "PitchDrum"):
             self.position_notes[row].add((self.program[row], token))
             self.position_count[row] += 1
@@ -392,6 +399,11 @@ class REMIGrammar(Grammar):
                 (polyphony is not None and len(self.note_ends[row]) >= polyphony):
             mask[self.note_ids] = False
             mask[self.type_ids.get("Program", [])] = False
+        programs = self.type_ids.get("Program")
+        if constraints.keep_prompt_programs and programs is not None and len(self.prompt_programs[row]):
+            others = mask[programs].copy()
+            mask[programs] = False
+            mask[self.prompt_programs[row]] = others[np.searchsorted(programs, self.prompt_programs[row])]
         if not constraints.allow_repeated_pitch and self.position_notes[row]:
             here = [token for program, token in self.position_notes[row] if program == self.program[row]]
             mask[np.asarray(here, np.int64)] = False
