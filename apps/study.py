@@ -338,6 +338,7 @@ def run_task(task: Task, log=print) -> dict:
         except (OSError, ValueError):
             pass
     shutil.rmtree(run_dir, ignore_errors=True)
+    wall_started = time.monotonic()
     train_settings = TrainSettings(
         out=str(run_dir), corpus=settings.corpus, scheme=task.scheme, size=settings.config, steps=10**9,
         seq_len=task.seq_len, batch_size=settings.batch_size, lr=settings.lr, attention=task.attention,
@@ -398,9 +399,11 @@ def run_task(task: Task, log=print) -> dict:
         "per_piece": pieces, "curve": curve, "loss": losses,
         "sample_stats": _sample_statistics(run.model, run.tokenizer, prompts, task) if prompts else {},
     }
+    result["wall_seconds"] = time.monotonic() - wall_started  # set-up, training, evaluations and samples
     write_text_atomic(saved, json.dumps(result, indent=1, default=float))
     log(f"[{task.label} seed {task.seed}] {spent['steps']} steps, {spent['tokens']} tokens, "
-        f"{spent['notes']:.0f} notes, {spent['seconds']:.0f} s: valid {run.metrics['bits_per_note']:.3f} bits/note")
+        f"{spent['notes']:.0f} notes, {spent['seconds']:.0f} s of training ({result['wall_seconds']:.0f} s in all): "
+        f"valid {run.metrics['bits_per_note']:.3f} bits/note")
     return result
 
 
@@ -432,6 +435,7 @@ def summarize_config(result: ConfigResult) -> dict:
     for key in ("bits_per_note", "bits_per_second"):
         out[key]["bootstrap_half_widths"] = [r["valid"][f"{key}_bootstrap"]["half_width"] for r in runs]
     out["spent"] = {k: t_interval([r["spent"][k] for r in runs]) for k in ("steps", "tokens", "notes", "seconds", "flops")}
+    out["wall_seconds"] = t_interval([r.get("wall_seconds", math.nan) for r in runs])
     names = sorted({name for r in runs for name in r["sample_stats"]})
     out["sample_stats"] = {name: t_interval([r["sample_stats"].get(name, {}).get("mean", math.nan) for r in runs])
                            for name in names}
@@ -502,6 +506,8 @@ def run_study(settings: StudySettings, log=print) -> dict:
             tasks += [Task(settings, scheme, attention, seed, seq_len, 1.0 / rates["tokens_per_note"],
                            str(out / "runs" / f"{scheme}-{attention}-seed{seed}"), prompt_paths)
                       for seed in settings.seeds]
+    # seed by seed, so a change of machine load during the study spreads over every configuration
+    tasks.sort(key=lambda task: settings.seeds.index(task.seed))
     done = _run_tasks(tasks, settings.jobs, log)
     for result in results:
         result.runs = [r for r in done if (r["scheme"], r["attention"]) == (result.scheme, result.attention)]

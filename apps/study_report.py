@@ -94,10 +94,11 @@ def markdown(settings, results, reference_stats, attention_rows=()) -> str:
                      for r in results])
     lines += ["", "## Budget spent (mean over seeds)", ""]
     lines += _table(["configuration", "seeds", "steps", "target tokens", "notes seen", "training seconds",
-                     "FLOP estimate (6 · parameters · tokens)"],
+                     "FLOP estimate (6 · parameters · tokens)", "wall seconds per run (all of it)"],
                     [[r.label, str(len(r.runs))] + [f"{r.summary['spent'][k]['mean']:.{d}f}" for k, d in
                                                     (("steps", 0), ("tokens", 0), ("notes", 0), ("seconds", 1))]
-                     + [f"{r.summary['spent']['flops']['mean']:.3g}"] for r in results])
+                     + [f"{r.summary['spent']['flops']['mean']:.3g}", f"{r.summary['wall_seconds']['mean']:.0f}"]
+                     for r in results])
     lines += ["", "## Valid split", ""]
     lines += _table(["configuration", "NLL/token", "bits/note", "bits/note bootstrap ±", "bits/s",
                      "bits/s bootstrap ±"],

@@ -114,6 +114,20 @@ def test_a_notes_budget_stops_at_the_first_step_past_it(tmp_path, small_corpus):
     assert again["spent"] == spent
 
 
+def test_a_time_budget_counts_training_seconds_only(tmp_path, small_corpus):
+    from cadenza.apps.study import StudySettings, Task, run_task
+
+    settings = StudySettings(corpus=str(small_corpus), out=str(tmp_path), schemes=("event",), seeds=(1,),
+                             budget="minutes:0.03", context="tokens:48", config="debug", batch_size=2, samples=0,
+                             curve_points=3, curve_pieces=1, device="cpu")
+    result = run_task(Task(settings, "event", "absolute", 1, 48, notes_per_token=0.4, run_dir=str(tmp_path / "run")),
+                      log=lambda _: None)
+    spent = result["spent"]
+    assert result["planned_steps"] is None and 1.8 <= spent["seconds"] < 4.0 and spent["steps"] > 3
+    assert len(result["curve"]) >= 3 and result["curve"][-1]["seconds"] == spent["seconds"]
+    assert result["wall_seconds"] > spent["seconds"]
+
+
 def test_compare_reports_seeds_intervals_curves_and_equal_context(tmp_path, small_corpus):
     out = tmp_path / "study"
     proc = run_cli("compare", "--corpus", small_corpus, "--schemes", "event,remi", "--attention", "relative,absolute",
