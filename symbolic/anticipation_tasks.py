@@ -50,6 +50,7 @@ class _Window:
         self.start = 0        # first triple of the window in `history`
         self.offset = 0       # ticks subtracted from the window's times
         self.logits = None
+        self.ids = np.zeros(0, np.int64)    # what the cache holds (the next id's output group follows from it)
 
     def _relative(self, triples: np.ndarray) -> np.ndarray:
         out = triples.copy()
@@ -63,15 +64,20 @@ class _Window:
         window = history[self.start:]
         self.offset = int(_time_of(window).min()) if len(window) else 0
         self.cache = self.model.new_cache(1, 1 + 3 * self.max_triples + 3)
+        self.ids = np.zeros(0, np.int64)
         ids = np.concatenate([[self.flag], self._relative(window).ravel()]) if len(window) else np.array([self.flag])
         self._feed(ids)
         self.fed = len(history)
 
     def _feed(self, ids) -> None:
         tensor = torch.as_tensor(np.asarray(ids, np.int64), device=self.device)[None]
+        self.ids = np.concatenate([self.ids, np.asarray(ids, np.int64).ravel()])
+        groups = self.model.next_group(torch.from_numpy(self.ids)[None]) if hasattr(self.model, "next_group") else None
         chunk = 512
         for begin in range(0, tensor.shape[1], chunk):
-            self.logits = self.model(tensor[:, begin:begin + chunk], cache=self.cache, last_only=True)[0][0, -1]
+            restricted = {"next_group": groups[:, -1:]} if groups is not None and begin + chunk >= tensor.shape[1] else {}
+            self.logits = self.model(tensor[:, begin:begin + chunk], cache=self.cache, last_only=True,
+                                     **restricted)[0][0, -1]
 
     def sync(self, history: np.ndarray) -> None:
         """Make the cache hold every triple of ``history`` (a (n, 3) array)."""

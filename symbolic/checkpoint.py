@@ -104,6 +104,7 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
     if tokenizer is not None and tokenizer.vocab_size != model.config.vocab_size:
         raise CheckpointError(f"{directory}: the model predicts {model.config.vocab_size} ids but its "
                               f"{tokenizer.name} tokenizer has {tokenizer.vocab_size}")
+    model.use_output_groups(tokenizer)
     info = config.get("info", {})
     return model, tokenizer, info if isinstance(info, dict) else {}
 

@@ -343,7 +343,10 @@ class LanguageModelDecoder:
     ``model(ids, cache=, last_only=)`` and ``model.new_cache(batch, capacity)``.
 
     The prompt is read in chunks (memory O(chunk * T)); ``use_cache=False`` recomputes the whole
-    prefix at every step instead (the same ids, much slower; kept for checks and benchmarks)."""
+    prefix at every step instead (the same ids, much slower; kept for checks and benchmarks).
+    A model with output groups (``model.next_group``) computes only the logits of the group the
+    next id belongs to; the others come back -inf (the same distribution as the full softmax
+    masked to that group)."""
 
     def __init__(self, model, prompt: torch.Tensor, capacity: int, use_cache: bool = True):
         self.model = model
@@ -353,18 +356,25 @@ class LanguageModelDecoder:
         if self.cache is not None:
             chunk = getattr(model.config, "chunk_size", 512)
             for start in range(0, prompt.shape[1], chunk):
-                self.next_logits = model(prompt[:, start:start + chunk], cache=self.cache, last_only=True)[0][:, -1]
+                self.next_logits = model(prompt[:, start:start + chunk], cache=self.cache, last_only=True,
+                                         **self._restricted(prompt[:, :start + chunk]))[0][:, -1]
+
+    def _restricted(self, sequence: torch.Tensor) -> dict:
+        """``next_group=`` for the id after ``sequence`` (batch, 1); nothing for a model without groups."""
+        next_group = getattr(self.model, "next_group", None)
+        groups = next_group(sequence) if next_group is not None else None
+        return {"next_group": groups[:, -1:]} if groups is not None else {}
 
     def logits(self, state: StepState) -> torch.Tensor:
         if self.cache is None:
-            return self.model(self.sequence, last_only=True)[0][:, -1]
+            return self.model(self.sequence, last_only=True, **self._restricted(self.sequence))[0][:, -1]
         return self.next_logits
 
     def feed(self, state: StepState, ids: torch.Tensor) -> None:
-        if self.cache is None:
-            self.sequence = torch.cat([self.sequence, ids[:, None]], 1)
-        else:
-            self.next_logits = self.model(ids[:, None], cache=self.cache, last_only=True)[0][:, -1]
+        self.sequence = torch.cat([self.sequence, ids[:, None]], 1)
+        if self.cache is not None:
+            self.next_logits = self.model(ids[:, None], cache=self.cache, last_only=True,
+                                          **self._restricted(self.sequence))[0][:, -1]
 
     def select(self, keep: torch.Tensor) -> None:
         self.sequence = self.sequence[keep]

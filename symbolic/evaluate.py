@@ -87,6 +87,10 @@ def evaluate_pieces(model, source: PieceSource, *, context: int, stride: int | N
 
     ``model(ids)`` must return ``(logits, _)``; ``context`` is the longest input the model takes.
     Under DDP each rank scores every ``world_size``-th window and the totals are all-reduced.
+    A model with output groups (``model.next_group``, e.g. the anticipatory scheme's) is scored
+    by its restricted softmaxes, each next id's probability within the group its position allows,
+    which is the distribution sampling draws from; the groups come from the whole framed piece, so
+    a window that starts inside a triple is scored as the piece reads.
     """
     import torch
     import torch.nn.functional as F
@@ -98,6 +102,10 @@ def evaluate_pieces(model, source: PieceSource, *, context: int, stride: int | N
     device = torch.device(device) if device is not None else next(model.parameters()).device
     tok = source.tokenizer
     framed = [frame_piece(source.ids(i), tok) for i in range(len(source))]
+    next_group = getattr(model, "next_group", None)
+    grouped = [next_group(torch.from_numpy(np.asarray(seq, np.int64))[None]) if next_group is not None else None
+               for seq in framed]
+    grouped = None if any(g is None for g in grouped) else [g[0].cpu().numpy() for g in grouped]
     windows = [w for i, seq in enumerate(framed) for w in piece_windows(len(seq) - 1, context, stride, i)]
     mine = windows[rank::world_size]
     nats = torch.zeros((), dtype=torch.float64, device=device)
@@ -119,10 +127,18 @@ def evaluate_pieces(model, source: PieceSource, *, context: int, stride: int | N
                     targets[row, w.count_from - w.start:w.stop - w.start] = counted_targets
                 inputs_t = torch.from_numpy(inputs).to(device)
                 targets_t = torch.from_numpy(targets).to(device)
-                with autocast_context(device):
-                    logits, _ = model(inputs_t)
-                losses = F.cross_entropy(logits.float().transpose(1, 2), targets_t,
-                                         ignore_index=IGNORE_INDEX, reduction="sum")
+                if grouped is not None:
+                    groups = np.full((len(batch), width), -1, dtype=np.int64)
+                    for row, w in enumerate(batch):
+                        groups[row, :w.stop - w.start] = grouped[w.piece][w.start:w.stop]
+                    with autocast_context(device):
+                        _, losses = model(inputs_t, targets_t, next_group=torch.from_numpy(groups).to(device),
+                                          reduction="sum")
+                else:
+                    with autocast_context(device):
+                        logits, _ = model(inputs_t)
+                    losses = F.cross_entropy(logits.float().transpose(1, 2), targets_t,
+                                             ignore_index=IGNORE_INDEX, reduction="sum")
                 nats += losses.double()
                 counted += (targets_t != IGNORE_INDEX).sum()
         if world_size > 1:

@@ -366,6 +366,7 @@ def set_up(settings: TrainSettings) -> Run:
         tokenizer = _tokenizer_for(settings)
         torch.manual_seed(settings.seed)
         model = MusicTransformer(model_config_for(settings, tokenizer.vocab_size)).to(device)
+    model.use_output_groups(tokenizer)       # a scheme with output groups trains on restricted softmaxes
     sources = _sources(settings, tokenizer)
     data = _data_identity(sources)
     if saved is not None:
@@ -431,7 +432,7 @@ def train_step(run: Run, on_batch: Callable[[int, int, Any, Any], None] | None =
         sync_later = run.dist.enabled and micro < settings.grad_accum - 1
         with run.train_model.no_sync() if sync_later else contextlib.nullcontext():
             with autocast_context(device):
-                _, loss = run.train_model(inputs, targets)
+                _, loss = run.train_model(inputs, targets, next_group=model.next_group(inputs))
             (loss / settings.grad_accum).backward()
         loss_sum += loss.detach().float()
         tokens += (targets != IGNORE_INDEX).sum()

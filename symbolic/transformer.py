@@ -140,6 +140,38 @@ class Block(nn.Module):
         return x + self.feedforward(self.ln_feedforward(x))
 
 
+class OutputGroups:
+    """A tokenizer's output groups (``Tokenizer.output_groups``) as the model uses them: the id
+    ranges of each group and, per group, every id's index within it (-1 outside)."""
+
+    def __init__(self, groups: list[list[tuple[int, int]]], vocab_size: int):
+        self.ranges = [[(int(start), int(stop)) for start, stop in group] for group in groups]
+        self.vocab_size = vocab_size
+        self.local = torch.full((len(groups), vocab_size), -1, dtype=torch.long)
+        for g, group in enumerate(self.ranges):
+            ids = torch.cat([torch.arange(start, stop) for start, stop in group])
+            self.local[g, ids] = torch.arange(len(ids))
+        self._local_on: dict[torch.device, torch.Tensor] = {}
+
+    def local_index(self, group: int, targets: torch.Tensor) -> torch.Tensor:
+        """Each target's index within ``group`` (-1 for a target outside it)."""
+        if targets.device not in self._local_on:
+            self._local_on[targets.device] = self.local.to(targets.device)
+        return self._local_on[targets.device][group, targets]
+
+    def logits(self, hidden: torch.Tensor, weight: torch.Tensor, group: int) -> torch.Tensor:
+        """``hidden @ weight[group].T`` (n, size of the group), one matmul per contiguous range."""
+        parts = [F.linear(hidden, weight[start:stop]) for start, stop in self.ranges[group]]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+    def vocabulary_logits(self, hidden: torch.Tensor, weight: torch.Tensor, group: int) -> torch.Tensor:
+        """The group's logits placed in a (n, vocab) tensor that is -inf at every other id."""
+        out = hidden.new_full((hidden.shape[0], self.vocab_size), float("-inf"))
+        for start, stop in self.ranges[group]:
+            out[:, start:stop] = F.linear(hidden, weight[start:stop])
+        return out
+
+
 class MusicTransformer(nn.Module):
     """Decoder-only transformer: ``forward(ids, targets=None) -> (logits, loss)``."""
 
@@ -180,12 +212,75 @@ class MusicTransformer(nn.Module):
     def output_weight(self) -> torch.Tensor:
         return self.token_embedding.weight if self.config.tie_weights else self.lm_head.weight
 
+    def use_output_groups(self, tokenizer) -> None:
+        """Restrict outputs to the tokenizer's output groups where a caller passes ``next_group``
+        (nothing changes for a scheme without groups). Not part of the weights or config: the
+        groups slice the one output matrix, so any checkpoint of the scheme works with them."""
+        groups = tokenizer.output_groups() if tokenizer is not None else None
+        self.output_groups = OutputGroups(groups, self.config.vocab_size) if groups else None
+        self._next_group = tokenizer.next_group if groups else None
+
+    def next_group(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """The output group of the next id at every position of ids (batch, T), which must start
+        at a sequence start; None when the model has no output groups."""
+        if getattr(self, "_next_group", None) is None:
+            return None
+        return torch.from_numpy(self._next_group(ids.detach().cpu().numpy())).to(self.output_weight().device)
+
+    def _restricted(self, hidden: torch.Tensor, next_group: torch.Tensor, targets: torch.Tensor | None,
+                    reduction: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Logits and loss when each position's next id is known to lie in one output group.
+
+        The log-softmax of each position runs over its group only (group -1: over every id), so
+        probabilities are those of the full softmax restricted to the group. With targets, only
+        the positions with a target are computed and no full-vocabulary logits are returned."""
+        groups, weight = self.output_groups, self.output_weight()
+        flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+        flat_group = next_group.reshape(-1)
+        if targets is None:
+            logits = flat_hidden.new_full((flat_hidden.shape[0], self.config.vocab_size), float("-inf"))
+            for g in range(len(groups.ranges)):
+                rows = (flat_group == g).nonzero().squeeze(1)
+                if rows.numel():
+                    logits[rows] = groups.vocabulary_logits(flat_hidden[rows], weight, g)
+            rows = (flat_group < 0).nonzero().squeeze(1)
+            if rows.numel():
+                logits[rows] = F.linear(flat_hidden[rows], weight)
+            return logits.view(*hidden.shape[:-1], -1), None
+        flat_targets = targets.reshape(-1)
+        scored = flat_targets != IGNORE_INDEX
+        total = flat_hidden.new_zeros((), dtype=torch.float32 if flat_hidden.dtype != torch.float64 else None)
+        count = torch.zeros((), dtype=torch.long, device=hidden.device)
+        for g in range(-1, len(groups.ranges)):
+            rows = (scored & (flat_group == g) if g >= 0 else scored & (flat_group < 0)).nonzero().squeeze(1)
+            if not rows.numel():
+                continue
+            if g < 0:
+                logits, local = F.linear(flat_hidden[rows], weight), flat_targets[rows]
+            else:
+                local = groups.local_index(g, flat_targets[rows])
+                inside = local >= 0                     # a target outside its group is not scored
+                rows, local = rows[inside], local[inside]
+                logits = groups.logits(flat_hidden[rows], weight, g)
+            log_probs = torch.log_softmax(logits.to(total.dtype), -1)
+            total = total - log_probs.gather(1, local[:, None]).sum()
+            count += local.numel()
+        if reduction == "sum":
+            return None, total
+        return None, total / count.clamp(min=1)
+
     def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (batch, length, vocab) for every position and, with targets, the mean
-        cross-entropy over targets that are not -100. With ``cache``, ``ids`` are the new
-        positions only; their keys and values are appended to the cache. ``last_only`` computes
-        the logits of the last position only (batch, 1, vocab), as sampling needs."""
+                cache: KVCache | None = None, last_only: bool = False, next_group: torch.Tensor | None = None,
+                reduction: str = "mean") -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Logits (batch, length, vocab) for every position and, with targets, the mean (or, with
+        ``reduction="sum"``, summed) cross-entropy over targets that are not -100. With ``cache``,
+        ``ids`` are the new positions only; their keys and values are appended to the cache.
+        ``last_only`` computes the logits of the last position only (batch, 1, vocab), as sampling needs.
+
+        ``next_group`` (the shape of ``ids``, or of the last position with ``last_only``; from
+        ``next_group(ids)``) restricts each position's softmax to its output group (see
+        ``use_output_groups``): logits outside the group are -inf, and with targets only the loss
+        is computed (logits None)."""
         if ids.dim() != 2:
             raise ValueError(f"ids must be (batch, length), got shape {tuple(ids.shape)}")
         offset = cache.length if cache is not None else 0
@@ -196,11 +291,15 @@ class MusicTransformer(nn.Module):
             cache.length += ids.shape[1]
         if last_only:
             x = x[:, -1:]
+            if targets is not None:
+                targets = targets[:, -1:]
+        if next_group is not None and getattr(self, "output_groups", None) is not None:
+            return self._restricted(self.ln_final(x), next_group.reshape(x.shape[:2]), targets, reduction)
         logits = F.linear(self.ln_final(x), self.output_weight())
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                                   ignore_index=IGNORE_INDEX)
+                                   ignore_index=IGNORE_INDEX, reduction=reduction)
         return logits, loss
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:

@@ -285,8 +285,8 @@ class AnticipatoryTokenizer(Tokenizer):
             return triples[~late].ravel()
         last = (int(triples[:, 0].max()) - TIME_OFFSET) / TIME_RESOLUTION
         raise TokenizerError(f"a note starts at {last:.2f} s; anticipatory ids hold times below "
-                             f"{MAX_TIME // TIME_RESOLUTION} s (use overlong='clip', or events() with "
-                             "training_sequences() for long pieces)")
+                             f"{MAX_TIME // TIME_RESOLUTION} s: give a shorter piece (in Python, overlong='clip' leaves "
+                             "the rest out, and events() with training_sequences() windows a long piece)")
 
     def decode(self, ids) -> symusic.Score:
         """A Score from ids: controls become notes, RESTs and flags vanish, pieces follow one
@@ -311,6 +311,32 @@ class AnticipatoryTokenizer(Tokenizer):
 
     def grammar(self, constraints: SamplingConstraints | None = None) -> AnticipatoryGrammar:
         return AnticipatoryGrammar(self, constraints)
+
+    def output_groups(self) -> list[list[tuple[int, int]]]:
+        """The kinds of id a triple's position allows (see ``OUTPUT_GROUPS``)."""
+        return [list(ranges) for ranges in OUTPUT_GROUPS]
+
+    def next_group(self, ids: np.ndarray) -> np.ndarray:
+        """The group of the next id at every position of ids (..., T): a flag or a complete triple is
+        followed by an onset (TIME, ATIME or SEPARATOR), a TIME by a DUR, a DUR by a NOTE or REST,
+        an ATIME by an ADUR, an ADUR by an ANOTE, a SEPARATOR by a SEPARATOR. Triples are counted
+        from the last flag (or the start); -1 after an id that fits no triple (PAD, BOS, EOS)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        is_flag = (ids == AUTOREGRESS) | (ids == ANTICIPATE)
+        count = np.cumsum(~is_flag, axis=-1)
+        since_flag = count - np.maximum.accumulate(np.where(is_flag, count, 0), axis=-1)
+        slot = since_flag % 3                    # the slot of the next id: 0 onset, 1 duration, 2 note
+        group = np.full(ids.shape, -1, np.int64)
+        group[slot == 0] = ONSET_GROUP
+        is_separator = ids == SEPARATOR
+        for after_slot, kinds in ((1, ((TIME_OFFSET, DUR_OFFSET, 1), (ATIME_OFFSET, ADUR_OFFSET, 3))),
+                                  (2, ((DUR_OFFSET, NOTE_OFFSET, 2), (ADUR_OFFSET, ANOTE_OFFSET, 4)))):
+            here = slot == after_slot
+            for start, stop, kind in kinds:
+                group[here & (ids >= start) & (ids < stop)] = kind
+            group[here & is_separator] = SEPARATOR_GROUP
+        group[~is_flag & (ids >= self.base_vocab_size)] = -1
+        return group
 
     def pack_sequences(self, scores, context_size: int, *, seed: int = 0,
                        augment: bool = True) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -377,6 +403,18 @@ def _note_name(note: int) -> str:
 
 
 # -- the sampling grammar ------------------------------------------------------------------------
+#: Output groups, indexed as ``next_group`` returns them: what may follow at each slot of a triple.
+ONSET_GROUP, SEPARATOR_GROUP = 0, 5
+OUTPUT_GROUPS = (
+    ((TIME_OFFSET, DUR_OFFSET), (ATIME_OFFSET, ADUR_OFFSET), (SEPARATOR, SEPARATOR + 1)),   # 0 onset
+    ((DUR_OFFSET, NOTE_OFFSET),),                                                           # 1 event duration
+    ((NOTE_OFFSET, REST + 1),),                                                             # 2 event note or REST
+    ((ADUR_OFFSET, ANOTE_OFFSET),),                                                         # 3 control duration
+    ((ANOTE_OFFSET, SEPARATOR),),                                                           # 4 control note
+    ((SEPARATOR, SEPARATOR + 1),),                                                          # 5 rest of a SEPARATOR triple
+)
+
+
 class AnticipatoryGrammar(Grammar):
     """Arrival-time triples (time, duration, note|REST) in order, times non-decreasing, below 100 s;
     no controls, separators or flags are generated; seconds from the triples' onsets. Constraints:

@@ -104,6 +104,20 @@ class Tokenizer(ABC):
         ``packs_sequences``), and the pieces left out as (index, reason)."""
         raise CadenzaError(f"the {self.name} scheme trains on crops of whole pieces, not packed sequences")
 
+    # -- restricted outputs (optional) ------------------------------------------------------
+    def output_groups(self) -> list[list[tuple[int, int]]] | None:
+        """The id groups a model's output can be restricted to, each a list of half-open id ranges
+        [(start, stop), ...]; None (the default) where the next id's kind is not known from its
+        position, so models keep the full softmax. With groups, ``next_group`` says which one the
+        next id of every position belongs to."""
+        return None
+
+    def next_group(self, ids: np.ndarray) -> np.ndarray | None:
+        """For ids (..., T) that start at a piece or sequence start, the index into ``output_groups()``
+        of the group the *next* id of every position belongs to, -1 where any id may follow (int64,
+        the shape of ``ids``); None for schemes without output groups."""
+        return None
+
     # -- shared ---------------------------------------------------------------------
     @property
     def pad_id(self) -> int:
