@@ -110,6 +110,8 @@ class StudySettings:
     out: str
     schemes: tuple[str, ...] = ("event", "remi", "anticipatory")
     attentions: tuple[str, ...] = ("relative",)
+    # (scheme, attention) pairs to run instead of every scheme under every attention
+    configurations: tuple[tuple[str, str], ...] | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
     budget: str = "minutes:5"
     context: str = "seconds:12"
@@ -129,6 +131,10 @@ class StudySettings:
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget), Context.parse(self.context)
+        if self.configurations is not None:
+            self.configurations = tuple(tuple(pair) for pair in self.configurations)
+            self.schemes = tuple(dict.fromkeys(scheme for scheme, _ in self.configurations))
+            self.attentions = tuple(dict.fromkeys(attention for _, attention in self.configurations))
         if not self.seeds:
             raise CadenzaError("give at least one seed")
         for name in ("batch_size", "samples", "curve_points", "curve_pieces", "jobs"):
@@ -499,6 +505,8 @@ def run_study(settings: StudySettings, log=print) -> dict:
         log(f"[{scheme}] {rates['tokens_per_note']:.2f} tokens/note, {rates['tokens_per_second']:.1f} tokens/s "
             f"on the train split: context {context} -> {seq_len} tokens")
         for attention in settings.attentions:
+            if settings.configurations is not None and (scheme, attention) not in settings.configurations:
+                continue
             result = ConfigResult(scheme, attention, vocab_size=tokenizer.vocab_size, **figures,
                                   train_tokens_per_note=rates["tokens_per_note"],
                                   train_tokens_per_second=rates["tokens_per_second"], seq_len=seq_len)

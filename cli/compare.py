@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--corpus", required=True, help="built-in corpus name (a+b joins) or a directory of MIDI files")
     p.add_argument("--schemes", default="event,remi,anticipatory")
     p.add_argument("--attention", default="relative", help="comma list of relative,absolute")
+    p.add_argument("--configs", default=None,
+                   help="comma list of scheme/attention pairs to run instead of --schemes × --attention "
+                        "(e.g. event/relative,event/absolute,remi/relative)")
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds, one run each (default 0,1,2)")
     p.add_argument("--budget", default=None, help="per run: steps:N | tokens:N | notes:N | minutes:X (default minutes:5)")
     p.add_argument("--budget-minutes", type=float, default=None, help=argparse.SUPPRESS)
@@ -52,6 +55,14 @@ def run(args) -> int:
 
     schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip())
     attentions = tuple(a.strip() for a in args.attention.split(",") if a.strip())
+    configurations = None
+    if args.configs is not None:
+        pairs = [c.strip() for c in args.configs.split(",") if c.strip()]
+        if not pairs or any(c.count("/") != 1 for c in pairs):
+            raise CadenzaError(f"--configs must be a comma list of scheme/attention pairs, got {args.configs!r}")
+        configurations = tuple(tuple(c.split("/")) for c in pairs)
+        schemes = tuple(dict.fromkeys(scheme for scheme, _ in configurations))
+        attentions = tuple(dict.fromkeys(attention for _, attention in configurations))
     for scheme in schemes:
         if scheme not in SCHEMES:
             raise CadenzaError(f"unknown scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
@@ -63,6 +74,7 @@ def run(args) -> int:
     budget = args.budget or (f"minutes:{args.budget_minutes:g}" if args.budget_minutes is not None else "minutes:5")
     command = "cadenza " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     settings = StudySettings(corpus=args.corpus, out=args.out, schemes=schemes, attentions=attentions,
+                             configurations=configurations,
                              seeds=_seeds(args.seeds), budget=budget, context=args.context, config=args.config,
                              batch_size=args.batch_size, lr=args.lr, samples=args.samples,
                              sample_seconds=args.sample_seconds, curve_points=args.curve_points,
