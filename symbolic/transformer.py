@@ -142,11 +142,19 @@ class Block(nn.Module):
 
 class OutputGroups:
     """A tokenizer's output groups (``Tokenizer.output_groups``) as the model uses them: the id
-    ranges of each group and, per group, every id's index within it (-1 outside)."""
+    ranges of each group and, per group, every id's index within it (-1 outside).
+
+    The output matrix is split once per forward at every range edge, and each group's logits are
+    computed from its pieces: the backward pass then assembles the matrix's gradient in one
+    concatenation (a slice per range would fill a zero gradient of the whole matrix per slice)."""
 
     def __init__(self, groups: list[list[tuple[int, int]]], vocab_size: int):
         self.ranges = [[(int(start), int(stop)) for start, stop in group] for group in groups]
         self.vocab_size = vocab_size
+        edges = sorted({0, vocab_size, *(edge for group in self.ranges for r in group for edge in r)})
+        self.split_sizes = [stop - start for start, stop in zip(edges[:-1], edges[1:])]
+        self.pieces = [[i for i, (start, stop) in enumerate(zip(edges[:-1], edges[1:]))
+                        if any(a <= start and stop <= b for a, b in group)] for group in self.ranges]
         self.local = torch.full((len(groups), vocab_size), -1, dtype=torch.long)
         for g, group in enumerate(self.ranges):
             ids = torch.cat([torch.arange(start, stop) for start, stop in group])
@@ -159,9 +167,13 @@ class OutputGroups:
             self._local_on[targets.device] = self.local.to(targets.device)
         return self._local_on[targets.device][group, targets]
 
-    def logits(self, hidden: torch.Tensor, weight: torch.Tensor, group: int) -> torch.Tensor:
-        """``hidden @ weight[group].T`` (n, size of the group), one matmul per contiguous range."""
-        parts = [F.linear(hidden, weight[start:stop]) for start, stop in self.ranges[group]]
+    def split(self, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The output matrix (vocab, d) in pieces at every range edge, for ``logits``."""
+        return weight.split(self.split_sizes)
+
+    def logits(self, hidden: torch.Tensor, pieces: tuple[torch.Tensor, ...], group: int) -> torch.Tensor:
+        """``hidden @ weight[group].T`` (n, size of the group), one matmul per piece of the group."""
+        parts = [F.linear(hidden, pieces[i]) for i in self.pieces[group]]
         return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
 
     def vocabulary_logits(self, hidden: torch.Tensor, weight: torch.Tensor, group: int) -> torch.Tensor:
@@ -248,6 +260,7 @@ class MusicTransformer(nn.Module):
                 logits[rows] = F.linear(flat_hidden[rows], weight)
             return logits.view(*hidden.shape[:-1], -1), None
         flat_targets = targets.reshape(-1)
+        pieces = groups.split(weight)
         scored = flat_targets != IGNORE_INDEX
         total = flat_hidden.new_zeros((), dtype=torch.float32 if flat_hidden.dtype != torch.float64 else None)
         count = torch.zeros((), dtype=torch.long, device=hidden.device)
@@ -261,7 +274,7 @@ class MusicTransformer(nn.Module):
                 local = groups.local_index(g, flat_targets[rows])
                 inside = local >= 0                     # a target outside its group is not scored
                 rows, local = rows[inside], local[inside]
-                logits = groups.logits(flat_hidden[rows], weight, g)
+                logits = groups.logits(flat_hidden[rows], pieces, g)
             log_probs = torch.log_softmax(logits.to(total.dtype), -1)
             total = total - log_probs.gather(1, local[:, None]).sum()
             count += local.numel()
