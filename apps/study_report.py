@@ -168,6 +168,14 @@ def _plots(results) -> bytes:
     return buffer.getvalue()
 
 
+def _inline(text: str) -> str:
+    """Escaped text with markdown's **bold** and `code` as HTML."""
+    import re
+
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
 def _markdown_to_html(text: str) -> str:
     out, rows, items = [], [], []
 
@@ -181,6 +189,8 @@ def _markdown_to_html(text: str) -> str:
 
     for line in text.splitlines():
         if line.startswith("|"):
+            if items:
+                flush()
             if set(line.replace("|", "").strip()) <= {"-"}:
                 continue
             cells = [html.escape(c.strip()) for c in line.strip().strip("|").split("|")]
@@ -188,7 +198,9 @@ def _markdown_to_html(text: str) -> str:
             rows.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
             continue
         if line.startswith("- "):
-            items.append(html.escape(line[2:]))
+            if rows:
+                flush()
+            items.append(_inline(line[2:]))
             continue
         flush()
         if line.startswith("# "):
@@ -196,7 +208,7 @@ def _markdown_to_html(text: str) -> str:
         elif line.startswith("## "):
             out.append(f"<h2>{html.escape(line[3:])}</h2>")
         elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
+            out.append(f"<p>{_inline(line)}</p>")
     flush()
     return "\n".join(out)
 
