@@ -12,7 +12,7 @@ from cadenza.data.errors import CadenzaError
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "classical-event"
 DEFAULT_INFILL_MODEL = "bach-anticipatory"
-DEFAULT_TRANSCRIBER = "transcriber-piano"
+DEFAULT_TRANSCRIBER = "transcriber-framewise"
 
 
 @dataclass(frozen=True)
