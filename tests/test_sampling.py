@@ -395,8 +395,11 @@ def test_continue_score_cuts_a_long_prompt_and_continues_it():
     model = _FondOfBars(MusicTransformerConfig.debug(tok.vocab_size)).eval()
     lines = []
     prompt = _long_prompt(30)
+    # the untrained model spreads its notes over every program; keeping to the prompt's one would
+    # leave it only bars to write
+    anywhere = SamplingConstraints(keep_prompt_programs=False)
     outs = continue_score(model, tok, prompt, bars=1, num_samples=2, seed=0, report=lines.append,
-                          progress=False)                          # context 64: three quarters is 48 ids
+                          progress=False, constraints=anywhere)     # context 64: three quarters is 48 ids
     assert len(lines) == 1 and "kept its last" in lines[0] and len(tok.encode(prompt)) > 48
     given = sorted((n.time, n.pitch) for n in prompt.tracks[0].notes)
     for out in outs:
