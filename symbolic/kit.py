@@ -113,6 +113,7 @@ __all__ = [
     "LoopSettings", "lr_multiplier", "Distributed", "init_distributed", "agree", "agree_all", "wrap_ddp", "parameter_groups",
     "adamw", "RunClock", "CheckpointCadence", "write_checkpoint", "read_training_state", "has_training_state",
     "load_optimizer_state", "load_rng_state", "optimizer_state_flat", "rng_state_flat", "remove_stale_temporaries",
+    "resume_window_run",
     "roll_forward",
     "StopSignals", "TrainingInterrupted", "check_number", "fingerprint", "CHECKPOINT_FILES",
 ]
@@ -288,6 +289,32 @@ class CheckpointCadence:
 
 
 # -- temporaries -------------------------------------------------------------------------------
+def resume_window_run(out_dir: str | os.PathLike, model, optimizer, sampler, dist_info: Distributed, seed: int,
+                      device, *, strict: bool = True) -> dict | None:
+    """Bring back a kit checkpoint of a trainer that draws its windows from ``sampler.rng``:
+    the weights (as float32), the optimizer moments, the torch RNG states and the window stream
+    (rank 0's continues; every other rank draws a fresh one per leg, seeded by its rank and the
+    step). Returns the saved JSON state (step, elapsed time, the trainer's own fields), or None
+    where the directory holds no training state."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    out = Path(out_dir)
+    if not has_training_state(out):
+        return None
+    tensors, state = read_training_state(out)
+    weights = load_file(str(out / "model.safetensors"))
+    model.load_state_dict({k: v.to(device, torch.float32) for k, v in weights.items()}, strict=strict)
+    load_optimizer_state(optimizer, tensors, state["optimizer"])
+    load_rng_state(tensors)
+    if dist_info.is_main:
+        sampler.rng.bit_generator.state = state["sampler_rng"]
+    else:
+        sampler.rng = np.random.default_rng([seed, dist_info.rank, int(state["step"])])
+    return state
+
+
 def remove_stale_temporaries(out_dir: str | os.PathLike, names: Iterable[str] = ()) -> list[Path]:
     """Delete what an interrupted write left in ``out_dir``: ``.checkpoint-*`` directories (a whole
     model and optimizer state each, the 100+ MB hidden files a killed run used to leave) and

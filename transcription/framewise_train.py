@@ -131,18 +131,8 @@ def train_framewise(model: FramewiseTranscriber, sampler: FrameWindowSampler, ou
     step, elapsed, history = 0, 0.0, []
     torch.manual_seed(settings.seed + dist.rank)
     sampler.rng = np.random.default_rng(settings.seed * 1000 + dist.rank)
-    if resume and kit.has_training_state(out):
-        tensors, state = kit.read_training_state(out)
-        from safetensors.torch import load_file
-
-        weights = load_file(str(out / "model.safetensors"))
-        model.load_state_dict({k: v.to(device) for k, v in weights.items()})
-        kit.load_optimizer_state(optimizer, tensors, state["optimizer"])
-        kit.load_rng_state(tensors)
-        if dist.is_main:  # rank 0's window stream continues; other ranks draw a fresh one per leg
-            sampler.rng.bit_generator.state = state["sampler_rng"]
-        else:
-            sampler.rng = np.random.default_rng([settings.seed, dist.rank, int(state["step"])])
+    state = kit.resume_window_run(out, model, optimizer, sampler, dist, settings.seed, device) if resume else None
+    if state is not None:
         step, elapsed, history = int(state["step"]), float(state["elapsed"]), list(state["history"])
     clock = kit.RunClock(settings.max_minutes * 60 if settings.max_minutes else None, elapsed)
     net = kit.wrap_ddp(model, dist, device)

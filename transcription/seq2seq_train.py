@@ -128,18 +128,9 @@ def train(model: Transcriber, tokenizer: MT3Tokenizer, sampler: WindowSampler, o
     if dist.is_main:
         kit.remove_stale_temporaries(out)
     step, elapsed, history, losses = 0, 0.0, [], []
-    if resume and kit.has_training_state(out):
-        from safetensors.torch import load_file
-
-        tensors, state = kit.read_training_state(out)
-        weights = load_file(str(out / "model.safetensors"))
-        model.load_state_dict({k: v.to(device, torch.float32) for k, v in weights.items()}, strict=False)
-        kit.load_optimizer_state(optimizer, tensors, state["optimizer"])
-        kit.load_rng_state(tensors)
-        if dist.is_main:  # rank 0's window stream continues; other ranks draw a fresh one per leg
-            sampler.rng.bit_generator.state = state["sampler_rng"]
-        else:
-            sampler.rng = np.random.default_rng([settings.seed, dist.rank, int(state["step"])])
+    state = kit.resume_window_run(out, model, optimizer, sampler, dist, settings.seed, device,
+                                  strict=False) if resume else None
+    if state is not None:
         step, elapsed = int(state["step"]), float(state["elapsed_seconds"])
         history, losses = list(state["history"]), list(state["recent_losses"])
     elif resume and (out / "train_state.json").exists():
