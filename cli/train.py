@@ -53,6 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--limit-pieces", type=int,
                    help="use only the first N pieces of each split (a built-in corpus is exported in full first)")
     p.add_argument("--no-augment", action="store_true", help="no transposition or time stretch")
+    p.add_argument("--transpose", choices=("keys", "paper"), default="keys",
+                   help="transpositions: every key within the piano range (default) or the paper's -3..+3")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
     p.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -89,7 +91,8 @@ def run_train(args) -> int:
         attention=args.attention, device=args.device, seed=args.seed, resume=args.resume,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
         checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, log_every=args.log_every,
-        limit_pieces=args.limit_pieces, augment=not args.no_augment, num_workers=args.workers,
+        limit_pieces=args.limit_pieces, augment=not args.no_augment, transpose=args.transpose,
+        num_workers=args.workers,
         progress=not args.quiet, stop_after=args.stop_after,
     )
     try:

@@ -97,6 +97,10 @@ def shift_within(semitones: int, lowest: int, highest: int, low: int = PIANO_RAN
     return next((s for s in candidates if lowest + s >= low and highest + s <= high), None)
 
 
+# What ``RandomCrops`` draws a transposition from: the paper's +-3 semitones, or every key.
+TRANSPOSITIONS: dict[str, tuple[int, ...]] = {"paper": SEMITONES, "keys": ALL_KEYS}
+
+
 def key_transpositions(score: symusic.Score, low: int = PIANO_RANGE[0], high: int = PIANO_RANGE[1]) -> list[int]:
     """One shift per key of ``ALL_KEYS`` that moves ``score`` to that key without a note leaving
     ``low..high`` (the octave nearest to the smallest shift); keys no octave fits are left out."""

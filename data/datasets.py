@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .augment import augment_score, sample_augmentation
+from .augment import TRANSPOSITIONS, augment_score, pitch_extent, sample_augmentation, shift_within
 from .errors import CadenzaError, TokenizerError
 
 IGNORE_INDEX = -100  # the target id a loss skips (padding); the one definition, symbolic.transformer imports it
@@ -53,6 +53,13 @@ class PieceSource:
     def score(self, index: int, semitones: int = 0, stretch: float = 1.0) -> symusic.Score:
         """Piece ``index`` as a Score (read, or decoded from its ids), augmented when asked."""
         raise NotImplementedError
+
+    def pitch_extent(self, index: int) -> tuple[int, int] | None:
+        """(lowest, highest) pitch of piece ``index``, None without pitched notes; computed once."""
+        extents = self.__dict__.setdefault("_extents", {})
+        if index not in extents:
+            extents[index] = pitch_extent(self.score(index))
+        return extents[index]
 
 
 class _LRU:
@@ -146,6 +153,7 @@ class CorpusPieces(PieceSource):
                 self.failed.append((piece.id, "no tokens"))
                 continue
             n_notes, n_seconds = score_notes_seconds(score)
+            self.__dict__.setdefault("_extents", {})[len(self.paths)] = pitch_extent(score)
             self.paths.append(Path(piece.path))
             self.piece_ids.append(piece.id)
             self._plain.append(ids)
@@ -235,6 +243,9 @@ class _Subset(PieceSource):
     def score(self, index: int, semitones: int = 0, stretch: float = 1.0):
         return self.source.score(index, semitones, stretch)
 
+    def pitch_extent(self, index: int) -> tuple[int, int] | None:
+        return self.source.pitch_extent(index)
+
 
 def piece_frame(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
     """The ids a scheme puts before and after a whole piece (``tokenizer.frame()``); an object
@@ -262,15 +273,25 @@ class Crop:
 
 
 class RandomCrops:
-    """Map-style dataset: ``crops[n] -> (inputs, targets)`` LongTensors of ``seq_len``, from ``(seed, n)``."""
+    """Map-style dataset: ``crops[n] -> (inputs, targets)`` LongTensors of ``seq_len``, from ``(seed, n)``.
 
-    def __init__(self, source: PieceSource, seq_len: int, *, seed: int = 0, augment: bool = True):
+    With ``augment``, each example is transposed and time-stretched (``sample_augmentation``):
+    ``transpose="keys"`` draws one of the twelve keys and moves the piece there in the octave that
+    keeps every note inside the piano range (``shift_within``; a piece no octave fits stays where it
+    is), ``"paper"`` draws from the paper's -3..+3 semitones.
+    """
+
+    def __init__(self, source: PieceSource, seq_len: int, *, seed: int = 0, augment: bool = True,
+                 transpose: str = "keys"):
         if seq_len < 1:
             raise ValueError("seq_len must be >= 1")
+        if transpose not in TRANSPOSITIONS:
+            raise ValueError(f"transpose must be one of {', '.join(TRANSPOSITIONS)}, got {transpose!r}")
         self.source = source
         self.seq_len = seq_len
         self.seed = seed
         self.augment = augment
+        self.transpose = transpose
         self.pad_id = source.tokenizer.pad_id
         weights = np.asarray(source.lengths, dtype=np.float64) + 2.0
         self._cumulative = np.cumsum(weights / weights.sum())
@@ -282,7 +303,12 @@ class RandomCrops:
         """Inputs and targets (numpy int64) of example ``n``, and where they came from."""
         rng = np.random.default_rng([self.seed, n])
         piece = int(min(np.searchsorted(self._cumulative, rng.random(), side="right"), len(self._cumulative) - 1))
-        semitones, stretch = sample_augmentation(rng) if self.augment else (0, 1.0)
+        semitones, stretch = (sample_augmentation(rng, TRANSPOSITIONS[self.transpose]) if self.augment
+                              else (0, 1.0))
+        if semitones and self.transpose == "keys":
+            extent = self.source.pitch_extent(piece)
+            shift = shift_within(semitones, *extent) if extent is not None else 0
+            semitones = 0 if shift is None else shift
         seq = frame_piece(self.source.ids(piece, semitones, stretch), self.source.tokenizer)
         window = self.seq_len + 1
         inputs = np.full(self.seq_len, self.pad_id, dtype=np.int64)
@@ -350,13 +376,14 @@ class PackedSequences:
         return torch.from_numpy(inputs), torch.from_numpy(targets)
 
 
-def training_dataset(source: PieceSource, seq_len: int, *, seed: int = 0,
-                     augment: bool = True) -> PackedSequences | RandomCrops:
+def training_dataset(source: PieceSource, seq_len: int, *, seed: int = 0, augment: bool = True,
+                     transpose: str = "keys") -> PackedSequences | RandomCrops:
     """The training examples of a scheme: packed sequences where the tokenizer ``packs_sequences``
-    (the anticipatory reference's), random crops of whole pieces for every other."""
+    (the anticipatory reference's, with its own augmentation), random crops of whole pieces for
+    every other (transposed as ``transpose`` says)."""
     if getattr(source.tokenizer, "packs_sequences", False):
         return PackedSequences(source, seq_len, seed=seed, augment=augment)
-    return RandomCrops(source, seq_len, seed=seed, augment=augment)
+    return RandomCrops(source, seq_len, seed=seed, augment=augment, transpose=transpose)
 
 
 class CropBatchSampler:

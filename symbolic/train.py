@@ -72,7 +72,7 @@ DEFAULT_SIZE = "debug"
 # Settings a resumed run takes from its checkpoint (changing any would not be a continuation).
 RESUMED_FIELDS = ("corpus", "shards", "scheme", "tokenizer_config", "size", "seq_len", "batch_size", "lr",
                   "min_lr_ratio", "warmup", "weight_decay", "betas", "grad_accum", "clip", "attention", "seed",
-                  "augment", "limit_pieces", "dropout")
+                  "augment", "transpose", "limit_pieces", "dropout")
 # Of those, the ones a resume refuses to see changed when given (their defaults are None).
 REFUSED_CHANGES = ("corpus", "shards", "scheme", "tokenizer_config", "size", "seq_len", "batch_size", "lr",
                    "warmup", "dropout", "limit_pieces")
@@ -120,6 +120,7 @@ class TrainSettings:
     max_minutes: float | None = None  # time box: stop (evaluated and checkpointed) after this much wall time
     limit_pieces: int | None = None
     augment: bool = True
+    transpose: str = "keys"  # RandomCrops' transpositions: every key within range, or the paper's +-3
     num_workers: int = 0
     progress: bool = True
     handle_signals: bool = True  # SIGINT/SIGTERM checkpoint and raise TrainingInterrupted
@@ -150,6 +151,8 @@ class TrainSettings:
         """One-line CadenzaError for any option that is not a finite number in its range."""
         if self.attention not in ("relative", "absolute"):
             raise CadenzaError(f"attention must be relative or absolute, got {self.attention!r}")
+        if self.transpose not in ("keys", "paper"):
+            raise CadenzaError(f"--transpose must be keys or paper, got {self.transpose!r}")
 
         def whole(name, minimum, maximum=None, optional=False):
             value = getattr(self, name)
@@ -279,6 +282,7 @@ def _resume_settings(settings: TrainSettings, saved: dict, out: Path) -> TrainSe
     saved = dict(saved)
     if "size" not in saved and "config" in saved:  # runs recorded before the preset was called size
         saved["size"] = saved.pop("config")
+    saved.setdefault("transpose", "paper")  # runs recorded before the twelve-key transpositions
     given = _absolute_data_paths(settings)
     for name in REFUSED_CHANGES:
         value = getattr(given, name)
@@ -381,7 +385,8 @@ def set_up(settings: TrainSettings) -> Run:
             raise CadenzaError(f"{out}: the training state does not fit the model in it ({exc})") from None
         step = int(saved["step"])
 
-    crops = training_dataset(sources["train"], settings.seq_len, seed=settings.seed, augment=settings.augment)
+    crops = training_dataset(sources["train"], settings.seq_len, seed=settings.seed, augment=settings.augment,
+                             transpose=settings.transpose)
     sampler = CropBatchSampler(settings.batch_size, rank=dist_info.rank, world_size=dist_info.world_size,
                                start=step * settings.grad_accum)
     loader = torch.utils.data.DataLoader(crops, batch_sampler=sampler, collate_fn=collate,

@@ -57,3 +57,48 @@ def test_sampling_from_all_keys():
     drawn = {sample_augmentation(rng, ALL_KEYS)[0] for _ in range(300)}
     assert drawn == set(ALL_KEYS)
     assert {sample_augmentation(rng)[0] for _ in range(300)} == set(range(-3, 4))  # the paper's set by default
+
+
+class _Pieces:
+    """A stand-in piece source: fixed ids, a known pitch extent, and the transpositions asked for."""
+
+    def __init__(self, extents):
+        from types import SimpleNamespace
+
+        self.tokenizer = SimpleNamespace(pad_id=0, bos_id=1, eos_id=2)
+        self.extents = extents
+        self.lengths = np.full(len(extents), 40)
+        self.asked: list[int] = []
+
+    def ids(self, index, semitones=0, stretch=1.0):
+        self.asked.append(semitones)
+        return np.arange(3, 43, dtype=np.int64)
+
+    def pitch_extent(self, index):
+        return self.extents[index]
+
+
+def test_training_crops_visit_every_key_inside_the_piano_range():
+    from cadenza.data.datasets import RandomCrops
+
+    source = _Pieces([(60, 105)])                         # a major third up or more would pass C8 (108)
+    crops = RandomCrops(source, 16, seed=0, augment=True, transpose="keys")
+    shifts = [crops.example(n)[2].semitones for n in range(400)]
+    assert {s % 12 for s in shifts} == set(range(12))      # every key is reached
+    assert all(21 <= 60 + s and 105 + s <= 108 for s in shifts)
+    assert source.asked == shifts                          # the source is asked for the shift it reports
+    assert set(shifts) == {*range(-8, 4)}                 # +4, +5 and +6 go down an octave instead
+    whole = RandomCrops(_Pieces([(21, 108)]), 16, seed=0, augment=True, transpose="keys")
+    assert {whole.example(n)[2].semitones for n in range(100)} == {0}
+    paper = RandomCrops(_Pieces([(60, 100)]), 16, seed=0, augment=True, transpose="paper")
+    assert {paper.example(n)[2].semitones for n in range(300)} == set(range(-3, 4))
+
+
+def test_a_resumed_run_recorded_before_key_transpositions_keeps_the_papers():
+    from cadenza.symbolic.train import TrainSettings, _resume_settings
+
+    saved = TrainSettings(out="r", corpus="bach-chorales", scheme="event", size="debug").resolved().to_json()
+    del saved["transpose"]
+    resumed = _resume_settings(TrainSettings(out="r", resume=True), saved, __import__("pathlib").Path("r"))
+    assert resumed.transpose == "paper"
+    assert TrainSettings(out="r").transpose == "keys"
