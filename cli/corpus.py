@@ -52,6 +52,7 @@ def _report(report) -> None:
 def run_export(args) -> int:
     from tqdm import tqdm
 
+    from cadenza.data.atomic import atomic_path, remove_temporaries
     from cadenza.data.corpora import open_corpus
 
     corpus = open_corpus(args.name)
@@ -60,10 +61,15 @@ def run_export(args) -> int:
     pieces = corpus.pieces(split=args.split, limit=args.limit)
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
-    for piece in tqdm(pieces, desc="copying", unit="piece"):
-        target = out / (piece.id.replace("#", "-") + ".mid")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(piece.path, target)
+    targets = [out / (piece.id.replace("#", "-") + ".mid") for piece in pieces]
+    folders: dict[Path, set[str]] = {}
+    for target in targets:
+        folders.setdefault(target.parent, set()).add(target.name)
+    for folder, names in folders.items():  # what a killed copy left beside these files
+        remove_temporaries(folder, names)
+    for piece, target in zip(tqdm(pieces, desc="copying", unit="piece"), targets):
+        with atomic_path(target) as tmp:
+            shutil.copyfile(piece.path, tmp)
     print(f"exported {len(pieces)} pieces of {args.name} to {out}")
     return 0
 

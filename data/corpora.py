@@ -12,14 +12,15 @@ import hashlib
 import json
 import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import write_bytes_atomic, write_text_atomic
+from .atomic import is_temporary, locked, remove_temporaries, temporaries, write_bytes_atomic, write_text_atomic
 from .chorale_tunes import CHORALE_TUNES
 from .errors import CorpusError
 from .io import MIDI_SUFFIXES, SUPPORTED_SUFFIXES
+from .workers import worker_pool
 
 SPLITS = ("train", "valid", "test")
 
@@ -177,19 +178,34 @@ class BuiltinCorpus(Corpus):
     def ensure(self, limit: int | None = None, workers: int | None = None, progress: bool = True,
                sources: list[str] | None = None) -> ExportReport:
         """Export the first ``limit`` source files (all by default), or the given ``sources``,
-        that are not yet in the cache."""
+        that are not yet in the cache.
+
+        A source counts as exported once its manifest exists, and its manifest is written after
+        its MIDI files, each file under a temporary name renamed into place. The export holds a
+        lock on the corpus directory (a second process waits, then finds the work done) and
+        first removes the temporary files a killed export left behind, so an interrupted export
+        resumes to exactly the files of an uninterrupted one.
+        """
+        sources = self.sources()[:limit] if sources is None else sources
+        folders = (self.dir / "midi", self.dir / "sources")
+        if all(self._manifest(s).exists() for s in sources) and not any(temporaries(f) for f in folders):
+            return ExportReport(skipped_sources=len(sources))
+        with locked(self.dir, "exporting to"):
+            return self._export(sources, workers, progress)
+
+    def _export(self, sources: list[str], workers: int | None, progress: bool) -> ExportReport:
         from tqdm import tqdm
 
-        sources = self.sources()[:limit] if sources is None else sources
+        for folder in (self.dir / "midi", self.dir / "sources"):
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_temporaries(folder)
         todo = [s for s in sources if not self._manifest(s).exists()]
         report = ExportReport(skipped_sources=len(sources) - len(todo))
         if not todo:
             return report
-        (self.dir / "midi").mkdir(parents=True, exist_ok=True)
-        (self.dir / "sources").mkdir(parents=True, exist_ok=True)
         workers = workers or min(len(todo), os.cpu_count() or 1)
-        bar = tqdm(total=len(todo), desc=f"exporting {self.name}", unit="file", disable=not progress)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with tqdm(total=len(todo), desc=f"exporting {self.name}", unit="file", disable=not progress) as bar, \
+                worker_pool(workers) as pool:  # the bar closes before an interruption is reported
             futures = {pool.submit(_export_source, s, str(self.dir / "midi")): s for s in todo}
             for future in as_completed(futures):
                 source = futures[future]
@@ -198,7 +214,6 @@ class BuiltinCorpus(Corpus):
                 report.failed.extend(failed)
                 write_text_atomic(self._manifest(source), json.dumps({"pieces": ok, "failed": failed}))
                 bar.update(1)
-        bar.close()
         return report
 
     def pieces(self, split: str | None = None, limit: int | None = None,
@@ -233,7 +248,8 @@ class DirectoryCorpus(Corpus):
             raise CorpusError(f"{root}: not a directory and not a built-in corpus ({', '.join(BUILTIN)})")
 
     def pieces(self, split: str | None = None, limit: int | None = None) -> list[Piece]:
-        files = sorted(p for p in self.dir.rglob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES and p.is_file())
+        files = sorted(p for p in self.dir.rglob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES and p.is_file()
+                       and not is_temporary(p))  # a killed writer's leftovers are no pieces
         if not files:
             raise CorpusError(f"{self.dir}: no MIDI files found, nor MusicXML, kern or ABC")
         stems = [p.relative_to(self.dir).with_suffix("") for p in files]

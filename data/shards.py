@@ -11,7 +11,9 @@ Layout of a shard directory::
 
 Pieces are tokenized in worker processes; a piece that fails is skipped, counted and listed in
 ``failed``. Every file is written under a temporary name and renamed, meta.json last, so an
-interrupted job never leaves a directory that looks complete.
+interrupted job never leaves a directory that looks complete; a job holds a lock on the
+directory, and a rerun removes the temporary files a killed one left, then writes every file
+again (byte for byte what an uninterrupted run writes).
 """
 
 from __future__ import annotations
@@ -19,17 +21,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path, write_text_atomic
+from .atomic import atomic_path, locked, remove_temporaries, write_text_atomic
 from .corpora import SPLITS, Corpus, Piece, open_corpus
 from .errors import CadenzaError, CorpusError
+from .workers import worker_pool
 
 META_FILE = "meta.json"
+SHARD_FILES = (META_FILE, *(f"{split}.{part}" for split in SPLITS for part in ("bin", "index.npz", "pieces.json")))
 
 
 def shard_dtype(vocab_size: int) -> np.dtype:
@@ -76,8 +79,6 @@ def write_shards(corpus_or_dir: str | os.PathLike | Corpus, tokenizer, out_dir: 
     (the anticipatory scheme's ``controls`` and ``seed``); ``workers`` processes (default: all
     cores; 1 tokenizes in this process); ``limit`` takes the first N source files.
     """
-    from tqdm import tqdm
-
     from cadenza.tokenizers import Tokenizer, get_tokenizer
 
     if not isinstance(tokenizer, Tokenizer):
@@ -87,9 +88,17 @@ def write_shards(corpus_or_dir: str | os.PathLike | Corpus, tokenizer, out_dir: 
     if not pieces:
         raise CorpusError(f"{corpus.name}: no pieces to tokenize")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with locked(out, "writing token shards to"):
+        return _write_shards(corpus_or_dir, corpus, pieces, tokenizer, out, workers, progress, encode_kwargs)
+
+
+def _write_shards(corpus_or_dir, corpus: Corpus, pieces: list[Piece], tokenizer, out: Path, workers: int | None,
+                  progress: bool, encode_kwargs: dict | None) -> dict:
+    from tqdm import tqdm
+
     with contextlib.suppress(FileNotFoundError):
         (out / META_FILE).unlink()  # the directory is incomplete until the new meta.json lands
+    remove_temporaries(out, SHARD_FILES)  # what a killed run left; nothing else writes here while we hold the lock
     dtype = shard_dtype(tokenizer.vocab_size)
     encode_kwargs = dict(encode_kwargs or {})
     init_args = (tokenizer.to_dict(), encode_kwargs, dtype.str)
@@ -101,9 +110,9 @@ def write_shards(corpus_or_dir: str | os.PathLike | Corpus, tokenizer, out_dir: 
     piece_ids = {s: [] for s in SPLITS}
     failed: list[list[str]] = []
     split_of = {p.id: p.split for p in pieces}
-    bar = tqdm(total=len(pieces), desc=f"tokenizing {corpus.name} ({tokenizer.name})", unit="piece",
-               disable=not progress)
     with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=len(pieces), desc=f"tokenizing {corpus.name} ({tokenizer.name})",
+                                       unit="piece", disable=not progress))
         bins = {}
         for split in SPLITS:
             tmp = stack.enter_context(atomic_path(out / f"{split}.bin"))
@@ -112,8 +121,7 @@ def write_shards(corpus_or_dir: str | os.PathLike | Corpus, tokenizer, out_dir: 
             _init_worker(*init_args)
             results = map(_tokenize_piece, pieces)
         else:
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                                                           initargs=init_args))
+            pool = stack.enter_context(worker_pool(workers, _init_worker, init_args))
             results = pool.map(_tokenize_piece, pieces, chunksize=max(1, min(32, len(pieces) // (4 * workers))))
         for piece_id, ids, n_notes, n_seconds, reason in results:
             bar.update(1)
@@ -128,7 +136,6 @@ def write_shards(corpus_or_dir: str | os.PathLike | Corpus, tokenizer, out_dir: 
             piece_ids[split].append(piece_id)
         for handle in bins.values():
             handle.close()
-    bar.close()
 
     for split in SPLITS:
         with atomic_path(out / f"{split}.index.npz") as tmp:
