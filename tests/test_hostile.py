@@ -223,6 +223,47 @@ def test_tokenize_every_input(corpus, tmp_path, scheme):
     run.check()
 
 
+@pytest.mark.parametrize("scheme", ["event", "remi", "anticipatory"])
+def test_tokenizer_encode_in_python_on_every_input(corpus, tmp_path, scheme):
+    """``Tokenizer.encode(path)`` in Python reads a MIDI file by its reference's rules, not
+    through read_score (where the command's checks are): on every input it gives ids or a
+    CadenzaError, never another exception. A tempo of 0 microseconds per quarter (the Event
+    scheme divided by it, as pretty_midi does; note_seq turns that into MIDIConversionError;
+    the anticipatory scheme put every note at 0 s) is refused by every scheme, from a path
+    or a Score, at tick 0 or later; the Event reader keeps to the duration limit too."""
+    import symusic
+
+    from cadenza.data.errors import CadenzaError
+    from cadenza.data.limits import raised
+    from cadenza.tokenizers import get_tokenizer
+
+    tokenizer = get_tokenizer(scheme)
+    wrong = []
+    for name, path in _music(corpus).items():
+        try:
+            ids = tokenizer.encode(path)
+            assert len(ids) > 0, name
+        except CadenzaError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - what the test exists to catch
+            wrong.append(f"{name}: {type(exc).__name__}: {exc}")
+    assert not wrong, wrong
+
+    later = tmp_path / "tempo-0us-later.mid"
+    later.write_bytes(hostile_inputs.midi_file([[(0, hostile_inputs.tempo(500000)), (960, hostile_inputs.tempo(0))]
+                                                + hostile_inputs.scale()]))
+    for path, tick in ((corpus["tempo-0us.mid"], 0), (later, 960)):
+        for source in (path, symusic.Score(str(path))):
+            with pytest.raises(CadenzaError, match=f"a tempo of 0 microseconds per quarter note at tick {tick} ") as caught:
+                tokenizer.encode(source)
+            assert source is not path or str(path) in str(caught.value)
+    if scheme == "event":
+        with pytest.raises(CadenzaError, match="--max-seconds"):
+            tokenizer.encode(corpus["note-at-1e9.mid"])
+        with raised(max_seconds=2e6):
+            assert len(tokenizer.encode(corpus["note-at-1e9.mid"])) > 1_000_000  # a shift per second of silence
+
+
 def test_detokenize_every_ids_file(corpus, tmp_path):
     run = Runner(tmp_path)
     for name, path in corpus.items():

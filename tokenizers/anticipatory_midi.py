@@ -52,6 +52,10 @@ def midi_events(path: str | os.PathLike) -> np.ndarray:
 
     # mido's running sum of seconds, message by message (np.cumsum adds in order, as mido does)
     is_tempo = (kind == META) & (data1 == SET_TEMPO)
+    stopped = np.flatnonzero(is_tempo & (data2 <= 0))
+    if stopped.size:  # mido would put every later message at one instant; refused as read_score does
+        raise TokenizerError(f"{path}: a tempo of {int(data2[stopped[0]])} microseconds per quarter note at tick "
+                             f"{int(tick[stopped[0]])} is not a tempo (time would stand still)")
     last_tempo = np.maximum.accumulate(np.where(is_tempo, np.arange(tick.size), -1))
     tempo_before = np.concatenate([[-1], last_tempo[:-1]])
     tempo = np.where(tempo_before >= 0, data2[np.maximum(tempo_before, 0)], DEFAULT_TEMPO)

@@ -181,6 +181,9 @@ class Tokenizer(ABC):
     @staticmethod
     def as_score(score_or_path: symusic.Score | str | os.PathLike) -> symusic.Score:
         if isinstance(score_or_path, symusic.Score):
+            from cadenza.data.io import check_tempos
+
+            check_tempos(score_or_path)  # a tempo of 0 microseconds: refused as read_score refuses it
             return score_or_path
         from cadenza.data.io import read_score
 

@@ -35,6 +35,8 @@ import os
 import numpy as np
 
 from .event import _TrackArrays, tick_seconds
+from cadenza.data.errors import TokenizerError
+
 from .midi_messages import (
     CONTROL_CHANGE, META, NOTE_OFF, NOTE_ON, PITCH_WHEEL, PROGRAM_CHANGE, SET_TEMPO, MidiMessages,
     read_midi_messages,
@@ -45,14 +47,21 @@ SUSTAIN_CONTROL = 64
 DEFAULT_MSPQ = 500000
 
 
-def tempo_map(messages: MidiMessages) -> tuple[np.ndarray, np.ndarray]:
-    """(ticks, microseconds per quarter) of the tempo segments pretty_midi builds from track 0."""
+def tempo_map(messages: MidiMessages, path: str | os.PathLike = "<midi>") -> tuple[np.ndarray, np.ndarray]:
+    """(ticks, microseconds per quarter) of the tempo segments pretty_midi builds from track 0.
+
+    A tempo of 0 microseconds per quarter is refused: pretty_midi divides by it, and note_seq's
+    ``midi_file_to_note_sequence`` turns that ZeroDivisionError into a MIDIConversionError."""
     if not messages.tracks:
         return np.zeros(1, np.int64), np.full(1, DEFAULT_MSPQ, np.float64)
     track = messages.tracks[0]
     is_tempo = (track.kind == META) & (track.data1 == SET_TEMPO)
     ticks, mspq = track.tick[is_tempo].tolist(), track.data2[is_tempo].tolist()
     resolution = messages.ticks_per_beat
+    for tick, tempo in zip(ticks, mspq):
+        if tempo <= 0:
+            raise TokenizerError(f"{path}: a tempo of {tempo} microseconds per quarter note at tick {tick} "
+                                 "is not a tempo (time would stand still)")
     segments = [(0, DEFAULT_MSPQ, 60.0 / (120.0 * resolution))]
     for tick, tempo in zip(ticks, mspq):
         scale = 60.0 / ((6e7 / tempo) * resolution)
@@ -61,6 +70,17 @@ def tempo_map(messages: MidiMessages) -> tuple[np.ndarray, np.ndarray]:
         elif scale != segments[-1][2]:
             segments.append((tick, tempo, scale))
     return (np.array([s[0] for s in segments], np.int64), np.array([s[1] for s in segments], np.float64))
+
+
+def _check_duration(seconds: np.ndarray, path) -> None:
+    """The duration limit ``read_score`` applies, before the ids (a time shift per step) are made:
+    a file read here bypasses it, and one note at tick 2^28 of a slow file is a year of shifts."""
+    from cadenza.data.limits import LIMITS, limit_error
+
+    end = float(seconds.max()) if seconds.size else 0.0
+    if not np.isfinite(end) or end > LIMITS.max_seconds:
+        found = "an unbounded duration" if not np.isfinite(end) else f"{end:.0f} s"
+        raise limit_error(str(path), "lasts", found, "max_seconds")
 
 
 def _programs(track) -> np.ndarray:
@@ -156,10 +176,11 @@ def midi_instruments(path: str | os.PathLike) -> list[_TrackArrays]:
                 mine = target == number
             parts.append(np.stack([ticks[mine], values[mine]], axis=1))
         cc_table.append(np.concatenate(parts) if parts else np.zeros((0, 2), np.int64))
-    tempo_ticks, tempo_mspq = tempo_map(messages)
+    tempo_ticks, tempo_mspq = tempo_map(messages, path)
     note_table = [np.array(n, np.int64).reshape(-1, 4) for n in notes]
     ticks = np.concatenate([t[:, :2].ravel() for t in note_table] + [c[:, 0] for c in cc_table])
     seconds = tick_seconds(ticks, tempo_ticks, tempo_mspq, messages.ticks_per_beat)
+    _check_duration(seconds, path)
     instruments, at = [], 0
     for table, ccs, channel in zip(note_table, cc_table, channel_of):
         both = seconds[at: at + 2 * len(table)].reshape(-1, 2)
