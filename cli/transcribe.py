@@ -59,6 +59,10 @@ def register(subparsers) -> None:
                    help="start a new run from these weights (a shipped model's name or a checkpoint directory); "
                         "its size and codec replace --size, --n-mels and --velocity-bins")
     p.add_argument("--half", action="store_true", help="store the final weights as float16 (small to ship)")
+    p.add_argument("--quiet-weight", type=float, default=0.0,
+                   help="framewise: weight each onset in the loss by 1 + Q (1 - velocity / 127), so quiet notes count more")
+    p.add_argument("--leg-steps", type=int, default=None,
+                   help="end this leg after this many more steps, with a checkpoint (the run resumes from it)")
     add_device_arg(p)
     add_seed_arg(p)
     p.set_defaults(func=run_train)
@@ -207,7 +211,8 @@ def _train_framewise(args, pairs) -> int:
           f"framewise model {model.num_parameters() / 1e3:.0f} k parameters")
     batch = args.batch_size or 8
     settings = FramewiseSettings(steps=args.steps, batch_size=batch, window_frames=args.window_frames,
-                                 learning_rate=args.lr, warmup=args.warmup, seed=args.seed, max_minutes=args.max_minutes)
+                                 learning_rate=args.lr, warmup=args.warmup, seed=args.seed, max_minutes=args.max_minutes,
+                                 quiet_weight=args.quiet_weight, leg_steps=args.leg_steps)
     info = {"data": str(args.data), "train_examples": len(pairs), "train_audio_seconds": round(sampler.seconds(), 1),
             "seed": args.seed, "batch_size": batch,
             "training_command": "cadenza " + " ".join(shlex.quote(a) for a in sys.argv[1:])}

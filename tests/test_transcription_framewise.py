@@ -12,7 +12,7 @@ import soundfile
 import torch
 
 from cadenza.transcription.framewise import (KEYS, MIN_PITCH, DecodeSettings, FramewiseConfig, FramewiseTranscriber,
-                                             NoteDecoder, decode_notes, note_rolls)
+                                             NoteDecoder, decode_notes, framewise_loss, note_rolls)
 from cadenza.transcription.inference import transcribe, transcription_scores
 from cadenza.tokenizers.mt3 import MT3Tokenizer, notes_to_score
 
@@ -48,6 +48,34 @@ def test_note_rolls_mark_onsets_frames_offsets_and_velocity():
     assert rolls["offset"][:, key].nonzero()[0].tolist() == [30]
     assert rolls["velocity"][10, key] == 1.0 and rolls["velocity"][20, 0] == pytest.approx(1 / 127)
     assert rolls["velocity_mask"].sum() == 2 and rolls["onset"].shape == (40, KEYS)
+
+
+def test_quiet_weight_makes_a_missed_quiet_onset_cost_more_than_a_loud_one():
+    rolls = note_rolls([(0.16, 0.48, 60, 10), (0.16, 0.48, 72, 120)], frames=40, hop_seconds=HOP)
+    targets = {k: torch.as_tensor(v)[None] for k, v in rolls.items()}
+    silent = {name: torch.full((1, 40, KEYS), -6.0) for name in ("onset", "offset", "frame", "velocity")}
+    plain = framewise_loss(silent, targets, 4.0)[1]
+    assert framewise_loss(silent, targets, 4.0, quiet_weight=0.0)[1] == plain
+    weighted = framewise_loss(silent, targets, 4.0, quiet_weight=2.0)[1]
+    assert weighted["onset"] > plain["onset"] and weighted["frame"] == plain["frame"]
+
+    # two onsets in one frame, vel 10 and 120; every other frame confidently silent
+    zeros = torch.zeros(1, 40, KEYS)
+    onsets = {k: zeros.clone() for k in ("onset", "offset", "frame", "velocity", "velocity_mask")}
+    for pitch, velocity in ((60, 10), (72, 120)):
+        for name, value in (("onset", 1.0), ("velocity", velocity / 127), ("velocity_mask", 1.0)):
+            onsets[name][0, 8, pitch - MIN_PITCH] = value
+
+    def onset_loss(missed: tuple[int, ...]) -> float:
+        outputs = {k: torch.full((1, 40, KEYS), -20.0) for k in ("onset", "offset", "frame", "velocity")}
+        for pitch in (60, 72):
+            outputs["onset"][0, 8, pitch - MIN_PITCH] = -2.0 if pitch in missed else 20.0
+        return framewise_loss(outputs, onsets, 4.0, quiet_weight=2.0)[1]["onset"]
+
+    none = onset_loss(())
+    quiet, loud = onset_loss((60,)) - none, onset_loss((72,)) - none
+    ratio = (1 + 2 * (1 - 10 / 127)) / (1 + 2 * (1 - 120 / 127))
+    assert quiet > loud and quiet / loud == pytest.approx(ratio, rel=0.05)
 
 
 def test_decoding_constructed_activations_gives_the_known_notes():

@@ -82,8 +82,9 @@ class FluidRenderer:
         self.soundfont_ids = {str(sf): self.synth.sfload(str(sf)) for sf in soundfonts}
 
     def render(self, notes: list[Note], soundfont: Path, program: int, tail: float = 1.0,
-               room: dict | None = None) -> np.ndarray:
-        """Mono float32 audio of (start, end, pitch, velocity[, voice]) notes played with one program.
+               room: dict | None = None, voice_programs: dict[int, int] | None = None) -> np.ndarray:
+        """Mono float32 audio of (start, end, pitch, velocity[, voice]) notes played with one program
+        (or, for a multi-instrument rendering, voice v with ``voice_programs[v]`` where given).
 
         ``room``: ``reverb`` and ``chorus`` sends (0-127), ``roomsize`` (0-1), ``detune_cents``;
         the default is General MIDI's (reverb send 40, no chorus, in tune)."""
@@ -93,8 +94,9 @@ class FluidRenderer:
         voices = sorted({n[4] if len(n) > 4 else 0 for n in notes})
         channel_of = {voice: CHANNELS[i % len(CHANNELS)] for i, voice in enumerate(voices)}
         bend = int(round(room["detune_cents"] / 100 * 4096))  # 4096 per semitone at the default 2-semitone range
+        program_of = {channel_of[v]: (voice_programs or {}).get(v, program) for v in voices}
         for channel in set(channel_of.values()):
-            synth.program_select(channel, self.soundfont_ids[str(soundfont)], 0, program)
+            synth.program_select(channel, self.soundfont_ids[str(soundfont)], 0, int(program_of[channel]))
             synth.cc(channel, 91, int(room["reverb"]))
             synth.cc(channel, 93, int(room["chorus"]))
             synth.pitch_bend(channel, bend)

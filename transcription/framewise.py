@@ -159,15 +159,27 @@ def note_rolls(notes, frames: int, hop_seconds: float) -> dict[str, np.ndarray]:
 
 
 def framewise_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
-                   positive_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+                   positive_weight: float = 1.0, quiet_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Binary cross-entropy for onset, offset and frame (onset and offset positives weighted by
     ``positive_weight``: one frame in a thousand is an onset, and a short run learns them sooner
     so weighted; decoding thresholds are tuned afterwards); squared error of sigmoid(velocity)
-    at onset frames. Returns (total, {name: value})."""
+    at onset frames. ``quiet_weight`` q weights each onset positive further by 1 + q (1 - v),
+    v = velocity / 127, so a quiet note's missed onset costs more than a loud one's (quiet notes
+    are the transcriber's largest error source). Returns (total, {name: value})."""
     weight = torch.tensor(float(positive_weight), device=targets["onset"].device)
     parts = {name: F.binary_cross_entropy_with_logits(outputs[name].float(), targets[name],
                                                       pos_weight=weight if name != "frame" else None)
-             for name in ("onset", "offset", "frame")}
+             for name in ("offset", "frame")}
+    if quiet_weight:
+        onset_target = targets["onset"]
+        scale = 1.0 + float(quiet_weight) * (1.0 - targets["velocity"]) * targets["velocity_mask"]
+        # pos_weight p on positives: the element weight is p * scale there, 1 elsewhere
+        element = torch.where(onset_target > 0, weight * scale, torch.ones_like(scale))
+        parts["onset"] = F.binary_cross_entropy_with_logits(outputs["onset"].float(), onset_target, weight=element)
+    else:
+        parts["onset"] = F.binary_cross_entropy_with_logits(outputs["onset"].float(), targets["onset"],
+                                                            pos_weight=weight)
+    parts = {name: parts[name] for name in ("onset", "offset", "frame")}
     mask = targets["velocity_mask"]
     error = (torch.sigmoid(outputs["velocity"].float()) - targets["velocity"]) ** 2
     parts["velocity"] = (error * mask).sum() / mask.sum().clamp(min=1.0)

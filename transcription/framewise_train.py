@@ -85,6 +85,7 @@ class FramewiseSettings:
     weight_decay: float = 0.01
     grad_clip: float = 3.0
     positive_weight: float = 4.0  # onset and offset positives in the loss
+    quiet_weight: float = 0.0  # onset positives weighted further by 1 + q (1 - velocity / 127)
     log_every: int = 50
     save_every: int = 500
     seed: int = 0
@@ -158,7 +159,7 @@ def train_framewise(model: FramewiseTranscriber, sampler: FrameWindowSampler, ou
         targets = {k: v.to(device) for k, v in targets.items()}
         with torch.no_grad():
             mel = model.features(audio)[:, : settings.window_frames]
-        loss, parts = framewise_loss(net(mel), targets, settings.positive_weight)
+        loss, parts = framewise_loss(net(mel), targets, settings.positive_weight, settings.quiet_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
