@@ -26,6 +26,11 @@ infill/accompany call. Outputs go through the library's public functions only, s
 figures follow whatever sampling defaults the library ships.
 
     OMP_NUM_THREADS=1 python benchmarks/generation_quality.py [--quick] [--models a,b] [--json out.json]
+        [--tasks accompany] [--constraints-off under_melody]
+
+``--tasks`` runs only some of continue, infill and accompany (the Bach column is always
+scored); ``--constraints-off`` switches named ``SamplingConstraints`` fields off for the
+anticipatory runs (a before/after of one constraint on the same seeds).
 """
 
 from __future__ import annotations
@@ -153,7 +158,24 @@ def continuation_rows(model, tokenizer, chorales, seconds: float, samples: int, 
     return rows
 
 
-def anticipation_rows(model, tokenizer, info, chorales, seconds: float, samples: int) -> dict[str, list[dict]]:
+def constraints_without(names) -> object | None:
+    """The default ``SamplingConstraints`` with the named fields switched off (None: no names)."""
+    import dataclasses
+
+    from cadenza.tokenizers.grammar import SamplingConstraints
+
+    if not names:
+        return None
+    off = SamplingConstraints.off()
+    known = {f.name for f in dataclasses.fields(SamplingConstraints)}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise SystemExit(f"unknown constraint(s) {unknown}; known: {sorted(known)}")
+    return dataclasses.replace(SamplingConstraints(), **{name: getattr(off, name) for name in names})
+
+
+def anticipation_rows(model, tokenizer, info, chorales, seconds: float, samples: int,
+                      tasks=("infill", "accompany"), constraints=None) -> dict[str, list[dict]]:
     from cadenza.data import theory
     from cadenza.data.theory import clip_beats
     from cadenza.data.tunes import soprano_track
@@ -168,13 +190,18 @@ def anticipation_rows(model, tokenizer, info, chorales, seconds: float, samples:
         soprano = soprano_track(score)
         for sample in range(samples):
             sampling = {"seed": index * samples + sample, "context": context}
-            began = time.perf_counter()
-            result = _quiet(infill, model, tokenizer, piece, start_s, end_s, **sampling)
-            elapsed = time.perf_counter() - began
-            if result is not None:
+            if constraints is not None:
+                sampling["constraints"] = constraints
+            if "infill" in tasks:
+                began = time.perf_counter()
+                result = _quiet(infill, model, tokenizer, piece, start_s, end_s, **sampling)
+                elapsed = time.perf_counter() - began
+            if "infill" in tasks and result is not None:
                 joins = theory.span_joins(result.score, start_s, end_s)
                 rows["infill"].append({**_window_stats(opening, result.score, start, end), "exit": joins["exit"],
                                        "seconds": elapsed})
+            if "accompany" not in tasks:
+                continue
             began = time.perf_counter()
             result = _quiet(accompany, model, tokenizer, clip_beats(score, 0, end), melody_track=soprano,
                             prompt_seconds=start_s, end=end_s, **sampling)
@@ -234,11 +261,23 @@ def main() -> None:
                         help="infill and accompaniment window (default 8 s: the anticipatory model is the slowest)")
     parser.add_argument("--max-tokens", type=int, default=2048, help="cap on new ids per continuation")
     parser.add_argument("--json", default=None, help="also write the figures as JSON")
+    parser.add_argument("--tasks", default="continue,infill,accompany",
+                        help="comma-separated tasks to run: continue, infill, accompany (default: all)")
+    parser.add_argument("--constraints-off", default="",
+                        help="comma-separated SamplingConstraints fields to switch off for infill and accompany "
+                             "(e.g. under_melody)")
     args = parser.parse_args()
+    tasks = [t for t in args.tasks.split(",") if t]
+    if not set(tasks) <= {"continue", "infill", "accompany"} or not tasks:
+        parser.error(f"--tasks takes continue, infill, accompany; got {args.tasks!r}")
+    constraints = constraints_without([n for n in args.constraints_off.split(",") if n])
     if args.samples < 2:
         parser.error("--samples must be at least 2")
 
     entries = [e for e in list_models() if e.kind == "music-transformer"]
+    wanted_schemes = lambda e: "infill" in tasks or "accompany" in tasks if e.scheme == "anticipatory" \
+        else "continue" in tasks  # noqa: E731
+    entries = [e for e in entries if wanted_schemes(e)]
     if args.models:
         wanted = args.models.split(",")
         entries = [e for e in entries if e.name in wanted]
@@ -256,9 +295,11 @@ def main() -> None:
         model, tokenizer, info = load_checkpoint(entry.path)
         started = time.perf_counter()
         if entry.scheme == "anticipatory":
-            rows = anticipation_rows(model, tokenizer, info, chorales, args.task_seconds, args.samples)
-            results["infill"][entry.name] = _summary(rows["infill"])
-            results["accompany"][entry.name] = _summary(rows["accompany"])
+            rows = anticipation_rows(model, tokenizer, info, chorales, args.task_seconds, args.samples, tasks,
+                                     constraints)
+            for task in ("infill", "accompany"):
+                if task in tasks:
+                    results[task][entry.name] = _summary(rows[task])
         else:
             rows = continuation_rows(model, tokenizer, chorales, args.seconds, args.samples, args.max_tokens)
             results["continue"][entry.name] = _summary(rows)
@@ -272,6 +313,9 @@ def main() -> None:
     if FAILURES:
         print(f"\n{len(FAILURES)} failed run(s): " + "; ".join(FAILURES[:5]))
     cont = results["continue"]
+    if len(cont) == 1:
+        print(f"\ntotal {time.perf_counter() - began:.0f} s")
+        return
     worst = max((c["broken"] for n, c in cont.items() if n != "Bach"), default=math.nan)
     print(f"\nbroken-passage rate of the worst continuation model: {worst:.0%} (Bach {cont['Bach']['broken']:.0%}); "
           f"total {time.perf_counter() - began:.0f} s")

@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     a.add_argument("--prompt-seconds", type=float, default=0.0,
                    help="keep this much of the other parts as a prompt (default 0)")
     a.add_argument("--end", type=float, default=None, help="stop at this time (default: the melody's end)")
+    a.add_argument("--above-melody", action="store_true",
+                   help="let the new parts rise above the melody (default: when the melody is the top part, "
+                        "no new note starts above the melody note it sounds against)")
     _sampling_args(a)
     a.set_defaults(func=run_accompany)
 
@@ -84,8 +87,12 @@ def run_accompany(args) -> int:
     from cadenza.symbolic.anticipation_tasks import accompany
 
     score, model, tokenizer, info = _load(args)
+    from cadenza.tokenizers.grammar import SamplingConstraints
+
+    constraints = SamplingConstraints(under_melody=not args.above_melody)
     with naming(args.piece):
         result = accompany(model, tokenizer, score, args.melody_program, melody_track=args.melody_track,
-                           prompt_seconds=args.prompt_seconds, end=args.end, **_sampling(args, info))
+                           prompt_seconds=args.prompt_seconds, end=args.end, constraints=constraints,
+                           **_sampling(args, info))
     what = f"track {args.melody_track}" if args.melody_track is not None else f"program {args.melody_program}"
     return _write(result, args, f"accompanied the melody of {what}")

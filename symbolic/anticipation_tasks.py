@@ -19,6 +19,7 @@ import torch
 
 from cadenza.data.errors import CadenzaError
 from cadenza.tokenizers import anticipation_ops as ops
+from cadenza.tokenizers.grammar import SamplingConstraints
 
 from .decoding import Budget, Sampler, Verdict, decode, sampling_processors
 
@@ -194,12 +195,150 @@ class ExitCeiling:
         return logits
 
 
+class SpanConstraints:
+    """The structural ``SamplingConstraints`` in the span's loop, as the anticipatory grammar
+    applies them to a continuation, plus a polyphony cap:
+
+    - ``max_note_seconds``: no duration id above it;
+    - ``max_notes_per_position``: once this many new notes start at the latest onset, time must
+      move on;
+    - ``allow_repeated_pitch=False``: no note id twice at one onset;
+    - ``max_polyphony``: no onset at an instant where this many notes already sound, counting
+      the given music (prompt, kept controls such as a melody or the music after an infill) and
+      the new notes.
+
+    ``controls`` are the control triples anticipated in the span (all of them, in the span's
+    times)."""
+
+    def __init__(self, span: _Span, constraints: SamplingConstraints, controls: np.ndarray):
+        self.span, self.constraints = span, constraints
+        controls = ops.as_triples(controls)
+        controls = controls[controls[:, 2] < ops.SEPARATOR]
+        start = controls[:, 0] - ops.ATIME_OFFSET
+        self.control_notes = np.stack([start, start + controls[:, 1] - ops.ADUR_OFFSET], 1).reshape(-1, 2)
+        self.event_notes = np.zeros((0, 2), np.int64)
+        self.read = 0              # triples of the history already in ``event_notes``
+        self.latest, self.latest_ids = -1, []     # the latest event onset and the note ids starting there
+
+    def _events(self) -> np.ndarray:
+        """(start, end) ticks of every event note of the history (prompt and new notes)."""
+        history = self.span.history
+        if len(history) > self.read:
+            new = np.asarray(history[self.read:], np.int64).reshape(-1, 3)
+            new = new[new[:, 2] < ops.REST]
+            start = new[:, 0] - ops.TIME_OFFSET
+            self.event_notes = np.concatenate([self.event_notes,
+                                               np.stack([start, start + new[:, 1] - ops.DUR_OFFSET], 1)])
+            for onset, note in zip(start.tolist(), new[:, 2].tolist()):
+                if onset > self.latest:
+                    self.latest, self.latest_ids = onset, []
+                if onset == self.latest:
+                    self.latest_ids.append(note)
+            self.read = len(history)
+        return self.event_notes
+
+    def _at_latest(self) -> list[int]:
+        """Note ids of the events starting at the latest onset."""
+        self._events()
+        return self.latest_ids if self.latest == self.span.current else []
+
+    def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
+        constraints, span = self.constraints, self.span
+        before = logits
+        if span.slot == 0:
+            logits = logits.clone()
+            offset = span.window.offset
+            cap = constraints.max_notes_per_position
+            if cap is not None and len(self._at_latest()) >= cap and span.current >= offset:
+                logits[:, ops.TIME_OFFSET + span.current - offset] = float("-inf")
+            if constraints.max_polyphony is not None:
+                low = max(span.current, offset)
+                full = self._full(low, offset + ops.MAX_TIME)
+                if full.any():
+                    start = ops.TIME_OFFSET + low - offset
+                    logits[:, start:start + len(full)] = logits[:, start:start + len(full)].masked_fill(
+                        torch.from_numpy(full).to(logits.device), float("-inf"))
+        elif span.slot == 1 and constraints.max_note_seconds is not None:
+            longest = int(round(constraints.max_note_seconds * ops.TIME_RESOLUTION))
+            logits = logits.clone()
+            logits[:, ops.DUR_OFFSET + longest + 1:ops.NOTE_OFFSET] = float("-inf")
+        elif span.slot == 2 and not constraints.allow_repeated_pitch and \
+                span.triple[0] - ops.TIME_OFFSET == span.current:
+            taken = self._at_latest()
+            if len(taken):
+                logits = logits.clone()
+                logits[:, torch.tensor(taken, device=logits.device)] = float("-inf")
+        return logits if torch.isfinite(logits).any() else before
+
+    def _full(self, low: int, high: int) -> np.ndarray:
+        """(high - low,) bool: the instants where ``max_polyphony`` notes already sound."""
+        notes = np.concatenate([self._events(), self.control_notes])
+        notes = notes[(notes[:, 1] > low) & (notes[:, 0] < high)]
+        count = np.zeros(high - low + 1, np.int64)
+        np.add.at(count, np.clip(notes[:, 0], low, high) - low, 1)
+        np.add.at(count, np.clip(notes[:, 1], low, high) - low, -1)
+        return np.cumsum(count)[:-1] >= self.constraints.max_polyphony
+
+
+MELODY_GAP = 25           # ticks (0.25 s): a note starting this close before a melody note sounds against it
+MELODY_TOLERANCE = 2      # ticks: a melody note starting within 20 ms after an onset sounds at it
+
+
+class UnderMelody:
+    """Accompaniment under a kept melody: at the note slot of a triple (its onset and duration
+    already sampled), pitched notes above the melody the note sounds against as it starts are
+    masked.
+
+    That melody is the melody note sounding at the onset (one starting up to 20 ms after it
+    counts, as ``cadenza.data.theory.against_melody`` counts it) and any melody note starting
+    within the note's first ``gap`` ticks (0.25 s, or its duration if shorter): a note struck
+    just before the melody moves sounds against the new melody note too. The ceiling is the
+    lowest of those melody pitches (of a melody with chords, the top note at each instant).
+    A unison is allowed (an inner voice may double the melody, as chorales' altos sometimes
+    do). In the melody's rests, a note that starts and reaches ``gap`` ticks without meeting a
+    melody note is free: there is no melody to stay under, and an accompaniment may answer the
+    melody there. Drum notes and RESTs are never masked.
+
+    ``melody`` is an (n, 3) array of (start tick, end tick, pitch) in the span's time frame."""
+
+    def __init__(self, span: _Span, melody: np.ndarray, gap: int = MELODY_GAP):
+        self.span, self.gap = span, gap
+        melody = np.asarray(melody, np.int64).reshape(-1, 3)
+        self.start, self.end, self.pitch = melody[:, 0], melody[:, 1], melody[:, 2]
+        ids = np.arange(ops.NOTE_OFFSET, ops.NOTE_OFFSET + ops.DRUMS * ops.MAX_PITCH)   # pitched notes
+        self.ids, self.id_pitch = ids, (ids - ops.NOTE_OFFSET) % ops.MAX_PITCH
+        self.masks: dict[int, torch.Tensor] = {}
+
+    def ceiling(self, onset: int, duration: int) -> int | None:
+        """The highest pitch a note at ``onset`` (ticks) lasting ``duration`` may take (None: any)."""
+        first = onset + MELODY_TOLERANCE
+        reach = onset + max(MELODY_TOLERANCE, min(self.gap, duration))
+        near = (self.start < reach) & (self.end > first)
+        if not near.any():
+            return None
+        start, end, pitch = self.start[near], self.end[near], self.pitch[near]
+        instants = np.unique(np.concatenate([[first], start[start > first]]))
+        tops = [pitch[(start <= t) & (end > t)].max() for t in instants if ((start <= t) & (end > t)).any()]
+        return int(min(tops)) if tops else None
+
+    def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
+        if self.span.slot == 2:
+            onset, duration = self.span.triple[0] - ops.TIME_OFFSET, self.span.triple[1] - ops.DUR_OFFSET
+            top = self.ceiling(onset, duration)
+            if top is not None:
+                if top not in self.masks:
+                    self.masks[top] = torch.from_numpy(self.ids[self.id_pitch > top])
+                logits[:, self.masks[top].to(logits.device)] = float("-inf")
+        return logits
+
+
 @torch.no_grad()
 def generate_span(model, events: np.ndarray, *, start: float, end: float, controls: np.ndarray | None = None,
                   temperature: float = 1.0, top_p: float | None = 0.95, top_k: int | None = None, seed: int = 0,
                   delta: int = ops.DELTA * ops.TIME_RESOLUTION, max_events: int = 4000,
                   context: int = ops.CONTEXT_SIZE, budget: Budget | None = None, progress=None,
-                  exit_ceiling: tuple[int, int] | None = None, what: str = "span") -> np.ndarray:
+                  exit_ceiling: tuple[int, int] | None = None, under_melody: np.ndarray | None = None,
+                  constraints: SamplingConstraints | None = None, what: str = "span") -> np.ndarray:
     """Events (flat triples) after generating from ``start`` to ``end`` seconds.
 
     ``events`` are the given notes: those before ``start`` are the prompt, those at or after
@@ -208,7 +347,9 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
     ``context`` is the sequence length the model was trained on; ``budget`` bounds the ids and
     wall time (``max_events`` triples at most), ``progress`` is a tqdm-like bar; ``exit_ceiling``
     (pitch, tick) keeps notes that sound at or after the tick at or below the pitch (see
-    :class:`ExitCeiling`). Returns the given events plus the generated ones, sorted, without RESTs.
+    :class:`ExitCeiling`); ``under_melody`` ((n, 3) start tick, end tick, pitch, in the times of
+    ``events``) keeps new notes under that melody (see :class:`UnderMelody`); ``constraints``
+    (None: the defaults) are the structural limits of :class:`SpanConstraints`. Returns the given events plus the generated ones, sorted, without RESTs.
     """
     start_tick, end_tick = int(round(start * ops.TIME_RESOLUTION)), int(round(end * ops.TIME_RESOLUTION))
     if not 0 <= start_tick < end_tick:
@@ -231,8 +372,14 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
     span = _Span(_Window(model, flag, context), list(ops.as_triples(tokens)), ops.as_triples(leftover), current,
                  delta)
     processors = [TripleSlots(span), SpanTime(span, start_tick, end_tick)]
+    constraints = SamplingConstraints() if constraints is None else constraints
+    if constraints.max_note_seconds is not None or constraints.max_notes_per_position is not None or \
+            constraints.max_polyphony is not None or not constraints.allow_repeated_pitch:
+        processors.append(SpanConstraints(span, constraints, pending))
     if exit_ceiling is not None:
         processors.append(ExitCeiling(span, *exit_ceiling))
+    if under_melody is not None and len(under_melody):
+        processors.append(UnderMelody(span, under_melody))
     processors += sampling_processors(temperature, top_k, top_p)
     decode(span, processors, Sampler(1, seed, device, greedy=temperature == 0), batch=1,
            max_steps=3 * max_events, device=device, budget=budget, progress=progress, what=what)
@@ -328,7 +475,7 @@ def _exit_leap(full: np.ndarray, start_tick: int, end_tick: int) -> float:
 
 def infill(model, tokenizer, score: symusic.Score, start: float, end: float, *, join: bool = True,
            join_tries: int = JOIN_TRIES, max_seconds: float | None = MAX_SECONDS, max_events: int = 4000,
-           progress: bool = True, **sampling) -> TaskResult:
+           progress: bool = True, constraints: SamplingConstraints | None = None, **sampling) -> TaskResult:
     """Regenerate the notes starting in [start, end) seconds, given the music around them; the
     whole piece comes back, however long (the model works in a window of the ids' 100 s around
     the span, times shifted into range).
@@ -337,7 +484,8 @@ def infill(model, tokenizer, score: symusic.Score, start: float, end: float, *, 
     ``JOIN_SECONDS`` stay within a fifth above the next kept top-voice note (:class:`ExitCeiling`),
     and up to ``join_tries`` samples (seeds ``seed``, ``seed + 1``, ...) are drawn until the top
     voice leaves the span within a fifth (else the closest is kept). ``max_seconds`` bounds the
-    wall time of all tries together (None: unbounded)."""
+    wall time of all tries together (None: unbounded). ``constraints`` (None: the defaults) are
+    the structural limits of :class:`SpanConstraints`."""
     start_tick, end_tick = int(round(start * ops.TIME_RESOLUTION)), int(round(end * ops.TIME_RESOLUTION))
     if end_tick - start_tick >= ops.MAX_TIME:
         raise CadenzaError(f"anticipatory ids hold times below {ops.MAX_TIME // ops.TIME_RESOLUTION} s; "
@@ -361,6 +509,7 @@ def infill(model, tokenizer, score: symusic.Score, start: float, end: float, *, 
             full = generate_span(model, window.ravel(), start=(start_tick - offset) / ops.TIME_RESOLUTION,
                                  end=(end_tick - offset) / ops.TIME_RESOLUTION, seed=seed + attempt,
                                  budget=budget, progress=bar, exit_ceiling=ceiling, what="infill",
+                                 constraints=constraints,
                                  max_events=max_events, **sampling)
             new = _shift(_new_rows(full, window.ravel()), offset)
             leap = _exit_leap(np.concatenate([kept, new]), start_tick, end_tick) if tries > 1 else 0.0
@@ -391,10 +540,30 @@ def _without_tracks(score: symusic.Score, keep) -> symusic.Score:
     return out
 
 
+def melody_on_top(score: symusic.Score, is_melody) -> bool:
+    """Whether the melody (the tracks where ``is_melody(index, track)``) is the piece's top part:
+    its mean pitch is at least every other pitched track's (a melody alone is on top)."""
+    def mean(tracks):
+        pitches = [n.pitch for t in tracks for n in t.notes]
+        return float(np.mean(pitches)) if pitches else None
+
+    melody = mean([t for i, t in enumerate(score.tracks) if is_melody(i, t)])
+    others = [mean([t]) for i, t in enumerate(score.tracks) if not is_melody(i, t) and not t.is_drum]
+    return melody is not None and all(m is None or melody >= m for m in others)
+
+
+def _melody_notes(melody: np.ndarray) -> np.ndarray:
+    """(start tick, end tick, pitch) of melody event triples (drums left out)."""
+    notes = melody[:, 2] - ops.NOTE_OFFSET
+    pitched = notes < ops.DRUMS * ops.MAX_PITCH
+    onsets = _onsets(melody)
+    return np.stack([onsets, onsets + melody[:, 1] - ops.DUR_OFFSET, notes % ops.MAX_PITCH], 1)[pitched]
+
+
 def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None = None, *,
               melody_track: int | None = None, prompt_seconds: float = 0.0, end: float | None = None,
               max_seconds: float | None = MAX_SECONDS, max_events: int = 4000, progress: bool = True,
-              **sampling) -> TaskResult:
+              constraints: SamplingConstraints | None = None, **sampling) -> TaskResult:
     """Keep a melody (the tracks of ``melody_program``, or track ``melody_track``) as anticipated
     controls and generate the other parts around it.
 
@@ -403,7 +572,11 @@ def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None
     the melody in its own track, the new notes in the others (in tracks of their own when the
     piece has no others). A piece longer than the ids' 100 s is accompanied window by window
     (each window's times shifted into range), so all of it comes back. ``max_seconds`` bounds
-    the wall time (None: unbounded); a cut is reported in one line."""
+    the wall time (None: unbounded); a cut is reported in one line.
+
+    ``constraints`` (None: the defaults) are the structural limits of :class:`SpanConstraints`;
+    with ``under_melody`` they keep the new notes under the melody (:class:`UnderMelody`) when the melody is the piece's top part (:func:`melody_on_top`;
+    a bass line given as the melody leaves the parts above it free)."""
     if (melody_program is None) == (melody_track is None):
         raise CadenzaError("give the melody as a program or as a track index, one of them")
     if melody_track is not None:
@@ -424,6 +597,8 @@ def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None
     last = int((_onsets(melody) + melody[:, 1] - ops.DUR_OFFSET).max())
     stop_tick = int(round(end * ops.TIME_RESOLUTION)) if end is not None else last
     stop_tick = min(stop_tick, ops.MAX_TIME - 1) if max(stop_tick, last) < ops.MAX_TIME else stop_tick
+    constraints = SamplingConstraints() if constraints is None else constraints
+    ceiling = _melody_notes(melody) if constraints.under_melody and melody_on_top(score, is_melody) else None
     seed = int(sampling.pop("seed", 0))
     budget = _budget(max_seconds, max_events)
     new = np.zeros((0, 3), np.int64)
@@ -440,6 +615,8 @@ def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None
             full = generate_span(model, given.ravel(), start=(window_start - offset) / ops.TIME_RESOLUTION,
                                  end=(window_end - offset) / ops.TIME_RESOLUTION, controls=controls.ravel(),
                                  seed=seed + window, budget=budget, progress=bar, what="accompaniment",
+                                 under_melody=None if ceiling is None else ceiling - [offset, offset, 0],
+                                 constraints=constraints,
                                  max_events=max_events, **sampling)
             added = _shift(_new_rows(full, given.ravel()), offset)
             new = np.concatenate([new, added])

@@ -225,3 +225,175 @@ def test_a_span_that_runs_out_of_time_is_cut_and_reported(capsys):
                           progress=False)
     assert "infill 1 hit its budget of 0 s after 1 ids and was cut there" in capsys.readouterr().err
     assert result.generated_events == 0 and result.score.note_num() == 20
+
+
+# -- structural constraints in the span: under the melody, durations, onsets, polyphony ---------------------
+from cadenza.data.theory import against_melody  # noqa: E402
+from cadenza.tokenizers.grammar import SamplingConstraints  # noqa: E402
+
+OFF = SamplingConstraints.off()
+MELODY_ONLY = SamplingConstraints(**{**OFF.__dict__, "under_melody": True})
+
+
+class _FakeSpan:
+    def __init__(self, onset, duration):
+        self.slot, self.triple = 2, [ops.TIME_OFFSET + onset, ops.DUR_OFFSET + duration]
+
+
+def _masked(melody, onset, duration):
+    """The pitches (of program 0) UnderMelody masks for a note at ``onset`` lasting ``duration`` ticks,
+    after checking that it leaves every other logit as it was."""
+    logits = torch.randn(1, ops.VOCAB_SIZE, generator=torch.Generator().manual_seed(onset))
+    out = tasks.UnderMelody(_FakeSpan(onset, duration), np.array(melody))(None, logits.clone())
+    kept = torch.isfinite(out[0])
+    assert torch.equal(out[0][kept], logits[0][kept])
+    assert kept[ops.NOTE_OFFSET + ops.DRUMS * ops.MAX_PITCH:].all()      # drums and REST are never masked
+    masked = np.flatnonzero(~kept.numpy()) - ops.NOTE_OFFSET
+    assert np.array_equal(np.unique(masked % ops.MAX_PITCH, return_counts=True)[1] % ops.DRUMS, 
+                          np.zeros(len(np.unique(masked % ops.MAX_PITCH)), int))   # every program alike
+    return sorted(set((masked % ops.MAX_PITCH).tolist()))
+
+
+def test_under_melody_masks_exactly_the_pitches_above_the_melody_note_sounding():
+    melody = [(100, 200, 67), (200, 300, 60), (400, 500, 72)]        # a rest from 300 to 400
+    above = lambda pitch: list(range(pitch + 1, 128))  # noqa: E731
+    assert _masked(melody, 120, 50) == above(67)              # during the 67: unison and below stay
+    assert _masked(melody, 185, 50) == above(60)              # struck 0.15 s before the melody moves to 60
+    assert _masked(melody, 170, 50) == above(67)              # 0.3 s before: beyond the gap, the 67 only
+    assert _masked(melody, 185, 10) == above(67)              # ends before the 60 comes: the 67 only
+    assert _masked(melody, 199, 50) == above(60)              # 10 ms before the 60: against the 60
+    assert _masked(melody, 320, 50) == []                     # in the rest: free
+    assert _masked(melody, 390, 50) == above(72)              # just before the melody comes back
+    assert _masked(melody, 600, 50) == []                     # after the melody
+    chord = [(100, 200, 64), (100, 200, 71)]                  # a melody with a chord: under its top note
+    assert _masked(chord, 120, 50) == above(71)
+
+
+def _chorale(parts, seconds=8):
+    """A score of parts of quarter notes (0.5 s) at 120 qpm, each part a list of pitches cycled."""
+    score = symusic.Score(480)
+    score.tempos.append(symusic.Tempo(0, qpm=120.0))
+    for k, pitches in enumerate(parts):
+        track = symusic.Track(f"part{k}", 0, False)
+        for i in range(2 * seconds):
+            track.notes.append(symusic.Note(i * 480, 480, pitches[i % len(pitches)], 80))
+        score.tracks.append(track)
+    return score
+
+
+class RandomPitchModel(StepModel):
+    """StepModel's times and durations with pitches drawn at random: program 0's pitches 40-90 get
+    random logits (fixed by the position), everything else far less; times and durations sampled
+    are StepModel's favourites (their logits are sharpened so that sampling keeps to them)."""
+
+    def forward(self, ids, cache=None, last_only=False):
+        logits, _ = super().forward(ids, cache, last_only)
+        logits = 4 * logits
+        if logits[0, 0, ops.NOTE_OFFSET + 62] == 40:
+            generator = torch.Generator().manual_seed(len(self.fed))
+            logits[0, 0] = -30.0
+            logits[0, 0, ops.NOTE_OFFSET + 40:ops.NOTE_OFFSET + 91] = torch.randn(51, generator=generator)
+        return logits, None
+
+
+def _accompany(model, tok, score, melody_track, constraints, seed=1):
+    return tasks.accompany(model, tok, score, melody_track=melody_track, prompt_seconds=0.25, end=5.0, seed=seed,
+                           top_p=None, constraints=constraints, progress=False)
+
+
+def _above(result, melody_score):
+    return against_melody(result.generated.to("second").clip(0.25, 5.0, clip_end=False).to("tick"), melody_score)
+
+
+def test_accompaniment_stays_under_the_melody_and_is_free_when_switched_off():
+    tok = get_tokenizer("anticipatory")
+    model = RandomPitchModel(tok.vocab_size)
+    piece = _chorale([[67, 69, 71, 72], [60, 62], [48, 50]])
+    melody = tasks._without_tracks(piece, lambda i, t: i == 0)
+    on = _accompany(model, tok, piece, 0, MELODY_ONLY)
+    free = _accompany(model, tok, piece, 0, OFF)
+    stats_on, stats_free = _above(on, melody), _above(free, melody)
+    assert stats_on["notes"] >= 15 and stats_free["notes"] >= 15
+    assert stats_on["above"] == 0.0                   # an untrained model's notes: none above the melody
+    assert stats_free["above"] > 0.3                  # ... which it spreads all over the range when free
+    # every note sounding against the melody as it starts (within 0.25 s) is at or below it
+    mel = [(n.time, n.end, n.pitch) for n in melody.to("second").tracks[0].notes]
+    for track in on.generated.to("second").tracks:
+        for n in track.notes:
+            if not track.is_drum:
+                against = [p for s, e, p in mel if s < n.time + min(0.25, n.duration) + 1e-6 and e > n.time + 0.02]
+                assert not against or n.pitch <= min(against)
+    # a melody that is not the top part (the bass here) leaves the parts above it free: the same
+    # notes as with the constraint off
+    bass_on = _accompany(model, tok, piece, 2, MELODY_ONLY)
+    bass_free = _accompany(model, tok, piece, 2, OFF)
+    assert _onsets(bass_on.generated) == _onsets(bass_free.generated)
+    assert tasks.melody_on_top(piece, lambda i, t: i == 0) and not tasks.melody_on_top(piece, lambda i, t: i == 2)
+
+
+def test_the_under_melody_constraint_is_on_by_default():
+    tok = get_tokenizer("anticipatory")
+    model = RandomPitchModel(tok.vocab_size)
+    piece = _chorale([[67, 69, 71, 72], [60, 62]])
+    melody = tasks._without_tracks(piece, lambda i, t: i == 0)
+    assert SamplingConstraints().under_melody and not OFF.under_melody
+    assert _above(_accompany(model, tok, piece, 0, None), melody)["above"] == 0.0
+
+
+class PileModel(StepModel):
+    """A stand-in model that likes to stack notes: after a note, the latest event time again (else
+    25 ticks later); durations of 9 s (else 3 s); pitch 60 of program 0, then 61, 62, ... ."""
+
+    def forward(self, ids, cache=None, last_only=False):
+        self.fed.extend(int(i) for i in ids[0])
+        last = self.fed[-1]
+        logits = torch.zeros(1, 1, self.vocab_size)
+        times = [t - ops.TIME_OFFSET for t in self.fed if t < ops.DUR_OFFSET]
+        if ops.TIME_OFFSET <= last < ops.DUR_OFFSET or ops.ATIME_OFFSET <= last < ops.ADUR_OFFSET:
+            logits[0, 0, ops.DUR_OFFSET + 900] = 10
+            logits[0, 0, ops.DUR_OFFSET + 300] = 9
+        elif ops.DUR_OFFSET <= last < ops.NOTE_OFFSET or ops.ADUR_OFFSET <= last < ops.ANOTE_OFFSET:
+            logits[0, 0, ops.NOTE_OFFSET + 60:ops.NOTE_OFFSET + 100] = 10 - 0.1 * torch.arange(40)
+        else:
+            latest = max(times) if times else 0
+            logits[0, 0, ops.TIME_OFFSET + latest] = 10
+            logits[0, 0, ops.TIME_OFFSET + min(ops.MAX_TIME - 1, latest + 25)] = 9
+        return logits, None
+
+
+def _span_notes(constraints, controls=None, end=3.0):
+    tok = get_tokenizer("anticipatory")
+    original = _score([(0, 0.5, 48)])
+    full = tasks.generate_span(PileModel(tok.vocab_size), tok.events(original), start=1.0, end=end, temperature=0,
+                               controls=controls, constraints=constraints, max_events=300)
+    triples = ops.as_triples(full)
+    triples = triples[(triples[:, 0] >= 100) & (triples[:, 2] < ops.REST)]
+    return triples[:, 0] - ops.TIME_OFFSET, triples[:, 1] - ops.DUR_OFFSET, triples[:, 2] - ops.NOTE_OFFSET
+
+
+def test_span_constraints_each_switched_on_alone():
+    import dataclasses
+
+    onsets, durations, notes = _span_notes(OFF)                       # all off: one onset, one pitch, 9 s
+    assert len(onsets) >= 100 and set(onsets) == {100} and set(notes) == {60} and set(durations) == {900}
+    onsets, durations, notes = _span_notes(dataclasses.replace(OFF, max_note_seconds=4.0))
+    assert set(durations) == {300}
+    onsets, durations, notes = _span_notes(dataclasses.replace(OFF, max_notes_per_position=8))
+    assert np.unique(onsets, return_counts=True)[1].max() == 8 and onsets[:9].tolist() == [100] * 8 + [125]
+    onsets, durations, notes = _span_notes(dataclasses.replace(OFF, allow_repeated_pitch=False))
+    assert set(onsets) == {100} and notes[:40].tolist() == list(range(60, 100))   # its favourites in turn
+    assert len(notes) >= 100 and len(set(notes.tolist())) == len(notes)               # then others, none twice
+
+
+def test_span_polyphony_counts_the_given_music():
+    import dataclasses
+
+    tok = get_tokenizer("anticipatory")
+    melody = ops.as_triples(tok.events(_score([(1.0, 2.0, 72), (3.0, 2.0, 74)]))) + ops.CONTROL_OFFSET
+    cap = dataclasses.replace(OFF, max_polyphony=4, max_note_seconds=4.0)
+    onsets, durations, notes = _span_notes(cap, controls=melody.ravel(), end=6.0)
+    given = [(100, 300), (300, 500)]
+    for t in range(100, 600):
+        sounding = ((onsets <= t) & (onsets + durations > t)).sum() + sum(s <= t < e for s, e in given)
+        assert sounding <= 4
+    assert ((onsets <= 150) & (onsets + durations > 150)).sum() == 3    # three notes beside the melody

@@ -84,7 +84,8 @@ def test_the_defaults_are_on_and_checked():
     assert defaults.active and not OFF.active
     assert (defaults.max_note_seconds, defaults.max_note_beats, defaults.max_polyphony,
             defaults.max_notes_per_position, defaults.allow_repeated_pitch,
-            defaults.keep_prompt_programs) == (4.0, 8.0, 8, 8, False, True)
+            defaults.keep_prompt_programs, defaults.under_melody) == (4.0, 8.0, 8, 8, False, True, True)
+    assert not any(getattr(OFF, f.name) for f in dataclasses.fields(OFF) if f.name != "allow_repeated_pitch")
     with pytest.raises(CadenzaError, match="max_polyphony must be positive"):
         SamplingConstraints(max_polyphony=0)
 

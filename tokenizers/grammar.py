@@ -55,6 +55,10 @@ class SamplingConstraints:
     - ``keep_prompt_programs``: REMI: new notes use only the programs (instruments, drums
       included) the prompt has, so a four-voice chorale is not continued by a drum kit; a prompt
       without Program ids leaves every program open.
+    - ``under_melody``: Anticipatory accompaniment (``accompany``): a new note may not rise above
+      the kept melody it sounds against as it starts (unisons allowed; free in the melody's
+      rests), when the melody is the piece's top part. See
+      ``cadenza.symbolic.anticipation_tasks.UnderMelody``.
     """
 
     max_note_seconds: float | None = 4.0
@@ -63,12 +67,13 @@ class SamplingConstraints:
     max_notes_per_position: int | None = 8
     allow_repeated_pitch: bool = False
     keep_prompt_programs: bool = True
+    under_melody: bool = True
 
     @classmethod
     def off(cls) -> SamplingConstraints:
         """No structural constraint: only what the scheme needs to decode."""
         return cls(max_note_seconds=None, max_note_beats=None, max_polyphony=None, max_notes_per_position=None,
-                   allow_repeated_pitch=True, keep_prompt_programs=False)
+                   allow_repeated_pitch=True, keep_prompt_programs=False, under_melody=False)
 
     @property
     def active(self) -> bool:
