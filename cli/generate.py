@@ -87,7 +87,10 @@ def run(args) -> int:
                                 top_p=args.top_p, seed=args.seed, max_tokens=args.max_tokens, context=context,
                                 prompt_bars=args.prompt_bars, prompt_seconds=args.prompt_seconds)
     elapsed = time.perf_counter() - started
-    prompt_notes = tokenizer.decode(tokenizer.prompt_ids(prompt)).note_num()
+    try:  # the prompt's notes as the scheme keeps them
+        prompt_notes = tokenizer.decode(tokenizer.prompt_ids(prompt)).note_num()
+    except CadenzaError:  # longer than the scheme's ids hold (anticipatory: 100 s); the model saw its end only
+        prompt_notes = prompt.note_num()
     paths = _output_paths(args.output, len(scores))
     for path, score in zip(paths, scores):
         write_output(score, path)

@@ -118,6 +118,8 @@ def checkpoint_variants(root: Path, shipped: Path) -> dict[str, Path]:
         "ckpt-wrong-shape": ({**config, "model": {**config["model"], "d_ff": config["model"]["d_ff"] * 2}}, weights),
         "ckpt-string-size": ({**config, "model": {**config["model"], "n_layer": "six"}}, weights),
         "ckpt-no-weights": (config, None),
+        "ckpt-missing-field": ({**config, "model": {k: v for k, v in config["model"].items()
+                                                    if k not in ("n_mels", "n_layer")}}, weights),
     }
     out = {}
     for name, (cfg, data) in variants.items():

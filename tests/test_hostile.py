@@ -345,6 +345,9 @@ def test_hostile_checkpoints_for_every_model_kind(corpus, checkpoints, tmp_path,
     for name, directory in checkpoints["transcriber"].items():
         status, _, _ = run(["transcribe", audio, "-o", "OUT/t.mid", "--model", directory], (name,))
         assert status == 2, name
+    # a transcriber whose config lost a field is a damaged transcriber, not "not a transcription checkpoint"
+    run(["transcribe", audio, "-o", "OUT/t.mid", "--model", checkpoints["transcriber"]["ckpt-missing-field"]],
+        expect="has no n_mels")
     run(["evaluate", "--model", "no-such-model"], ("no-such-model",), expect="not a shipped model")
     # one validation chorale of its own: the model's training corpus would be exported whole first
     # (minutes in a fresh checkout), past the case's time bound
@@ -492,6 +495,29 @@ def _long_midi(path: Path, minutes: int) -> Path:
     score.tracks.append(track)
     score.dump_midi(str(path))
     return path
+
+
+def test_an_anticipatory_continuation_of_a_prompt_longer_than_its_ids_hold(tmp_path):
+    """Anticipatory ids hold times below 100 s. A 3-minute prompt is refused in one line naming
+    the file; its last 30 s (--prompt-seconds) are continued, and the output keeps the whole
+    prompt before the new notes (counting the prompt's notes re-encoded the whole prompt, which
+    failed after the continuation was made, in a line that named no file)."""
+    import symusic
+
+    source = _long_midi(tmp_path / "long.mid", 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    base = ["continue", source, "--model", "bach-anticipatory", "-o", out / "c.mid", "--tokens", "30"]
+    status, _, stderr = run_case(base)
+    assert status == 2 and stderr.count("\n") == 1 and "long.mid" in stderr and "100 s" in stderr, stderr
+    assert not list(out.iterdir())
+    status, stdout, stderr = run_case([*base, "--prompt-seconds", "30"])
+    assert status == 0, stderr
+    prompt, result = symusic.Score(str(source)), symusic.Score(str(out / "c.mid"))
+    new = result.note_num() - prompt.note_num()
+    assert new > 0 and f"({new} new)" in stdout, stdout
+    head = [(n.time, n.pitch) for n in prompt.tracks[0].notes][:400]
+    assert [(n.time, n.pitch) for n in result.tracks[0].notes][:400] == head
 
 
 def test_a_closed_pipe_is_quiet(tmp_path):

@@ -106,6 +106,9 @@ def load_transcriber(directory: str | os.PathLike | None = None, device="cpu"):
     config = read_checkpoint_config(directory)  # one line for a missing or unreadable config
     if "n_mels" not in config["model"]:
         scheme = (config.get("tokenizer") or {}).get("scheme", "?")
+        if scheme == "mt3":  # a transcriber's config that lost a field, not another kind of model
+            raise CadenzaError(f"{directory / 'config.json'}: the model config has no n_mels (the mel bands "
+                               "a transcriber reads); the config is damaged")
         raise CadenzaError(f"{directory}: not a transcription checkpoint (its tokenizer is {scheme})")
     try:
         tokenizer = MT3Tokenizer(**config["tokenizer"]["config"])
