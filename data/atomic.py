@@ -119,6 +119,8 @@ def locked(directory: str | os.PathLike, what: str = "writing"):
 
             print(f"cadenza: waiting for another process {what} {folder}", file=sys.stderr)
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks: write unlocked, as before
+            pass
         yield
     finally:
         os.close(fd)

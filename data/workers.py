@@ -44,7 +44,8 @@ def _die_with_parent() -> None:
 def _init_worker(parent: int, follow_parent: bool, initializer, initargs) -> None:
     for signum in _STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     if follow_parent:
         _die_with_parent()
         if os.getppid() != parent:  # the parent died before the request took effect
@@ -65,7 +66,8 @@ def worker_pool(workers: int, initializer=None, initargs: tuple = ()):
     # Signal masks and PR_SET_PDEATHSIG (which follows the thread that forks) only where the
     # pool is made in the main thread, the only one Python delivers signals to.
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS) if main else None
+    masks = main and hasattr(signal, "pthread_sigmask")  # POSIX
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS) if masks else None
     pool = None
     try:
         try:

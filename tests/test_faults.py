@@ -61,11 +61,14 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _interrupt(proc: subprocess.Popen, how: str) -> tuple[str, str]:
-    """Ctrl-C to the whole group, or SIGKILL to the main process only; then every process of
-    the group (the workers) must be gone within a few seconds: none is left orphaned."""
+    """Ctrl-C to the whole group, or SIGTERM (what ``timeout`` sends) or SIGKILL to the main
+    process only; then every process of the group (the workers) must be gone within a few
+    seconds: none is left orphaned."""
     try:
         if how == "SIGINT":
             os.killpg(proc.pid, signal.SIGINT)
+        elif how == "SIGTERM":
+            proc.terminate()
         else:
             proc.kill()
         out, err = proc.communicate(timeout=120)
@@ -80,10 +83,11 @@ def _interrupt(proc: subprocess.Popen, how: str) -> tuple[str, str]:
 
 
 def _check_stopped(proc: subprocess.Popen, how: str, err: str) -> None:
-    if how == "SIGINT":
-        assert proc.returncode == 130, err[-2000:]
+    if how in ("SIGINT", "SIGTERM"):
+        status, line = (130, "cadenza: interrupted") if how == "SIGINT" else (143, "cadenza: terminated")
+        assert proc.returncode == status, err[-2000:]
         assert "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
-        assert err.replace("\r", "\n").strip().splitlines()[-1] == "cadenza: interrupted", err[-2000:]
+        assert err.replace("\r", "\n").strip().splitlines()[-1] == line, err[-2000:]
     else:
         assert proc.returncode == -signal.SIGKILL, err[-2000:]
 
@@ -130,7 +134,7 @@ def _bin_started(out: Path) -> bool:
     return out.is_dir() and any(p.stat().st_size > 0 for p in out.glob(".train.bin.*"))
 
 
-@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("how", (*HOW, "SIGTERM"))
 def test_an_interrupted_tokenization_reruns_to_the_same_shards(tmp_path, chorales, shards, how):
     from cadenza.data.errors import CorpusError
     from cadenza.data.shards import TokenShards
@@ -143,7 +147,7 @@ def test_an_interrupted_tokenization_reruns_to_the_same_shards(tmp_path, chorale
     assert not (out / "meta.json").exists()  # a stopped run never leaves a directory that looks complete
     with pytest.raises(CorpusError, match="not a token shard directory"):
         TokenShards(out)
-    if how == "SIGINT":  # unwinding removed its temporary files
+    if how != "SIGKILL":  # unwinding removed its temporary files
         assert not _temporaries(out)
 
     run_cli(*_tokenize_args(chorales, out))
@@ -261,6 +265,33 @@ def test_a_directory_corpus_takes_no_temporary_file_for_a_piece(tmp_path, bach_p
     shutil.copyfile(bach_pieces[1].path, tmp_path / ".b.mid.k1ll3d_x.mid")
     shutil.copyfile(bach_pieces[2].path, tmp_path / ".hidden.mid")  # a user's file, if hidden
     assert [p.id for p in DirectoryCorpus(tmp_path).pieces()] == [".hidden", "a"]
+
+
+def test_a_directory_lock_makes_a_second_writer_wait(tmp_path):
+    """``locked`` is an flock on the directory itself: a second holder (here another thread,
+    with its own open file description) waits until the first lets go; no lock file is made."""
+    import threading
+
+    from cadenza.data.atomic import locked
+
+    held, order = threading.Event(), []
+
+    def first():
+        with locked(tmp_path):
+            held.set()
+            time.sleep(0.5)
+            order.append("first done")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    held.wait(10)
+    started = time.monotonic()
+    with locked(tmp_path):
+        order.append("second in")
+        waited = time.monotonic() - started
+    thread.join()
+    assert order == ["first done", "second in"] and waited > 0.3
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- render -------------------------------------------------------------------------------------
