@@ -510,6 +510,7 @@ def test_an_anticipatory_continuation_of_a_prompt_longer_than_its_ids_hold(tmp_p
     base = ["continue", source, "--model", "bach-anticipatory", "-o", out / "c.mid", "--tokens", "30"]
     status, _, stderr = run_case(base)
     assert status == 2 and stderr.count("\n") == 1 and "long.mid" in stderr and "100 s" in stderr, stderr
+    assert "--prompt-seconds" in stderr and "overlong='clip'" not in stderr  # options, not Python internals
     assert not list(out.iterdir())
     status, stdout, stderr = run_case([*base, "--prompt-seconds", "30"])
     assert status == 0, stderr

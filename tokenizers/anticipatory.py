@@ -284,9 +284,10 @@ class AnticipatoryTokenizer(Tokenizer):
         if self.config["overlong"] == "clip":
             return triples[~late].ravel()
         last = (int(triples[:, 0].max()) - TIME_OFFSET) / TIME_RESOLUTION
-        raise TokenizerError(f"a note starts at {last:.2f} s; anticipatory ids hold times below "
-                             f"{MAX_TIME // TIME_RESOLUTION} s: give a shorter piece (in Python, overlong='clip' leaves "
-                             "the rest out, and events() with training_sequences() windows a long piece)")
+        limit = MAX_TIME // TIME_RESOLUTION
+        raise TokenizerError(f"a note starts at {last:.2f} s; anticipatory ids hold times below {limit} s: give a "
+                             f"shorter piece or its end (continue --prompt-seconds), or leave out what lies past {limit} s "
+                             "(tokenize --config overlong=clip)")
 
     def decode(self, ids) -> symusic.Score:
         """A Score from ids: controls become notes, RESTs and flags vanish, pieces follow one
