@@ -106,7 +106,12 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
                               f"{tokenizer.name} tokenizer has {tokenizer.vocab_size}")
     model.use_output_groups(tokenizer)
     info = config.get("info", {})
-    return model, tokenizer, info if isinstance(info, dict) else {}
+    info = info if isinstance(info, dict) else {}
+    settings = info.get("settings")
+    seq_len = info.get("seq_len", settings.get("seq_len") if isinstance(settings, dict) else None)
+    if isinstance(seq_len, int) and seq_len > 0:
+        model.trained_context = seq_len  # the crop length: sampling's context and attention window
+    return model, tokenizer, info
 
 
 # -- validation, the same for every model kind ----------------------------------------------------

@@ -38,14 +38,23 @@ class KVCache:
     values with ``append(layer, k, v)`` at ``length ..`` and then moves ``length`` on (the Music
     Transformer and the transcriber's decoder both use it). ``select(rows)`` keeps only some
     batch rows, as when samples finish early.
+
+    ``window`` (None: unbounded) is how many positions a new query may attend to, itself
+    included: a model trained on crops of ``window`` ids then sees, however long it samples,
+    no more history than it was trained with (relative attention depends only on distances, so a
+    sliding window is exact for it; see ``SelfAttention``).
     """
 
     def __init__(self, layers: int, batch: int, heads: int, head_dim: int, capacity: int,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 window: int | None = None):
+        if window is not None and window < 1:
+            raise ValueError(f"an attention window holds at least one position, got {window}")
         shape = (batch, heads, capacity, head_dim)
         self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.capacity = capacity
+        self.window = window
         self.length = 0
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -348,10 +357,11 @@ class LanguageModelDecoder:
     next id belongs to; the others come back -inf (the same distribution as the full softmax
     masked to that group)."""
 
-    def __init__(self, model, prompt: torch.Tensor, capacity: int, use_cache: bool = True):
+    def __init__(self, model, prompt: torch.Tensor, capacity: int, use_cache: bool = True,
+                 window: int | None = None):
         self.model = model
         self.sequence = prompt
-        self.cache = model.new_cache(prompt.shape[0], capacity) if use_cache else None
+        self.cache = model.new_cache(prompt.shape[0], capacity, window=window) if use_cache else None
         self.next_logits = None
         if self.cache is not None:
             chunk = getattr(model.config, "chunk_size", 512)

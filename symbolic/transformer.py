@@ -97,7 +97,11 @@ class SelfAttention(nn.Module):
         if cache is not None:
             offset = cache.length
             k, v = cache.append(layer, k, v)
-            if cfg.attention == "relative":
+            window = getattr(cache, "window", None)
+            if cfg.attention == "relative" and window is not None and length == 1 and k.shape[2] > window:
+                start = k.shape[2] - window  # the query and the window - 1 positions before it
+                y = relative_attention_incremental(q, k[:, :, start:], v[:, :, start:], self.rel_emb, offset - start)
+            elif cfg.attention == "relative":
                 y = relative_attention_incremental(q, k, v, self.rel_emb, offset)
             elif offset == 0:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -315,8 +319,12 @@ class MusicTransformer(nn.Module):
                                    ignore_index=IGNORE_INDEX, reduction=reduction)
         return logits, loss
 
-    def new_cache(self, batch: int, capacity: int) -> KVCache:
-        """An empty KV cache for ``batch`` sequences of up to ``capacity`` positions."""
+    def new_cache(self, batch: int, capacity: int, window: int | None = None) -> KVCache:
+        """An empty KV cache for ``batch`` sequences of up to ``capacity`` positions; with
+        ``window``, each new position attends to at most ``window`` positions (itself included)
+        when it is read one at a time, as sampling does (relative attention only: absolute
+        positions past the trained length are unlike anything seen anyway)."""
         parameter = next(self.parameters())
         cfg = self.config
-        return KVCache(cfg.n_layer, batch, cfg.n_head, cfg.head_dim, capacity, parameter.device, parameter.dtype)
+        return KVCache(cfg.n_layer, batch, cfg.n_head, cfg.head_dim, capacity, parameter.device, parameter.dtype,
+                       window=window)

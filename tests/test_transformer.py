@@ -73,6 +73,37 @@ def test_cached_decoding_equals_the_full_forward(attention):
     assert torch.allclose(torch.cat(pieces, 1), full, atol=1e-5)
 
 
+def _decode_one_by_one(model, ids, window, prompt=4):
+    with torch.no_grad():
+        cache = model.new_cache(batch=ids.shape[0], capacity=ids.shape[1], window=window)
+        pieces = [model(ids[:, :prompt], cache=cache)[0]]
+        for position in range(prompt, ids.shape[1]):
+            pieces.append(model(ids[:, position:position + 1], cache=cache)[0])
+    return torch.cat(pieces, 1)
+
+
+def test_a_sliding_window_sees_what_a_crop_of_that_length_sees():
+    model, ids, window = _model(n_layer=1, max_relative_position=8), _ids(2, 30), 10
+    windowed = _decode_one_by_one(model, ids, window)
+    for t in range(window, 30):  # one layer: position t sees exactly the crop ending at t
+        crop = model(ids[:, t - window + 1:t + 1])[0][:, -1]
+        assert torch.allclose(windowed[:, t], crop, atol=1e-5), t
+    assert torch.allclose(windowed[:, :window], model(ids)[0][:, :window], atol=1e-5)
+
+
+def test_a_sliding_window_bounds_what_deeper_layers_can_reach():
+    model, ids, window = _model(max_relative_position=8), _ids(1, 40), 6  # two layers
+    assert torch.allclose(_decode_one_by_one(model, ids, 40), model(ids)[0], atol=1e-5)  # wide: the same
+    changed = ids.clone()
+    changed[0, :5] = (changed[0, :5] + 3) % VOCAB
+    reach = 4 + model.config.n_layer * (window - 1)  # the last changed position, then (W-1) per layer
+    a, b = _decode_one_by_one(model, ids, window), _decode_one_by_one(model, changed, window)
+    assert torch.allclose(a[:, reach + 1:], b[:, reach + 1:], atol=1e-6)
+    assert not torch.allclose(a[:, reach - 2:reach + 1], b[:, reach - 2:reach + 1], atol=1e-4)
+    unbounded = _decode_one_by_one(model, changed, None)
+    assert not torch.allclose(unbounded[:, reach + 1:], _decode_one_by_one(model, ids, None)[:, reach + 1:], atol=1e-4)
+
+
 def test_relative_and_absolute_models_differ_in_parameters():
     relative, absolute = _model(attention="relative"), _model(attention="absolute")
     cfg = relative.config
