@@ -47,6 +47,41 @@ def ticks_to_seconds(score: symusic.Score, ticks_at: np.ndarray) -> np.ndarray:
     return starts[segment] + (ticks_at - ticks[segment]) * seconds_per_tick[segment]
 
 
+# Beat subdivisions a prompt's onsets are tried against, finest last: sixteenths, then sixteenths
+# with eighth and sixteenth triplets.
+GRID_SUBDIVISIONS = (4, 12)
+
+
+def metric_grid(score: symusic.Score, *, subdivisions: tuple[int, ...] = GRID_SUBDIVISIONS,
+                min_share: float = 0.9, tolerance: float = 0.1) -> tuple[float, float] | None:
+    """The grid a prompt's notes keep, as ``(origin, period)`` in seconds, for music after it.
+
+    A score whose note onsets lie (at least ``min_share`` of them, within ``tolerance`` of a
+    step) on a grid of ``subdivisions`` steps per quarter, tried coarsest first, has metric
+    timing; the grid is that subdivision under the score's last tempo, from the last tempo
+    change on (its ``origin``). A performance with free timing, or a score without notes, gives
+    None. Schemes that count time in seconds (Event, Anticipatory) keep sampled music on it.
+    """
+    starts = [track.notes.numpy()["time"] for track in score.tracks if track.notes]
+    if not starts:
+        return None
+    onsets = np.concatenate(starts).astype(np.float64) / score.ticks_per_quarter
+    for per_quarter in subdivisions:
+        steps = onsets * per_quarter
+        if np.mean(np.abs(steps - np.round(steps)) <= tolerance) >= min_share:
+            break
+    else:
+        return None
+    tempos = sorted(score.tempos, key=lambda t: t.time)
+    last_tick = tempos[-1].time if tempos else 0
+    qpm = tempos[-1].qpm if tempos else 120.0
+    if not (np.isfinite(qpm) and qpm > 0):
+        return None
+    step = score.ticks_per_quarter / per_quarter
+    origin = float(ticks_to_seconds(score, np.array([np.ceil(last_tick / step - 1e-9) * step]))[0])
+    return origin, 60.0 / qpm / per_quarter
+
+
 def _generated_notes(prompt: symusic.Score, generated: symusic.Score) -> list[dict[str, np.ndarray]]:
     """Each generated track's notes in the prompt's ticks. A Score with time signatures has
     musical timing (REMI: its quarters are the prompt's quarters); one without has performance

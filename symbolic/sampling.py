@@ -40,7 +40,7 @@ def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int 
 def generate(model, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
              grammar: Grammar | None = None, use_cache: bool = True, eos_id: int | None = None,
-             budget: Budget | None = None, progress=None) -> torch.Tensor:
+             budget: Budget | None = None, progress=None, window: int | None = None) -> torch.Tensor:
     """Sample up to ``max_new_tokens`` ids after ``prompt`` (batch, T); returns (batch, T + new).
 
     ``temperature=0`` is greedy. With a grammar, only ids it allows are sampled and a row stops
@@ -48,7 +48,8 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, *, temperature: f
     filled with PAD (the grammar's, else ``eos_id``) and leave the batch, so they cost nothing
     more. ``budget`` bounds each row in ids and wall time (a row that hits it is reported and
     cut). ``use_cache=False`` recomputes the whole prefix at every step (the same samples, much
-    slower; kept for checks and benchmarks).
+    slower; kept for checks and benchmarks). ``window`` bounds how many positions each sampled
+    id attends to (itself included; see ``KVCache``), with the cache only.
     """
     if prompt.dim() == 1:
         prompt = prompt[None]
@@ -68,7 +69,7 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, *, temperature: f
     processors += sampling_processors(temperature, top_k, top_p)
     if grammar is None and eos_id is not None:
         processors.append(StopAt(eos_id))
-    decoder = LanguageModelDecoder(model, prompt, prompt_length + max_new_tokens, use_cache)
+    decoder = LanguageModelDecoder(model, prompt, prompt_length + max_new_tokens, use_cache, window=window)
     sampler = Sampler(batch, seed, device, greedy=temperature == 0)
     decoded = decode(decoder, processors, sampler, batch=batch, max_steps=max_new_tokens,
                      fill_id=fill_id if fill_id is not None else 0, stopped=stopped, budget=budget,
@@ -90,7 +91,8 @@ def continue_score(model: MusicTransformer, tokenizer: Tokenizer, score: symusic
                    prompt_seconds: float | None = None, context: int | None = None,
                    max_seconds: float | None = DEFAULT_MAX_SECONDS, progress: bool = True,
                    report: Callable[[str], None] | None = None,
-                   constraints: SamplingConstraints | None = None) -> list[symusic.Score]:
+                   constraints: SamplingConstraints | None = None,
+                   sliding_window: bool = True) -> list[symusic.Score]:
     """``num_samples`` continuations of ``score``, each the (tokenized) prompt followed by new
     music: ``tokens`` new ids, ``seconds`` more music, or ``bars`` more bars (REMI), exactly one
     of them. Sampling is grammar-aware, so every continuation decodes, and follows the scheme's
@@ -102,7 +104,11 @@ def continue_score(model: MusicTransformer, tokenizer: Tokenizer, score: symusic
     too long, a note onset); a cut is said in one line. Each sample stops independently; it may
     take ``max_tokens`` new ids and ``max_seconds`` of wall time (None: unbounded), and a sample
     cut by either is reported in one line (``report``, default stderr). ``progress`` shows a
-    progress bar on runs longer than a few seconds."""
+    progress bar on runs longer than a few seconds.
+
+    With ``sliding_window`` (a relative-attention model), each new id attends to the last
+    ``context`` ids only, as in the crops the model was trained on; without it, to everything
+    sampled so far (attention spread over more history than the model ever saw)."""
     given = [name for name, value in (("tokens", tokens), ("seconds", seconds), ("bars", bars)) if value is not None]
     if len(given) != 1:
         raise CadenzaError("give exactly one continuation length: tokens, seconds or bars")
@@ -118,12 +124,14 @@ def continue_score(model: MusicTransformer, tokenizer: Tokenizer, score: symusic
                                       seconds=prompt_seconds, report=report)
     grammar = tokenizer.grammar(constraints)
     grammar.set_limits(tokens=tokens, seconds=seconds, bars=bars)
+    grammar.set_prompt(score)
     prompt = torch.as_tensor(ids, dtype=torch.long)[None].repeat(num_samples, 1)
     steps = tokens + 8 if tokens is not None else max_tokens
     budget = Budget(tokens=steps, seconds=max_seconds, report=report)
     with progress_bar(progress, steps if tokens is not None else None, "continue") as bar:
         out = generate(model, prompt, steps, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                       grammar=grammar, use_cache=use_cache, budget=budget, progress=bar)
+                       grammar=grammar, use_cache=use_cache, budget=budget, progress=bar,
+                       window=trained_context(model, context) if sliding_window else None)
     from cadenza.data.context import restore_context  # the prompt's tempo, metre, key and parts
 
     results = []
@@ -156,11 +164,18 @@ def _after_the_head(whole: symusic.Score, tail: symusic.Score, cut_tick: int,
     return out
 
 
+def trained_context(model, context: int | None = None) -> int | None:
+    """``context``, else the crop length ``model`` was trained on (``model.trained_context``, set
+    when a checkpoint is loaded), else its relative-attention span; None for none of them."""
+    context = context or getattr(model, "trained_context", None) or getattr(model.config, "max_relative_position", None)
+    return int(context) if context else None
+
+
 def prompt_limit(model, context: int | None = None) -> int | None:
-    """The most prompt ids for ``model``: three quarters of ``context`` (the sequence length it was
-    trained on; default its relative-attention span), so the continuation has room in it."""
-    context = context or getattr(model.config, "max_relative_position", None)
-    return int(context) * 3 // 4 if context else None
+    """The most prompt ids for ``model``: three quarters of its context (``trained_context``), so
+    the continuation has room in it."""
+    context = trained_context(model, context)
+    return context * 3 // 4 if context else None
 
 
 def progress_bar(enabled: bool, total: int | None, what: str):

@@ -683,8 +683,9 @@ def _normalize_velocities(ids: np.ndarray, note_off_offset: int, velocity_offset
 class EventGrammar(Grammar):
     """Performance events: no NOTE_OFF for a silent pitch, VELOCITY then NOTE_ON; seconds from
     TIME_SHIFT steps. Constraints: ``max_note_seconds`` (no TIME_SHIFT takes a sounding note past
-    it; at it, only the NOTE_OFFs of the overdue notes may follow) and ``max_polyphony`` (no
-    NOTE_ON, nor VELOCITY, while that many notes sound)."""
+    it; at it, only the NOTE_OFFs of the overdue notes may follow), ``max_polyphony`` (no
+    NOTE_ON, nor VELOCITY, while that many notes sound), no NOTE_OFF at the instant of its note's
+    NOTE_ON, and ``metric_grid`` (see ``set_prompt``)."""
 
     def __init__(self, tokenizer: EventTokenizer, constraints: SamplingConstraints | None = None):
         super().__init__(tokenizer, constraints)
@@ -695,6 +696,24 @@ class EventGrammar(Grammar):
         self.steps_per_second = float(tokenizer.steps_per_second)
         limit = self.constraints.max_note_seconds
         self.max_note_steps = None if limit is None else max(1, int(round(limit * self.steps_per_second)))
+        self.grid: tuple[float, float] | None = None   # (origin, period) in steps; see set_prompt
+
+    def set_prompt(self, score) -> None:
+        """With ``metric_grid``, the prompt's grid (``metric_grid``) in TIME_SHIFT steps."""
+        from cadenza.data.context import metric_grid
+
+        grid = metric_grid(score) if self.constraints.metric_grid else None
+        self.grid = None if grid is None else (grid[0] * self.steps_per_second, grid[1] * self.steps_per_second)
+
+    def on_grid(self, steps: np.ndarray) -> np.ndarray:
+        """Which times (in steps) lie on the grid: within half a step of a grid point, so a grid
+        point between two steps (12.5 at 120 qpm) has both (everything without a grid)."""
+        steps = np.asarray(steps, np.float64)
+        if self.grid is None:
+            return np.ones(steps.shape, bool)
+        origin, period = self.grid
+        phase = (steps - origin) / period
+        return (np.abs(phase - np.round(phase)) * period <= 0.5 + 1e-9) | (steps < origin)
 
     def _reset_state(self) -> None:
         self.sounding = np.zeros((self.batch, self.note_on[1] - self.note_on[0]), np.int64)
@@ -746,6 +765,28 @@ class EventGrammar(Grammar):
         if polyphony is not None and int(self.sounding[row].sum()) >= polyphony:
             mask[self.note_on[0]:self.note_on[1]] = False
             mask[self.velocity[0]:self.velocity[1]] = False
+        # no note ends at the instant it began: a zero-length note is silence, and a model that
+        # strikes and releases a pitch without moving time can do so for ever
+        fresh = [pitch for pitch, onsets in open_onsets.items() if onsets[0] >= int(self.steps[row])]
+        if fresh:
+            mask[self.note_off[0] + np.asarray(fresh, np.int64)] = False
+        if self.grid is not None:
+            self._keep_on_grid(row, mask)
+
+    def _keep_on_grid(self, row: int, mask: np.ndarray) -> None:
+        """Off the grid only time may move; a TIME_SHIFT lands on the grid or is the longest one.
+        Where that leaves nothing (another constraint's corner), the grid gives way."""
+        now = int(self.steps[row])
+        kept = mask.copy()
+        lo, hi = self.time_shift
+        landing = self.on_grid(now + np.arange(1, hi - lo + 1))
+        landing[-1] = True
+        kept[lo:hi] &= landing
+        if not self.on_grid(np.array([now]))[0] and not self.after_velocity[row]:
+            kept[self.note_on[0]:self.note_off[1]] = False
+            kept[self.velocity[0]:self.velocity[1]] = False
+        if kept.any():
+            mask[:] = kept
 
     def _at_boundary(self, row: int) -> bool:
         return not self.after_velocity[row]

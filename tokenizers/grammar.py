@@ -59,6 +59,10 @@ class SamplingConstraints:
       the kept melody it sounds against as it starts (unisons allowed; free in the melody's
       rests), when the melody is the piece's top part. See
       ``cadenza.symbolic.anticipation_tasks.UnderMelody``.
+    - ``metric_grid``: Event: when the prompt keeps a metric grid (``cadenza.data.context.metric_grid``:
+      sixteenths, or with triplets, of its tempo), new notes start and end on it (TIME_SHIFTs land
+      on a grid step, or take the longest shift and go on): time counted in 10 ms steps otherwise
+      drifts off the beat a little at every shift, and the music leaves its bars.
     """
 
     max_note_seconds: float | None = 4.0
@@ -68,12 +72,13 @@ class SamplingConstraints:
     allow_repeated_pitch: bool = False
     keep_prompt_programs: bool = True
     under_melody: bool = True
+    metric_grid: bool = True
 
     @classmethod
     def off(cls) -> SamplingConstraints:
         """No structural constraint: only what the scheme needs to decode."""
         return cls(max_note_seconds=None, max_note_beats=None, max_polyphony=None, max_notes_per_position=None,
-                   allow_repeated_pitch=True, keep_prompt_programs=False, under_melody=False)
+                   allow_repeated_pitch=True, keep_prompt_programs=False, under_melody=False, metric_grid=False)
 
     @property
     def active(self) -> bool:
@@ -108,6 +113,10 @@ class Grammar:
         self.limit_bars: int | None = None
 
     # -- the face sampling uses -------------------------------------------------------------
+    def set_prompt(self, score) -> None:
+        """Take what the constraints need from the prompt as a Score (its grid; default: nothing).
+        Called before ``reset``; it holds for every row."""
+
     def set_limits(self, *, tokens: int | None = None, seconds: float | None = None, bars: int | None = None) -> None:
         """Stop each row once it has ``tokens`` new ids, ``seconds`` more music or ``bars`` more bars."""
         if bars is not None and not self.has_bars:
