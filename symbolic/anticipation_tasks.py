@@ -332,13 +332,48 @@ class UnderMelody:
         return logits
 
 
+HARSH = (1, 2, 6, 10, 11)   # semitones mod 12: 2nds, the tritone, 7ths (as cadenza.data.theory counts them)
+
+
+class MelodyConsonance:
+    """A soft guard against harsh dissonance with a kept melody: at the note slot, a note struck
+    together with a melody note (their onsets within 20 ms) has ``penalty`` taken off the logits
+    of the pitches forming a 2nd, tritone or 7th (any octave) with it, so it is ``exp(penalty)``
+    times less likely than the model had it; passing notes between the melody's onsets, and
+    notes against a held melody note, are left alone (Bach's chorales put about a tenth of their
+    lower voices' notes a 2nd, tritone or 7th from the soprano, most of them passing notes and
+    suspensions). Of a melody chord, its top note counts. ``melody`` as for :class:`UnderMelody`."""
+
+    def __init__(self, span: _Span, melody: np.ndarray, penalty: float):
+        self.span, self.penalty = span, penalty
+        melody = np.asarray(melody, np.int64).reshape(-1, 3)
+        self.start, self.end, self.pitch = melody[:, 0], melody[:, 1], melody[:, 2]
+        ids = np.arange(ops.NOTE_OFFSET, ops.NOTE_OFFSET + ops.DRUMS * ops.MAX_PITCH)
+        self.ids, self.id_pitch = ids, (ids - ops.NOTE_OFFSET) % ops.MAX_PITCH
+        self.masks: dict[int, torch.Tensor] = {}
+
+    def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
+        if self.span.slot == 2:
+            onset = self.span.triple[0] - ops.TIME_OFFSET
+            at = np.abs(self.start - onset) <= MELODY_TOLERANCE
+            if at.any():
+                top = int(self.pitch[at].max())
+                if top not in self.masks:
+                    harsh = np.isin(np.abs(self.id_pitch - top) % 12, HARSH)
+                    self.masks[top] = torch.from_numpy(self.ids[harsh])
+                index = self.masks[top].to(logits.device)
+                logits[:, index] = logits[:, index] - self.penalty
+        return logits
+
+
 @torch.no_grad()
 def generate_span(model, events: np.ndarray, *, start: float, end: float, controls: np.ndarray | None = None,
                   temperature: float = 1.0, top_p: float | None = 0.95, top_k: int | None = None, seed: int = 0,
                   delta: int = ops.DELTA * ops.TIME_RESOLUTION, max_events: int = 4000,
                   context: int = ops.CONTEXT_SIZE, budget: Budget | None = None, progress=None,
-                  exit_ceiling: tuple[int, int] | None = None, under_melody: np.ndarray | None = None,
-                  constraints: SamplingConstraints | None = None, what: str = "span") -> np.ndarray:
+                  exit_ceiling: tuple[int, int] | None = None, melody: np.ndarray | None = None,
+                  melody_on_top: bool = True, constraints: SamplingConstraints | None = None,
+                  what: str = "span") -> np.ndarray:
     """Events (flat triples) after generating from ``start`` to ``end`` seconds.
 
     ``events`` are the given notes: those before ``start`` are the prompt, those at or after
@@ -347,9 +382,11 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
     ``context`` is the sequence length the model was trained on; ``budget`` bounds the ids and
     wall time (``max_events`` triples at most), ``progress`` is a tqdm-like bar; ``exit_ceiling``
     (pitch, tick) keeps notes that sound at or after the tick at or below the pitch (see
-    :class:`ExitCeiling`); ``under_melody`` ((n, 3) start tick, end tick, pitch, in the times of
-    ``events``) keeps new notes under that melody (see :class:`UnderMelody`); ``constraints``
-    (None: the defaults) are the structural limits of :class:`SpanConstraints`. Returns the given events plus the generated ones, sorted, without RESTs.
+    :class:`ExitCeiling`); ``melody`` ((n, 3) start tick, end tick, pitch, in the times of
+    ``events``) is a kept melody the new notes accompany; ``constraints`` (None: the defaults)
+    are the structural limits of :class:`SpanConstraints` and, given a melody, its
+    ``under_melody`` (:class:`UnderMelody`, when ``melody_on_top``) and
+    ``melody_dissonance_penalty`` (:class:`MelodyConsonance`). Returns the given events plus the generated ones, sorted, without RESTs.
     """
     start_tick, end_tick = int(round(start * ops.TIME_RESOLUTION)), int(round(end * ops.TIME_RESOLUTION))
     if not 0 <= start_tick < end_tick:
@@ -378,8 +415,11 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
         processors.append(SpanConstraints(span, constraints, pending))
     if exit_ceiling is not None:
         processors.append(ExitCeiling(span, *exit_ceiling))
-    if under_melody is not None and len(under_melody):
-        processors.append(UnderMelody(span, under_melody))
+    if melody is not None and len(melody):
+        if constraints.under_melody and melody_on_top:
+            processors.append(UnderMelody(span, melody))
+        if constraints.melody_dissonance_penalty:
+            processors.append(MelodyConsonance(span, melody, constraints.melody_dissonance_penalty))
     processors += sampling_processors(temperature, top_k, top_p)
     decode(span, processors, Sampler(1, seed, device, greedy=temperature == 0), batch=1,
            max_steps=3 * max_events, device=device, budget=budget, progress=progress, what=what)
@@ -575,8 +615,10 @@ def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None
     the wall time (None: unbounded); a cut is reported in one line.
 
     ``constraints`` (None: the defaults) are the structural limits of :class:`SpanConstraints`;
-    with ``under_melody`` they keep the new notes under the melody (:class:`UnderMelody`) when the melody is the piece's top part (:func:`melody_on_top`;
-    a bass line given as the melody leaves the parts above it free)."""
+    with ``under_melody`` the new notes stay under the melody (:class:`UnderMelody`) when it is
+    the piece's top part (:func:`melody_on_top`: a bass line given as the melody leaves the
+    parts above it free), and ``melody_dissonance_penalty`` makes a note struck with a melody
+    note less likely to form a 2nd, tritone or 7th with it (:class:`MelodyConsonance`)."""
     if (melody_program is None) == (melody_track is None):
         raise CadenzaError("give the melody as a program or as a track index, one of them")
     if melody_track is not None:
@@ -597,8 +639,8 @@ def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None
     last = int((_onsets(melody) + melody[:, 1] - ops.DUR_OFFSET).max())
     stop_tick = int(round(end * ops.TIME_RESOLUTION)) if end is not None else last
     stop_tick = min(stop_tick, ops.MAX_TIME - 1) if max(stop_tick, last) < ops.MAX_TIME else stop_tick
-    constraints = SamplingConstraints() if constraints is None else constraints
-    ceiling = _melody_notes(melody) if constraints.under_melody and melody_on_top(score, is_melody) else None
+    on_top = melody_on_top(score, is_melody)
+    melody_notes = _melody_notes(melody)
     seed = int(sampling.pop("seed", 0))
     budget = _budget(max_seconds, max_events)
     new = np.zeros((0, 3), np.int64)
@@ -615,7 +657,7 @@ def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None
             full = generate_span(model, given.ravel(), start=(window_start - offset) / ops.TIME_RESOLUTION,
                                  end=(window_end - offset) / ops.TIME_RESOLUTION, controls=controls.ravel(),
                                  seed=seed + window, budget=budget, progress=bar, what="accompaniment",
-                                 under_melody=None if ceiling is None else ceiling - [offset, offset, 0],
+                                 melody=melody_notes - [offset, offset, 0], melody_on_top=on_top,
                                  constraints=constraints,
                                  max_events=max_events, **sampling)
             added = _shift(_new_rows(full, given.ravel()), offset)

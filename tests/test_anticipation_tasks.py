@@ -397,3 +397,45 @@ def test_span_polyphony_counts_the_given_music():
         sounding = ((onsets <= t) & (onsets + durations > t)).sum() + sum(s <= t < e for s, e in given)
         assert sounding <= 4
     assert ((onsets <= 150) & (onsets + durations > 150)).sum() == 3    # three notes beside the melody
+
+
+def test_melody_consonance_lowers_harsh_intervals_struck_with_a_melody_note_and_nothing_else():
+    melody = np.array([(100, 200, 67), (200, 300, 60)])
+    logits = torch.randn(1, ops.VOCAB_SIZE, generator=torch.Generator().manual_seed(0))
+    pitch = (torch.arange(ops.VOCAB_SIZE) - ops.NOTE_OFFSET) % ops.MAX_PITCH
+    pitched = (torch.arange(ops.VOCAB_SIZE) >= ops.NOTE_OFFSET) & \
+        (torch.arange(ops.VOCAB_SIZE) < ops.NOTE_OFFSET + ops.DRUMS * ops.MAX_PITCH)
+    for onset, top in ((100, 67), (201, 60), (99, 67)):
+        out = tasks.MelodyConsonance(_FakeSpan(onset, 50), melody, 2.0)(None, logits.clone())
+        harsh = pitched & torch.isin((pitch - top).abs() % 12, torch.tensor([1, 2, 6, 10, 11]))
+        assert torch.allclose(out[0][harsh], logits[0][harsh] - 2.0) and torch.equal(out[0][~harsh], logits[0][~harsh])
+        assert harsh[ops.NOTE_OFFSET + top + 6] and harsh[ops.NOTE_OFFSET + ops.MAX_PITCH + top - 1]   # any program
+        assert not harsh[ops.NOTE_OFFSET + top - 3] and not harsh[ops.NOTE_OFFSET + top - 12]
+    for onset in (150, 250, 400):          # against a held melody note, or in a rest: untouched
+        assert torch.equal(tasks.MelodyConsonance(_FakeSpan(onset, 50), melody, 2.0)(None, logits.clone()), logits)
+
+
+def test_the_dissonance_guard_is_on_by_default_and_acts_on_accompaniment():
+    import dataclasses
+
+    tok = get_tokenizer("anticipatory")
+    model = RandomPitchModel(tok.vocab_size)
+    piece = _chorale([[67, 69, 71, 72], [60, 62]], seconds=12)
+    melody = tasks._without_tracks(piece, lambda i, t: i == 0)
+    assert SamplingConstraints().melody_dissonance_penalty == 2.0 and OFF.melody_dissonance_penalty is None
+
+    def struck_harsh(constraints):
+        count = total = 0
+        for seed in range(4):
+            result = tasks.accompany(model, tok, piece, melody_track=0, prompt_seconds=0.25, end=10.0, seed=seed,
+                                     top_p=None, constraints=constraints, progress=False)
+            mel = {round(n.time, 2): n.pitch for n in melody.to("second").tracks[0].notes}
+            for track in result.generated.to("second").tracks:
+                for n in track.notes:
+                    if round(n.time, 2) in mel:
+                        total += 1
+                        count += abs(n.pitch - mel[round(n.time, 2)]) % 12 in (1, 2, 6, 10, 11)
+        return count / total
+
+    guarded, free = struck_harsh(dataclasses.replace(OFF, melody_dissonance_penalty=2.0)), struck_harsh(OFF)
+    assert free > 0.3 and guarded < free / 2      # random pitches: 5 in 12 harsh; guarded about 5 in 47

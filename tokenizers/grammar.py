@@ -59,10 +59,10 @@ class SamplingConstraints:
       the kept melody it sounds against as it starts (unisons allowed; free in the melody's
       rests), when the melody is the piece's top part. See
       ``cadenza.symbolic.anticipation_tasks.UnderMelody``.
-    - ``metric_grid``: Event: when the prompt keeps a metric grid (``cadenza.data.context.metric_grid``:
-      sixteenths, or with triplets, of its tempo), new notes start and end on it (TIME_SHIFTs land
-      on a grid step, or take the longest shift and go on): time counted in 10 ms steps otherwise
-      drifts off the beat a little at every shift, and the music leaves its bars.
+    - ``melody_dissonance_penalty``: Anticipatory accompaniment: a note struck together with a
+      melody note has this taken off the logits of the pitches a 2nd, tritone or 7th from it (2:
+      about 7 times less likely); a soft guard, passing notes are left alone. See
+      ``cadenza.symbolic.anticipation_tasks.MelodyConsonance``.
     """
 
     max_note_seconds: float | None = 4.0
@@ -72,13 +72,14 @@ class SamplingConstraints:
     allow_repeated_pitch: bool = False
     keep_prompt_programs: bool = True
     under_melody: bool = True
-    metric_grid: bool = True
+    melody_dissonance_penalty: float | None = 2.0
 
     @classmethod
     def off(cls) -> SamplingConstraints:
         """No structural constraint: only what the scheme needs to decode."""
         return cls(max_note_seconds=None, max_note_beats=None, max_polyphony=None, max_notes_per_position=None,
-                   allow_repeated_pitch=True, keep_prompt_programs=False, under_melody=False, metric_grid=False)
+                   allow_repeated_pitch=True, keep_prompt_programs=False, under_melody=False,
+                   melody_dissonance_penalty=None)
 
     @property
     def active(self) -> bool:
@@ -113,10 +114,6 @@ class Grammar:
         self.limit_bars: int | None = None
 
     # -- the face sampling uses -------------------------------------------------------------
-    def set_prompt(self, score) -> None:
-        """Take what the constraints need from the prompt as a Score (its grid; default: nothing).
-        Called before ``reset``; it holds for every row."""
-
     def set_limits(self, *, tokens: int | None = None, seconds: float | None = None, bars: int | None = None) -> None:
         """Stop each row once it has ``tokens`` new ids, ``seconds`` more music or ``bars`` more bars."""
         if bars is not None and not self.has_bars:
