@@ -63,6 +63,10 @@ class SamplingConstraints:
       melody note has this taken off the logits of the pitches a 2nd, tritone or 7th from it (2:
       about 7 times less likely); a soft guard, passing notes are left alone. See
       ``cadenza.symbolic.anticipation_tasks.MelodyConsonance``.
+    - ``metric_grid``: Event: when the prompt keeps a metric grid (``cadenza.data.context.metric_grid``:
+      sixteenths, or with triplets, of its tempo), new notes start and end on it (TIME_SHIFTs land
+      on a grid step, or take the longest shift and go on): time counted in 10 ms steps otherwise
+      drifts off the beat a little at every shift, and the music leaves its bars.
     """
 
     max_note_seconds: float | None = 4.0
@@ -72,13 +76,14 @@ class SamplingConstraints:
     allow_repeated_pitch: bool = False
     keep_prompt_programs: bool = True
     under_melody: bool = True
+    metric_grid: bool = True
     melody_dissonance_penalty: float | None = 2.0
 
     @classmethod
     def off(cls) -> SamplingConstraints:
         """No structural constraint: only what the scheme needs to decode."""
         return cls(max_note_seconds=None, max_note_beats=None, max_polyphony=None, max_notes_per_position=None,
-                   allow_repeated_pitch=True, keep_prompt_programs=False, under_melody=False,
+                   allow_repeated_pitch=True, keep_prompt_programs=False, under_melody=False, metric_grid=False,
                    melody_dissonance_penalty=None)
 
     @property
@@ -114,6 +119,10 @@ class Grammar:
         self.limit_bars: int | None = None
 
     # -- the face sampling uses -------------------------------------------------------------
+    def set_prompt(self, score) -> None:
+        """Take what the constraints need from the prompt as a Score (its grid; default: nothing).
+        Called before ``reset``; it holds for every row."""
+
     def set_limits(self, *, tokens: int | None = None, seconds: float | None = None, bars: int | None = None) -> None:
         """Stop each row once it has ``tokens`` new ids, ``seconds`` more music or ``bars`` more bars."""
         if bars is not None and not self.has_bars:
