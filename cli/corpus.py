@@ -68,7 +68,7 @@ def run_export(args) -> int:
     for folder, names in folders.items():  # what a killed copy left beside these files
         remove_temporaries(folder, names)
     for piece, target in zip(tqdm(pieces, desc="copying", unit="piece"), targets):
-        with atomic_path(target) as tmp:
+        with atomic_path(target, stale=False) as tmp:  # cleared above
             shutil.copyfile(piece.path, tmp)
     print(f"exported {len(pieces)} pieces of {args.name} to {out}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import tempfile
@@ -17,19 +18,81 @@ def _umask() -> int:
     return mask
 
 
+@functools.lru_cache(maxsize=1)
+def _host_tag() -> str:
+    """Four hex digits of this machine's name: a temporary's writer is known by machine and pid."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:4]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists (another user's), or the platform cannot tell: keep its files
+        return True
+    return True
+
+
+STALE_SCAN_LIMIT = 2000  # directory entries a write looks through for its target's stale temporaries
+
+
+def remove_dead_writers(target: str | os.PathLike) -> int:
+    """Delete the temporaries of ``target`` whose writer, a process of this machine, is dead (a
+    render or a save killed with SIGKILL); a live writer's, another machine's and untagged ones
+    stay. Only the first ``STALE_SCAN_LIMIT`` entries of the folder are looked at, so that a
+    write into a folder of many thousand files costs no more than a few milliseconds. Returns
+    how many went."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return 0
+    host, removed = _host_tag(), 0
+    prefix = f".{target.name}.{host}"
+    names = []
+    try:
+        with os.scandir(target.parent) as entries:
+            for count, entry in enumerate(entries):
+                if count >= STALE_SCAN_LIMIT:  # a bulk job's folder: it clears its own, not each write
+                    break
+                if entry.name.startswith(prefix):
+                    names.append(entry.name)
+    except OSError:
+        return 0
+    for name in names:
+        match = _TEMPORARY.match(name)
+        if not match or match["target"] != target.name or match["host"] != host or not match["pid"]:
+            continue
+        pid, path = int(match["pid"]), target.parent / name
+        if pid == os.getpid() or _alive(pid) or not path.is_file():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None):
+def atomic_path(path: str | os.PathLike, suffix: str | None = None, *, stale: bool = True):
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     An interrupted job never leaves a half-written output. The temporary name keeps the
-    target's suffix so libraries that choose a format by extension still work.
+    target's suffix so libraries that choose a format by extension still work, and names its
+    writer (``.NAME.<machine><pid>-XXXXXXXX.SUFFIX``), so that the next write of the same target
+    removes what a killed writer left (``stale=False`` skips that look, for a job that writes
+    many files into one folder and clears it of temporaries once itself).
     """
     target = Path(path)
     if target.is_dir():
         raise CadenzaError(f"{target}: is a directory; give a file name to write")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=target.parent)
+        if stale:
+            remove_dead_writers(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{_host_tag()}{os.getpid()}-", suffix=suffix or target.suffix,
+                                   dir=target.parent)
     except (FileExistsError, NotADirectoryError):
         blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), target.parent)
         raise CadenzaError(f"{target}: cannot write there ({blocker} is a file, not a directory)") from None
@@ -49,18 +112,19 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         raise
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, stale: bool = True) -> None:
+    with atomic_path(path, stale=stale) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
+def write_text_atomic(path: str | os.PathLike, text: str, *, stale: bool = True) -> None:
+    with atomic_path(path, stale=stale) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-# mkstemp's names: the prefix, 8 characters of tempfile's alphabet, the suffix
-_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]*)?$")
+# atomic_path's names: ".NAME.", the writer's machine (4 hex digits) and pid with a "-" (older
+# names had none), mkstemp's 8 characters, the suffix
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?:(?P<host>[0-9a-f]{4})(?P<pid>[0-9]+)-)?[a-z0-9_]{8}(?P<suffix>\.[^.]*)?$")
 
 
 def is_temporary(path: str | os.PathLike) -> bool:

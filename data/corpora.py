@@ -131,7 +131,8 @@ def _export_source(source: str, out_dir: str) -> tuple[list[str], list[tuple[str
             score = m21_to_score(stream, source)
             if score.note_num() == 0:
                 raise ValueError("no notes")
-            write_bytes_atomic(Path(out_dir) / (_safe_name(piece_id) + ".mid"), score.dumps_midi())
+            write_bytes_atomic(Path(out_dir) / (_safe_name(piece_id) + ".mid"), score.dumps_midi(),
+                               stale=False)  # the export cleared the folder of temporaries under its lock
             ok.append(piece_id)
         except Exception as exc:
             failed.append((piece_id, str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__))
@@ -212,7 +213,7 @@ class BuiltinCorpus(Corpus):
                 ok, failed = future.result()
                 report.exported += len(ok)
                 report.failed.extend(failed)
-                write_text_atomic(self._manifest(source), json.dumps({"pieces": ok, "failed": failed}))
+                write_text_atomic(self._manifest(source), json.dumps({"pieces": ok, "failed": failed}), stale=False)
                 bar.update(1)
         return report
 

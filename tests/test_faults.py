@@ -316,3 +316,30 @@ def test_a_killed_render_leaves_no_file_at_the_output_path(tmp_path):
     _interrupt(proc, "SIGKILL")
     assert proc.returncode == -signal.SIGKILL
     assert not target.exists()
+    left = [p.name for p in out.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".long.wav.")  # what SIGKILL cannot clean up
+
+    # the next write of that output removes it (its writer is dead); a live writer's stays
+    import hostile_inputs
+
+    (out / ".long.wav.k1ll3d_x.wav").write_bytes(b"RIFF")  # untagged: whose it is cannot be told
+    short = tmp_path / "short.mid"
+    short.write_bytes(hostile_inputs.plain_midi())
+    run_cli("render", short, "-o", target, "--sample-rate", "8000")
+    assert sorted(p.name for p in out.iterdir()) == [".long.wav.k1ll3d_x.wav", "long.wav"]
+    assert target.read_bytes()[:4] == b"RIFF"
+
+
+def test_a_live_writers_temporary_is_left_alone(tmp_path):
+    from cadenza.data.atomic import atomic_path, remove_dead_writers, write_bytes_atomic
+
+    target = tmp_path / "x.mid"
+    with atomic_path(target) as mine:
+        mine.write_bytes(b"half")
+        assert remove_dead_writers(target) == 0  # this process's own
+        child = subprocess.run([sys.executable, "-c", f"from cadenza.data.atomic import write_bytes_atomic; "
+                                f"write_bytes_atomic({str(target)!r}, b'other')"], timeout=120)
+        assert child.returncode == 0 and mine.exists()  # another writer of the same target left it
+    assert target.read_bytes() == b"half" and list(tmp_path.iterdir()) == [target]
+    write_bytes_atomic(target, b"again")
+    assert target.read_bytes() == b"again"
