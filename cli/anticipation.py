@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     a.add_argument("--above-melody", action="store_true",
                    help="let the new parts rise above the melody (default: when the melody is the top part, "
                         "no new note starts above the melody note it sounds against)")
+    a.add_argument("--dissonance-penalty", type=float, default=2.0,
+                   help="logit penalty on a 2nd, tritone or 7th against a melody note struck at the same time "
+                        "(default 2: about 7 times less likely; 0 switches the guard off)")
     _sampling_args(a)
     a.set_defaults(func=run_accompany)
 
@@ -85,11 +88,11 @@ def run_infill(args) -> int:
 
 def run_accompany(args) -> int:
     from cadenza.symbolic.anticipation_tasks import accompany
-
-    score, model, tokenizer, info = _load(args)
     from cadenza.tokenizers.grammar import SamplingConstraints
 
-    constraints = SamplingConstraints(under_melody=not args.above_melody)
+    constraints = SamplingConstraints(under_melody=not args.above_melody,
+                                      melody_dissonance_penalty=args.dissonance_penalty or None)
+    score, model, tokenizer, info = _load(args)
     with naming(args.piece):
         result = accompany(model, tokenizer, score, args.melody_program, melody_track=args.melody_track,
                            prompt_seconds=args.prompt_seconds, end=args.end, constraints=constraints,
