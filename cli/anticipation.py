@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     a.add_argument("--end", type=float, default=None, help="stop at this time (default: the melody's end)")
     a.add_argument("--above-melody", action="store_true",
                    help="let the new parts rise above the melody (default: when the melody is the top part, "
-                        "no new note starts above the melody note it sounds against)")
+                        "no new note starts at or above the melody note it sounds against)")
     a.add_argument("--dissonance-penalty", type=float, default=2.0,
                    help="logit penalty on a 2nd, tritone or 7th against a melody note struck at the same time "
                         "(default 2: about 7 times less likely; 0 switches the guard off)")

@@ -256,8 +256,8 @@ def _masked(melody, onset, duration):
 
 def test_under_melody_masks_exactly_the_pitches_above_the_melody_note_sounding():
     melody = [(100, 200, 67), (200, 300, 60), (400, 500, 72)]        # a rest from 300 to 400
-    above = lambda pitch: list(range(pitch + 1, 128))  # noqa: E731
-    assert _masked(melody, 120, 50) == above(67)              # during the 67: unison and below stay
+    above = lambda pitch: list(range(pitch, 128))  # noqa: E731   # the pitch itself (a unison) and above
+    assert _masked(melody, 120, 50) == above(67)              # during the 67: 66 and below stay
     assert _masked(melody, 185, 50) == above(60)              # struck 0.15 s before the melody moves to 60
     assert _masked(melody, 170, 50) == above(67)              # 0.3 s before: beyond the gap, the 67 only
     assert _masked(melody, 185, 10) == above(67)              # ends before the 60 comes: the 67 only
@@ -316,13 +316,13 @@ def test_accompaniment_stays_under_the_melody_and_is_free_when_switched_off():
     assert stats_on["notes"] >= 15 and stats_free["notes"] >= 15
     assert stats_on["above"] == 0.0                   # an untrained model's notes: none above the melody
     assert stats_free["above"] > 0.3                  # ... which it spreads all over the range when free
-    # every note sounding against the melody as it starts (within 0.25 s) is at or below it
+    # every note sounding against the melody as it starts (within 0.25 s) is below it
     mel = [(n.time, n.end, n.pitch) for n in melody.to("second").tracks[0].notes]
     for track in on.generated.to("second").tracks:
         for n in track.notes:
             if not track.is_drum:
                 against = [p for s, e, p in mel if s < n.time + min(0.25, n.duration) + 1e-6 and e > n.time + 0.02]
-                assert not against or n.pitch <= min(against)
+                assert not against or n.pitch < min(against)
     # a melody that is not the top part (the bass here) leaves the parts above it free: the same
     # notes as with the constraint off
     bass_on = _accompany(model, tok, piece, 2, MELODY_ONLY)

@@ -55,9 +55,9 @@ class SamplingConstraints:
     - ``keep_prompt_programs``: REMI: new notes use only the programs (instruments, drums
       included) the prompt has, so a four-voice chorale is not continued by a drum kit; a prompt
       without Program ids leaves every program open.
-    - ``under_melody``: Anticipatory accompaniment (``accompany``): a new note may not rise above
-      the kept melody it sounds against as it starts (unisons allowed; free in the melody's
-      rests), when the melody is the piece's top part. See
+    - ``under_melody``: Anticipatory accompaniment (``accompany``): a new note must start below
+      the kept melody it sounds against (no unison either; free in the melody's rests), when the
+      melody is the piece's top part. See
       ``cadenza.symbolic.anticipation_tasks.UnderMelody``.
     - ``melody_dissonance_penalty``: Anticipatory accompaniment: a note struck together with a
       melody note has this taken off the logits of the pitches a 2nd, tritone or 7th from it (2:
