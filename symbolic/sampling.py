@@ -92,7 +92,7 @@ def continue_score(model: MusicTransformer, tokenizer: Tokenizer, score: symusic
                    max_seconds: float | None = DEFAULT_MAX_SECONDS, progress: bool = True,
                    report: Callable[[str], None] | None = None,
                    constraints: SamplingConstraints | None = None,
-                   sliding_window: bool = True) -> list[symusic.Score]:
+                   sliding_window: bool = False) -> list[symusic.Score]:
     """``num_samples`` continuations of ``score``, each the (tokenized) prompt followed by new
     music: ``tokens`` new ids, ``seconds`` more music, or ``bars`` more bars (REMI), exactly one
     of them. Sampling is grammar-aware, so every continuation decodes, and follows the scheme's
@@ -107,8 +107,10 @@ def continue_score(model: MusicTransformer, tokenizer: Tokenizer, score: symusic
     progress bar on runs longer than a few seconds.
 
     With ``sliding_window`` (a relative-attention model), each new id attends to the last
-    ``context`` ids only, as in the crops the model was trained on; without it, to everything
-    sampled so far (attention spread over more history than the model ever saw)."""
+    ``context`` ids only, as in the crops the model was trained on; without it (the default), to
+    everything sampled so far. On the shipped models' 16 s chorale continuations the window made
+    no difference a listener or the benchmark could rely on (docs/generation-quality.md), so it
+    is an option, not the default."""
     given = [name for name, value in (("tokens", tokens), ("seconds", seconds), ("bars", bars)) if value is not None]
     if len(given) != 1:
         raise CadenzaError("give exactly one continuation length: tokens, seconds or bars")
