@@ -455,3 +455,17 @@ def test_accompany_command_switches_the_melody_constraints(monkeypatch, tmp_path
     assert [(c.under_melody, c.melody_dissonance_penalty) for c in seen] == \
         [(True, 2.0), (False, 2.0), (True, None), (True, 3.5)]
     assert all(c.max_polyphony == SamplingConstraints().max_polyphony for c in seen)   # the rest as default
+
+
+def test_span_constraints_are_on_by_default_in_infill():
+    tok = get_tokenizer("anticipatory")
+    original = _score([(i * 0.5, 0.5, 48) for i in range(24)])
+    result = tasks.infill(PileModel(tok.vocab_size), tok, original, 4.0, 6.0, temperature=0, progress=False)
+    notes = [(round(n.time, 2), round(n.end, 2), n.pitch) for t in result.generated.to("second").tracks for n in t.notes]
+    onsets = [t for t, _, _ in notes]
+    assert len(notes) >= 8 and max(e - t for t, e, _ in notes) <= 4.0          # 3 s, not the model's 9 s
+    assert max(onsets.count(t) for t in set(onsets)) <= 8 and len(set(notes)) == len(notes)
+    assert all(sum(t <= x < e for t, e, _ in notes) <= 8 for x in np.arange(4.0, 10.0, 0.05))
+    free = tasks.infill(PileModel(tok.vocab_size), tok, original, 4.0, 6.0, temperature=0, progress=False,
+                        constraints=OFF, max_events=200)
+    assert free.generated_events == 200                                          # piled on one onset to the budget
