@@ -36,6 +36,7 @@ anticipatory runs (a before/after of one constraint on the same seeds).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -253,7 +254,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 chorales, 2 samples: a few minutes")
-    parser.add_argument("--models", default=None, help="comma-separated shipped model names (default: all)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated shipped model names or checkpoint directories (default: every shipped model)")
     parser.add_argument("--pieces", type=int, default=None, help="test chorales to use (default: all; 4 with --quick)")
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=16.0, help="continuation window (default 16 s)")
@@ -279,8 +281,13 @@ def main() -> None:
         else "continue" in tasks  # noqa: E731
     entries = [e for e in entries if wanted_schemes(e)]
     if args.models:
+        from pathlib import Path
+
+        from cadenza.symbolic.registry import _entry
+
         wanted = args.models.split(",")
-        entries = [e for e in entries if e.name in wanted]
+        runs = [dataclasses.replace(_entry(Path(w)), name=w) for w in wanted if (Path(w) / "config.json").exists()]
+        entries = [e for e in entries if e.name in wanted] + [e for e in runs if wanted_schemes(e)]
     pieces = open_corpus("bach-chorales").pieces(split="test")
     pieces = pieces[: args.pieces or (4 if args.quick else len(pieces))]
     chorales = [(symusic.Score(str(p.path)), 2 + i % 3) for i, p in enumerate(pieces)]
