@@ -95,6 +95,7 @@ RULES: dict[str, tuple] = {
     "melody_program": _int_at_least(0, 127),
     "melody_track": _int_at_least(0, 2**31 - 1),
     "dissonance_penalty": _float_range(0, 100),
+    "key_prior": _float_range(0, 100),
     "workers": _int_at_least(1, 1024),
     "limit": _int_at_least(1),
     "limit_pieces": _int_at_least(1),

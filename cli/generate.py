@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95; 1 disables)")
     p.add_argument("--max-tokens", type=int, default=8192,
                    help="cap on new tokens for --seconds/--bars (default 8192)")
+    p.add_argument("--key-prior", type=float, default=None,
+                   help="logits taken off notes outside the prompt's scale (default 1: e times less likely; 0: none)")
     cut = p.add_mutually_exclusive_group()
     cut.add_argument("--prompt-bars", type=int, default=None,
                      help="prompt the model with the last N bars of PROMPT (default: as much of its end as the "
@@ -43,6 +45,18 @@ def register(subparsers) -> None:
     add_seed_arg(p)
     add_device_arg(p)
     p.set_defaults(func=run)
+
+
+def _constraints(args):
+    """The default sampling constraints, with the key prior the command line asks for."""
+    import dataclasses
+
+    from cadenza.tokenizers.grammar import SamplingConstraints
+
+    defaults = SamplingConstraints()
+    if args.key_prior is None:
+        return defaults
+    return dataclasses.replace(defaults, key_prior=args.key_prior or None)
 
 
 def _output_paths(output: str, count: int) -> list[Path]:
@@ -85,7 +99,8 @@ def run(args) -> int:
         scores = continue_score(model, tokenizer, prompt, tokens=args.tokens, seconds=args.seconds, bars=args.bars,
                                 num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k,
                                 top_p=args.top_p, seed=args.seed, max_tokens=args.max_tokens, context=context,
-                                prompt_bars=args.prompt_bars, prompt_seconds=args.prompt_seconds)
+                                prompt_bars=args.prompt_bars, prompt_seconds=args.prompt_seconds,
+                                constraints=_constraints(args))
     elapsed = time.perf_counter() - started
     try:  # the prompt's notes as the scheme keeps them
         prompt_notes = tokenizer.decode(tokenizer.prompt_ids(prompt)).note_num()

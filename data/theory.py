@@ -168,6 +168,17 @@ def estimate_key(score: symusic.Score, profile: str = "aarden") -> Key | None:
     return best
 
 
+MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
+MINOR_SCALES = (0, 2, 3, 5, 7, 8, 9, 10, 11)  # natural minor with the raised sixth and seventh
+
+
+def scale_pitch_classes(key: Key) -> np.ndarray:
+    """The pitch classes of ``key``'s scale: the major scale, or for a minor key the natural minor
+    with the raised sixth and seventh of its melodic and harmonic forms (nine of the twelve)."""
+    degrees = MAJOR_SCALE if key.mode == "major" else MINOR_SCALES
+    return np.sort((np.asarray(degrees) + key.tonic) % 12)
+
+
 def music21_key(score: symusic.Score) -> Key | None:
     """music21's key estimate (``Stream.analyze('key')``) of the score's notes, placed directly
     in a music21 stream (no MIDI round trip or quantization)."""

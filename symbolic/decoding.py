@@ -97,6 +97,16 @@ class LogitsProcessor(Protocol):
     def __call__(self, state: StepState, logits: torch.Tensor) -> torch.Tensor: ...
 
 
+class AddBias:
+    """Add a fixed (vocab,) bias to every row's logits (a soft preference, such as a key)."""
+
+    def __init__(self, bias: torch.Tensor):
+        self.bias = bias
+
+    def __call__(self, state: StepState | None, logits: torch.Tensor) -> torch.Tensor:
+        return logits + self.bias.to(logits.dtype)
+
+
 class Temperature:
     """Divide the logits by ``temperature`` (in float32)."""
 

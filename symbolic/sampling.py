@@ -16,8 +16,8 @@ import torch
 from cadenza.data.errors import CadenzaError
 from cadenza.tokenizers.grammar import Grammar, SamplingConstraints
 
-from .decoding import (Budget, GrammarMask, LanguageModelDecoder, Sampler, StopAt, Temperature, TopK, TopP,
-                       decode, sampling_processors)
+from .decoding import (AddBias, Budget, GrammarMask, LanguageModelDecoder, Sampler, StopAt, Temperature, TopK,
+                       TopP, decode, sampling_processors)
 
 if TYPE_CHECKING:
     from cadenza.tokenizers import Tokenizer
@@ -40,7 +40,8 @@ def filter_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int 
 def generate(model, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
              grammar: Grammar | None = None, use_cache: bool = True, eos_id: int | None = None,
-             budget: Budget | None = None, progress=None, window: int | None = None) -> torch.Tensor:
+             budget: Budget | None = None, progress=None, window: int | None = None,
+             logit_bias: torch.Tensor | None = None) -> torch.Tensor:
     """Sample up to ``max_new_tokens`` ids after ``prompt`` (batch, T); returns (batch, T + new).
 
     ``temperature=0`` is greedy. With a grammar, only ids it allows are sampled and a row stops
@@ -49,7 +50,8 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, *, temperature: f
     more. ``budget`` bounds each row in ids and wall time (a row that hits it is reported and
     cut). ``use_cache=False`` recomputes the whole prefix at every step (the same samples, much
     slower; kept for checks and benchmarks). ``window`` bounds how many positions each sampled
-    id attends to (itself included; see ``KVCache``), with the cache only.
+    id attends to (itself included; see ``KVCache``), with the cache only. ``logit_bias``
+    (vocab,) is added to the model's logits at every step, before temperature and filtering.
     """
     if prompt.dim() == 1:
         prompt = prompt[None]
@@ -66,6 +68,8 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, *, temperature: f
         grammar.reset(prompt.cpu().numpy())
         processors.append(GrammarMask(grammar, fill_id))
         stopped = torch.as_tensor(grammar.finished.copy(), dtype=torch.bool, device=device)
+    if logit_bias is not None:
+        processors.append(AddBias(logit_bias.to(device)))
     processors += sampling_processors(temperature, top_k, top_p)
     if grammar is None and eos_id is not None:
         processors.append(StopAt(eos_id))
@@ -110,7 +114,10 @@ def continue_score(model: MusicTransformer, tokenizer: Tokenizer, score: symusic
     ``context`` ids only, as in the crops the model was trained on; without it (the default), to
     everything sampled so far. On the shipped models' 16 s chorale continuations the window made
     no difference a listener or the benchmark could rely on (docs/generation-quality.md), so it
-    is an option, not the default."""
+    is an option, not the default.
+
+    The constraints' ``key_prior`` takes that much off the logits of notes outside the scale of
+    the prompt's key (``key_bias``), a soft preference for staying in it."""
     given = [name for name, value in (("tokens", tokens), ("seconds", seconds), ("bars", bars)) if value is not None]
     if len(given) != 1:
         raise CadenzaError("give exactly one continuation length: tokens, seconds or bars")
@@ -133,7 +140,9 @@ def continue_score(model: MusicTransformer, tokenizer: Tokenizer, score: symusic
     with progress_bar(progress, steps if tokens is not None else None, "continue") as bar:
         out = generate(model, prompt, steps, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                        grammar=grammar, use_cache=use_cache, budget=budget, progress=bar,
-                       window=trained_context(model, context) if sliding_window else None)
+                       window=trained_context(model, context) if sliding_window else None,
+                       logit_bias=key_bias(tokenizer, score, grammar.constraints.key_prior)
+                       if grammar.constraints.key_prior else None)
     from cadenza.data.context import restore_context  # the prompt's tempo, metre, key and parts
 
     results = []
@@ -164,6 +173,20 @@ def _after_the_head(whole: symusic.Score, tail: symusic.Score, cut_tick: int,
         else:
             out.tracks.append(track)
     return out
+
+
+def key_bias(tokenizer, score: symusic.Score, strength: float) -> torch.Tensor | None:
+    """(vocab,) logits bias: ``-strength`` on the ids that start a note outside the scale of
+    ``score``'s key (``cadenza.data.theory.estimate_key``, Aarden-Essen profile; a minor key's
+    scale has its raised sixth and seventh), 0 elsewhere; None for a score without notes."""
+    from cadenza.data.theory import estimate_key, scale_pitch_classes
+
+    key = estimate_key(score)
+    if key is None:
+        return None
+    pitches = tokenizer.onset_pitches()
+    outside = (pitches >= 0) & ~np.isin(pitches % 12, scale_pitch_classes(key))
+    return torch.from_numpy(np.where(outside, -float(strength), 0.0).astype(np.float32))
 
 
 def trained_context(model, context: int | None = None) -> int | None:

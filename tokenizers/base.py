@@ -143,6 +143,19 @@ class Tokenizer(ABC):
             return SPECIAL_NAMES[token_id - self.base_vocab_size]
         raise TokenizerError(f"id {token_id} is outside the {self.name} vocabulary (0..{self.vocab_size - 1})")
 
+    def onset_pitches(self) -> np.ndarray:
+        """(vocab_size,) the pitch of the pitched note each id starts (an Event NOTE_ON, a REMI
+        Pitch), -1 for every other id; read from the ids' names, computed once."""
+        cached = self.__dict__.get("_onset_pitches")
+        if cached is None:
+            cached = np.full(self.vocab_size, -1, np.int64)
+            for token_id in range(self.base_vocab_size):
+                kind, _, value = self._base_token_to_str(token_id).rpartition("_")
+                if kind in ("NOTE_ON", "Pitch") and value.isdigit():
+                    cached[token_id] = int(value)
+            self.__dict__["_onset_pitches"] = cached
+        return cached
+
     def tokens_to_str(self, ids: np.ndarray | Iterable[int]) -> list[str]:
         return [self.token_to_str(i) for i in np.asarray(ids).ravel()]
 

@@ -67,6 +67,10 @@ class SamplingConstraints:
       sixteenths, or with triplets, of its tempo), new notes start and end on it (TIME_SHIFTs land
       on a grid step, or take the longest shift and go on): time counted in 10 ms steps otherwise
       drifts off the beat a little at every shift, and the music leaves its bars.
+    - ``key_prior``: continuations (Event, REMI): this much is taken off the logits of notes
+      outside the scale of the prompt's key (``cadenza.symbolic.sampling.key_bias``; a minor key
+      keeps its raised sixth and seventh), so they are ``exp(key_prior)`` times less likely than
+      the model had them: a soft preference, chromatic notes stay possible.
     """
 
     max_note_seconds: float | None = 4.0
@@ -77,13 +81,14 @@ class SamplingConstraints:
     keep_prompt_programs: bool = True
     under_melody: bool = True
     metric_grid: bool = True
+    key_prior: float | None = 1.0
     melody_dissonance_penalty: float | None = 2.0
 
     @classmethod
     def off(cls) -> SamplingConstraints:
         """No structural constraint: only what the scheme needs to decode."""
         return cls(max_note_seconds=None, max_note_beats=None, max_polyphony=None, max_notes_per_position=None,
-                   allow_repeated_pitch=True, keep_prompt_programs=False, under_melody=False, metric_grid=False,
+                   allow_repeated_pitch=True, keep_prompt_programs=False, under_melody=False, metric_grid=False, key_prior=None,
                    melody_dissonance_penalty=None)
 
     @property
