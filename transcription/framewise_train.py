@@ -193,7 +193,7 @@ def new_framewise(size: str = "cpu") -> FramewiseTranscriber:
 
 
 def tune_decoding(model: FramewiseTranscriber, pairs: list[tuple[Path, Path]],
-                  onset_thresholds=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7), frame_thresholds=(0.3, 0.4, 0.5, 0.6),
+                  onset_thresholds=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), frame_thresholds=(0.3, 0.4, 0.5, 0.6),
                   offset_thresholds=(0.5, 0.7, 1.0)) -> tuple[DecodeSettings, dict]:
     """The decoding thresholds that give the best mean onset F1 + onset+offset F1 on ``pairs``
     (a valid split: never the test split), with every setting's figures. Activations are computed
