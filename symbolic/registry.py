@@ -34,8 +34,8 @@ class ModelEntry:
             parts.append(f"held-out onset F1 {heldout['onset_f1']:.3f} ({heldout.get('soundfont', '?')})")
         if "corpus" in info:
             parts.append(f"corpus {info['corpus']}")
-        if "step" in info:
-            parts.append(f"{info['step']} steps")
+        if "total_steps" in info or "step" in info:  # a model trained in stages counts them all
+            parts.append(f"{info.get('total_steps', info.get('step'))} steps")
         return "  ".join(parts)
 
 
