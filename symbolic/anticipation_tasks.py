@@ -369,6 +369,35 @@ class MelodyConsonance:
         return logits
 
 
+class SpanKey:
+    """The key prior of a span (``SamplingConstraints.key_prior``): at the note slot, ``penalty``
+    comes off the logits of the pitched notes outside the scale of the given music's key
+    (``cadenza.data.theory.estimate_key`` of every given note, before and after the span), so they
+    are ``exp(penalty)`` times less likely than the model had them; drums are left alone."""
+
+    def __init__(self, span: _Span, outside_pitch_classes: np.ndarray, penalty: float):
+        self.span = span
+        ids = np.arange(ops.NOTE_OFFSET, ops.NOTE_OFFSET + ops.DRUMS * ops.MAX_PITCH)
+        outside = np.isin((ids - ops.NOTE_OFFSET) % ops.MAX_PITCH % 12, outside_pitch_classes)
+        self.ids, self.penalty = torch.from_numpy(ids[outside]), penalty
+
+    @classmethod
+    def of(cls, span: _Span, triples: np.ndarray, penalty: float) -> "SpanKey | None":
+        from cadenza.data.theory import estimate_key, scale_pitch_classes
+
+        notes = triples[(triples[:, 2] >= ops.NOTE_OFFSET) & (triples[:, 2] < ops.REST)]
+        key = estimate_key(_score_of(notes)) if len(notes) else None
+        if key is None:
+            return None
+        return cls(span, np.setdiff1d(np.arange(12), scale_pitch_classes(key)), penalty)
+
+    def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
+        if self.span.slot == 2:
+            index = self.ids.to(logits.device)
+            logits[:, index] = logits[:, index] - self.penalty
+        return logits
+
+
 @torch.no_grad()
 def generate_span(model, events: np.ndarray, *, start: float, end: float, controls: np.ndarray | None = None,
                   temperature: float = 1.0, top_p: float | None = 0.95, top_k: int | None = None, seed: int = 0,
@@ -389,7 +418,7 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
     ``events``) is a kept melody the new notes accompany; ``constraints`` (None: the defaults)
     are the structural limits of :class:`SpanConstraints` and, given a melody, its
     ``under_melody`` (:class:`UnderMelody`, when ``melody_on_top``) and
-    ``melody_dissonance_penalty`` (:class:`MelodyConsonance`). Returns the given events plus the generated ones, sorted, without RESTs.
+    ``melody_dissonance_penalty`` (:class:`MelodyConsonance`), and ``key_prior`` (:class:`SpanKey`). Returns the given events plus the generated ones, sorted, without RESTs.
     """
     start_tick, end_tick = int(round(start * ops.TIME_RESOLUTION)), int(round(end * ops.TIME_RESOLUTION))
     if not 0 <= start_tick < end_tick:
@@ -423,6 +452,11 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
             processors.append(UnderMelody(span, melody))
         if constraints.melody_dissonance_penalty:
             processors.append(MelodyConsonance(span, melody, constraints.melody_dissonance_penalty))
+    if constraints.key_prior:
+        key = SpanKey.of(span, np.concatenate([triples, ops.as_triples(controls) - ops.CONTROL_OFFSET])
+                         if controls is not None and len(controls) else triples, constraints.key_prior)
+        if key is not None:
+            processors.append(key)
     processors += sampling_processors(temperature, top_k, top_p)
     decode(span, processors, Sampler(1, seed, device, greedy=temperature == 0), batch=1,
            max_steps=3 * max_events, device=device, budget=budget, progress=progress, what=what)

@@ -70,3 +70,25 @@ def test_a_strong_prior_keeps_an_untrained_models_notes_in_the_key():
 
 def test_the_prior_is_on_by_default_and_off_with_the_others():
     assert SamplingConstraints().key_prior == 1.0 and SamplingConstraints.off().key_prior is None
+
+
+def test_infill_and_accompaniment_prefer_the_given_musics_key_at_the_note_slot():
+    from types import SimpleNamespace
+
+    from cadenza.symbolic.anticipation_tasks import SpanKey
+    from cadenza.tokenizers import anticipation_ops as ops
+
+    tune = _scale_tune()                                             # D major
+    triples = np.array([[ops.TIME_OFFSET + n.time // 48, ops.DUR_OFFSET + 50, ops.NOTE_OFFSET + n.pitch]
+                        for n in tune.tracks[0].notes], np.int64)
+    span = SimpleNamespace(slot=2)
+    prior = SpanKey.of(span, triples, 1.5)
+    logits = prior(None, torch.zeros(1, ops.VOCAB_SIZE))[0]
+    pitch_of = lambda instrument, pitch: ops.NOTE_OFFSET + instrument * ops.MAX_PITCH + pitch  # noqa: E731
+    assert logits[pitch_of(0, 61)] == 0 and logits[pitch_of(40, 66)] == 0      # C#, F#: in D major
+    assert logits[pitch_of(0, 60)] == -1.5 and logits[pitch_of(40, 65)] == -1.5  # C, F: not, any instrument
+    assert logits[pitch_of(ops.DRUMS, 60)] == 0                               # drums are not in a key
+    assert logits[:ops.NOTE_OFFSET].abs().sum() == 0                          # times and durations untouched
+    span.slot = 0
+    assert prior(None, torch.zeros(1, ops.VOCAB_SIZE)).abs().sum() == 0   # only at the note slot
+    assert SpanKey.of(span, triples[:0], 1.5) is None

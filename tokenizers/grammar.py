@@ -67,10 +67,11 @@ class SamplingConstraints:
       sixteenths, or with triplets, of its tempo), new notes start and end on it (TIME_SHIFTs land
       on a grid step, or take the longest shift and go on): time counted in 10 ms steps otherwise
       drifts off the beat a little at every shift, and the music leaves its bars.
-    - ``key_prior``: continuations (Event, REMI): this much is taken off the logits of notes
-      outside the scale of the prompt's key (``cadenza.symbolic.sampling.key_bias``; a minor key
-      keeps its raised sixth and seventh), so they are ``exp(key_prior)`` times less likely than
-      the model had them: a soft preference, chromatic notes stay possible.
+    - ``key_prior``: this much is taken off the logits of notes outside the scale of the key of
+      the music given (continuations, Event and REMI: the prompt's, ``cadenza.symbolic.sampling.key_bias``;
+      infill and accompaniment: every given note's, ``cadenza.symbolic.anticipation_tasks.SpanKey``;
+      a minor key keeps its raised sixth and seventh), so they are ``exp(key_prior)`` times less
+      likely than the model had them: a soft preference, chromatic notes stay possible.
     """
 
     max_note_seconds: float | None = 4.0
