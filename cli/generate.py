@@ -93,12 +93,11 @@ def run(args) -> int:
     model, tokenizer, info = load_checkpoint(model_dir, device=device)
     if tokenizer is None:
         raise CadenzaError(f"{model_dir}: the checkpoint names no tokenizer")
-    context = info.get("settings", {}).get("seq_len")
     started = time.perf_counter()
     with torch.inference_mode(), naming(args.prompt):
         scores = continue_score(model, tokenizer, prompt, tokens=args.tokens, seconds=args.seconds, bars=args.bars,
                                 num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k,
-                                top_p=args.top_p, seed=args.seed, max_tokens=args.max_tokens, context=context,
+                                top_p=args.top_p, seed=args.seed, max_tokens=args.max_tokens,
                                 prompt_bars=args.prompt_bars, prompt_seconds=args.prompt_seconds,
                                 constraints=_constraints(args))
     elapsed = time.perf_counter() - started

@@ -179,6 +179,13 @@ def scale_pitch_classes(key: Key) -> np.ndarray:
     return np.sort((np.asarray(degrees) + key.tonic) % 12)
 
 
+def pitch_classes_outside_key(score: symusic.Score) -> np.ndarray | None:
+    """The pitch classes outside the scale of ``score``'s estimated key (``estimate_key``,
+    ``scale_pitch_classes``); None for a score without pitched notes."""
+    key = estimate_key(score)
+    return None if key is None else np.setdiff1d(np.arange(12), scale_pitch_classes(key))
+
+
 def music21_key(score: symusic.Score) -> Key | None:
     """music21's key estimate (``Stream.analyze('key')``) of the score's notes, placed directly
     in a music21 stream (no MIDI round trip or quantization)."""

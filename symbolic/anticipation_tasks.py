@@ -383,13 +383,11 @@ class SpanKey:
 
     @classmethod
     def of(cls, span: _Span, triples: np.ndarray, penalty: float) -> "SpanKey | None":
-        from cadenza.data.theory import estimate_key, scale_pitch_classes
+        from cadenza.data.theory import pitch_classes_outside_key
 
         notes = triples[(triples[:, 2] >= ops.NOTE_OFFSET) & (triples[:, 2] < ops.REST)]
-        key = estimate_key(_score_of(notes)) if len(notes) else None
-        if key is None:
-            return None
-        return cls(span, np.setdiff1d(np.arange(12), scale_pitch_classes(key)), penalty)
+        outside = pitch_classes_outside_key(_score_of(notes)) if len(notes) else None
+        return None if outside is None else cls(span, outside, penalty)
 
     def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
         if self.span.slot == 2:

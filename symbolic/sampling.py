@@ -179,13 +179,13 @@ def key_bias(tokenizer, score: symusic.Score, strength: float) -> torch.Tensor |
     """(vocab,) logits bias: ``-strength`` on the ids that start a note outside the scale of
     ``score``'s key (``cadenza.data.theory.estimate_key``, Aarden-Essen profile; a minor key's
     scale has its raised sixth and seventh), 0 elsewhere; None for a score without notes."""
-    from cadenza.data.theory import estimate_key, scale_pitch_classes
+    from cadenza.data.theory import pitch_classes_outside_key
 
-    key = estimate_key(score)
-    if key is None:
+    outside_key = pitch_classes_outside_key(score)
+    if outside_key is None:
         return None
     pitches = tokenizer.onset_pitches()
-    outside = (pitches >= 0) & ~np.isin(pitches % 12, scale_pitch_classes(key))
+    outside = (pitches >= 0) & np.isin(pitches % 12, outside_key)
     return torch.from_numpy(np.where(outside, -float(strength), 0.0).astype(np.float32))
 
 
