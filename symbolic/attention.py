@@ -57,6 +57,11 @@ def relative_attention(
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout_p > 0 else 0
+        if torch.is_autocast_enabled(q.device.type):
+            # Its in-place softmax and recomputed backward want one dtype: float32, outside autocast.
+            with torch.autocast(device_type=q.device.type, enabled=False):
+                return _ChunkedRelativeAttention.apply(q.float(), k.float(), v.float(), rel_emb.float(),
+                                                       chunk_size, dropout_p, seed)
         return _ChunkedRelativeAttention.apply(q, k, v, rel_emb, chunk_size, dropout_p, seed)
     raise ValueError(f"unknown relative attention implementation {impl!r}; choose from {IMPLEMENTATIONS}")
 

@@ -1,4 +1,5 @@
-"""Device choice: ``--device auto`` is CUDA (bf16 autocast) when present, else the CPU."""
+"""Device choice: ``--device auto`` is CUDA (bf16 autocast) when present, else the CPU; and the
+precision a training run computes in (bf16 autocast also on CPUs with AMX)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,36 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     raise CadenzaError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
 
 
-def autocast_context(device: torch.device | str):
-    """bf16 autocast on CUDA; a context that does nothing on the CPU (float32 there)."""
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles). There bf16
+    autocast makes a Music Transformer training step 1.7-2.6x faster; without AMX it is slower."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def training_precision(device: torch.device | str, precision: str = "auto") -> str:
+    """The precision a training run computes in: ``"auto"`` is bf16 autocast on CUDA and on
+    CPUs with AMX, float32 elsewhere; ``"fp32"`` and ``"bf16"`` as given. Weights, optimizer
+    state and checkpoints stay float32 either way."""
+    if precision not in PRECISIONS:
+        raise CadenzaError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
     device = torch.device(device)
-    if device.type == "cuda":
+    return "bf16" if device.type == "cuda" or cpu_has_fast_bf16() else "fp32"
+
+
+def autocast_context(device: torch.device | str, precision: str = "auto"):
+    """The autocast of ``precision`` on ``device``. ``"auto"`` is bf16 on CUDA and float32 on
+    the CPU (so evaluations there are exact float32 figures); ``"bf16"`` autocasts the CPU too."""
+    device = torch.device(device)
+    if device.type == "cuda" and precision in ("auto", "bf16"):
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and precision == "bf16":
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()

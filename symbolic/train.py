@@ -111,6 +111,7 @@ class TrainSettings:
     attention: str = "relative"
     dropout: float | None = None
     device: str = "auto"
+    precision: str = "auto"  # bf16 autocast on CUDA and on CPUs with AMX, else float32 (device.training_precision)
     seed: int = 0
     resume: bool = False
     eval_every: int | None = None
@@ -181,6 +182,10 @@ class TrainSettings:
             check_number("--dropout", self.dropout, minimum=0, below=1)
         if self.max_minutes is not None:
             check_number("--max-minutes", self.max_minutes, above=0)
+        from .device import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise CadenzaError(f"unknown --precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -335,6 +340,7 @@ class Run:
     skipped: list = field(default_factory=list)  # (split, piece id, reason) of pieces that could not be read
     written_step: int = -1
     step_rng: dict | None = None  # generator states at the start of the step under way
+    precision: str = "fp32"  # what the steps compute in: "fp32" or "bf16" (autocast)
 
 
 def set_up(settings: TrainSettings) -> Run:
@@ -363,6 +369,9 @@ def set_up(settings: TrainSettings) -> Run:
     if dist_info.is_main:
         remove_stale_temporaries(out)
     device = _device_for(settings, dist_info)
+    from .device import training_precision
+
+    precision = training_precision(device, settings.precision)
 
     if saved is not None:
         model, tokenizer, _ = load_checkpoint(out, device=str(device))
@@ -407,10 +416,11 @@ def set_up(settings: TrainSettings) -> Run:
         clock=RunClock(budget, elapsed=float(saved.get("elapsed_seconds", 0.0)) if saved else 0.0),
         cadence=CheckpointCadence(settings.checkpoint_every, settings.checkpoint_minutes),
         info={"corpus": settings.corpus, "shards": settings.shards, "scheme": tokenizer.name, "split": "train",
-              "settings": settings.to_json(), "world_size": dist_info.world_size},
+              "settings": settings.to_json(), "world_size": dist_info.world_size, "precision": precision},
         data=data, step=step, metrics=dict(saved.get("metrics", {})) if saved else {},
         skipped=[(split, piece, reason) for split, source in sources.items()
                  for piece, reason in getattr(source, "failed", [])],
+        precision=precision,
     )
 
 
@@ -436,7 +446,7 @@ def train_step(run: Run, on_batch: Callable[[int, int, Any, Any], None] | None =
         targets = targets.to(device, non_blocking=True)
         sync_later = run.dist.enabled and micro < settings.grad_accum - 1
         with run.train_model.no_sync() if sync_later else contextlib.nullcontext():
-            with autocast_context(device):
+            with autocast_context(device, run.precision):
                 _, loss = run.train_model(inputs, targets, next_group=model.next_group(inputs))
             (loss / settings.grad_accum).backward()
         loss_sum += loss.detach().float()

@@ -646,3 +646,30 @@ def test_a_damaged_training_state_is_refused_in_one_line(tmp_path, one_step_run,
     with pytest.raises(CadenzaError, match=message) as caught:
         train(_settings(out, chorale_dir, resume=True, steps=2))
     assert "\n" not in str(caught.value) and str(out) in str(caught.value)
+
+
+def test_precision_is_bf16_autocast_where_the_hardware_has_it_and_checkpoints_stay_float32(tmp_path, chorale_dir):
+    from safetensors.torch import load_file
+
+    from cadenza.symbolic.device import autocast_context, cpu_has_fast_bf16, training_precision
+    from cadenza.symbolic.train import train
+
+    cpu = torch.device("cpu")
+    assert training_precision(cpu, "fp32") == "fp32" and training_precision(cpu, "bf16") == "bf16"
+    assert training_precision(cpu, "auto") == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    with pytest.raises(CadenzaError, match="unknown precision"):
+        training_precision(cpu, "fp16")
+    a, b = torch.ones(2, 2), torch.ones(2, 2)
+    with autocast_context(cpu, "bf16"):
+        assert (a @ b).dtype == torch.bfloat16
+    with autocast_context(cpu):  # evaluations on the CPU stay float32
+        assert (a @ b).dtype == torch.float32
+    runs = {p: train(_settings(tmp_path / p, chorale_dir, precision=p, eval_every=0)) for p in ("fp32", "bf16")}
+    for p in runs:
+        assert json.loads((tmp_path / p / "config.json").read_text())["info"]["precision"] == p
+        assert all(t.dtype == torch.float32 for t in load_file(str(tmp_path / p / "training_state.safetensors")).values()
+                   if t.is_floating_point())
+    losses = {p: [json.loads(line)["loss"] for line in (tmp_path / p / "log.jsonl").read_text().splitlines()
+                  if json.loads(line)["kind"] == "train"] for p in runs}
+    assert abs(losses["fp32"][0] - losses["bf16"][0]) < 0.05  # the same first step, to bf16's precision
+    assert runs["fp32"]["metrics"] != runs["bf16"]["metrics"]
