@@ -213,6 +213,9 @@ def test_training_learns_notes_and_resumes_bit_exactly(tmp_path):
         assert torch.equal(a, b), name
     config = json.loads((tmp_path / "full" / "config.json").read_text())
     assert config["kind"] == "framewise" and config["info"]["step"] == 40
+    from cadenza.symbolic.device import training_precision
+
+    assert config["info"]["precision"] == training_precision("cpu")  # bf16 autocast where the CPU has AMX
 
 
 def test_data_keeps_unisons_short_notes_and_full_velocity_range():

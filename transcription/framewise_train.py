@@ -91,6 +91,7 @@ class FramewiseSettings:
     seed: int = 0
     max_minutes: float | None = None  # time box of the whole run, across resumes
     leg_steps: int | None = None  # end this leg (with a checkpoint) after this many steps; resuming continues
+    precision: str = "auto"  # bf16 autocast on CUDA and on CPUs with AMX, else float32 (symbolic.device)
 
 
 def save_framewise(directory: str | os.PathLike, model: FramewiseTranscriber, info: dict, half: bool = False) -> Path:
@@ -121,9 +122,11 @@ def train_framewise(model: FramewiseTranscriber, sampler: FrameWindowSampler, ou
     from tqdm import tqdm
 
     from cadenza.symbolic import kit
+    from cadenza.symbolic.device import autocast_context, training_precision
 
     dist = kit.init_distributed(str(device))
     device = torch.device(device)
+    precision = training_precision(device, settings.precision)
     model.to(device)
     optimizer = kit.adamw(model, lr=settings.learning_rate, weight_decay=settings.weight_decay, betas=(0.9, 0.98),
                           device=device)
@@ -142,7 +145,7 @@ def train_framewise(model: FramewiseTranscriber, sampler: FrameWindowSampler, ou
     leg_end = step + settings.leg_steps if settings.leg_steps else None
 
     def checkpoint() -> None:
-        summary = {**(info or {}), "step": step, "train_seconds": round(clock.elapsed(), 1), "history": history}
+        summary = {**(info or {}), "precision": precision, "step": step, "train_seconds": round(clock.elapsed(), 1), "history": history}
         sampler_state = sampler.rng.bit_generator.state
         state = {"step": step, "elapsed": clock.elapsed(), "history": history, "settings": asdict(settings),
                  "sampler_rng": sampler_state}
@@ -159,7 +162,8 @@ def train_framewise(model: FramewiseTranscriber, sampler: FrameWindowSampler, ou
         targets = {k: v.to(device) for k, v in targets.items()}
         with torch.no_grad():
             mel = model.features(audio)[:, : settings.window_frames]
-        loss, parts = framewise_loss(net(mel), targets, settings.positive_weight, settings.quiet_weight)
+        with autocast_context(device, precision):
+            loss, parts = framewise_loss(net(mel), targets, settings.positive_weight, settings.quiet_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
