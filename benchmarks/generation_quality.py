@@ -29,8 +29,8 @@ figures follow whatever sampling defaults the library ships.
         [--tasks accompany] [--constraints-off under_melody]
 
 ``--tasks`` runs only some of continue, infill and accompany (the Bach column is always
-scored); ``--constraints-off`` switches named ``SamplingConstraints`` fields off for the
-anticipatory runs (a before/after of one constraint on the same seeds).
+scored); ``--constraints-off`` switches named ``SamplingConstraints`` fields off for every run
+(a before/after of one constraint on the same seeds).
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def _summary(rows: list[dict]) -> dict:
     changes = sum(r.get("changes", 0) for r in rows)
     out = {"samples": len(rows), "broken": mean("broken"), "key_kept": mean("key_kept"),
            "parallels": sum(r.get("with_parallels", 0) for r in rows) / changes if changes else math.nan,
-           "cadences": mean("cadences_per_8_bars"), "density": mean("density_ratio"), "seconds": mean("seconds")}
+           "cadences": mean("cadences_per_8_bars"), "density": mean("density_ratio"),
+           "voices": mean("voice_count"), "crossing": mean("voice_crossing"), "seconds": mean("seconds")}
     if any("exit" in r for r in rows):
         exits = [r["exit"] for r in rows if "exit" in r and not math.isnan(r["exit"])]
         out["exit_within_fifth"] = sum(e <= FIFTH for e in exits) / len(exits) if exits else math.nan
@@ -144,7 +145,8 @@ def bach_rows(chorales, seconds: float, task_seconds: float) -> dict[str, list[d
     return rows
 
 
-def continuation_rows(model, tokenizer, chorales, seconds: float, samples: int, max_tokens: int) -> list[dict]:
+def continuation_rows(model, tokenizer, chorales, seconds: float, samples: int, max_tokens: int,
+                      constraints=None) -> list[dict]:
     from cadenza.symbolic.sampling import continue_score
 
     rows = []
@@ -152,7 +154,7 @@ def continuation_rows(model, tokenizer, chorales, seconds: float, samples: int, 
         opening, start, end = _opening_and_window(score, bars, seconds)
         began = time.perf_counter()
         outputs = _quiet(continue_score, model, tokenizer, opening, seconds=seconds, num_samples=samples,
-                         seed=index, max_tokens=max_tokens)
+                         seed=index, max_tokens=max_tokens, constraints=constraints)
         elapsed = time.perf_counter() - began
         for output in outputs or []:
             rows.append({**_window_stats(opening, output, start, end), "seconds": elapsed})
@@ -223,6 +225,8 @@ ROWS = [
     ("parallels", "parallel fifths/octaves among four-voice chord changes", "{:.1%}"),
     ("cadences", "held (cadential) chords per 8 bars", "{:.2f}"),
     ("density", "notes per beat against the opening's", "{:.2f}"),
+    ("voices", "notes sounding at once (median of each sample, mean)", "{:.2f}"),
+    ("crossing", "instants with crossed voices", "{:.1%}"),
     ("exit_within_fifth", "infill: top voice joins the music after within a fifth", "{:.0%}"),
     ("above", "accompaniment: notes above the melody", "{:.0%}"),
     ("dissonant", "accompaniment: 2nds/7ths/tritones against the melody", "{:.0%}"),
@@ -266,13 +270,25 @@ def main() -> None:
     parser.add_argument("--tasks", default="continue,infill,accompany",
                         help="comma-separated tasks to run: continue, infill, accompany (default: all)")
     parser.add_argument("--constraints-off", default="",
-                        help="comma-separated SamplingConstraints fields to switch off for infill and accompany "
+                        help="comma-separated SamplingConstraints fields to switch off for every run "
                              "(e.g. under_melody)")
+    parser.add_argument("--constraint", action="append", default=[], metavar="NAME=VALUE",
+                        help="set a numeric SamplingConstraints field for every run (e.g. parallel_penalty=1.5); repeatable")
     args = parser.parse_args()
     tasks = [t for t in args.tasks.split(",") if t]
     if not set(tasks) <= {"continue", "infill", "accompany"} or not tasks:
         parser.error(f"--tasks takes continue, infill, accompany; got {args.tasks!r}")
     constraints = constraints_without([n for n in args.constraints_off.split(",") if n])
+    if args.constraint:
+        from cadenza.tokenizers.grammar import SamplingConstraints
+
+        values = {}
+        for item in args.constraint:
+            name, _, value = item.partition("=")
+            if name not in {f.name for f in dataclasses.fields(SamplingConstraints)}:
+                parser.error(f"--constraint: unknown field {name!r}")
+            values[name] = float(value)
+        constraints = dataclasses.replace(constraints or SamplingConstraints(), **values)
     if args.samples < 2:
         parser.error("--samples must be at least 2")
 
@@ -308,7 +324,8 @@ def main() -> None:
                 if task in tasks:
                     results[task][entry.name] = _summary(rows[task])
         else:
-            rows = continuation_rows(model, tokenizer, chorales, args.seconds, args.samples, args.max_tokens)
+            rows = continuation_rows(model, tokenizer, chorales, args.seconds, args.samples, args.max_tokens,
+                                     constraints)
             results["continue"][entry.name] = _summary(rows)
         print(f"{entry.name}: {time.perf_counter() - started:.0f} s", flush=True)
         if args.json:  # written after every model, so a long run leaves what it measured

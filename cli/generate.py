@@ -37,6 +37,9 @@ def register(subparsers) -> None:
                    help="cap on new tokens for --seconds/--bars (default 8192)")
     p.add_argument("--key-prior", type=float, default=None,
                    help="logits taken off notes outside the prompt's scale (default 1: e times less likely; 0: none)")
+    p.add_argument("--parallel-penalty", type=float, default=None,
+                   help="logits taken off a note that would move in parallel fifths or octaves with another voice "
+                        "(Event and REMI; default 3: about 20 times less likely; 0: none)")
     cut = p.add_mutually_exclusive_group()
     cut.add_argument("--prompt-bars", type=int, default=None,
                      help="prompt the model with the last N bars of PROMPT (default: as much of its end as the "
@@ -48,15 +51,14 @@ def register(subparsers) -> None:
 
 
 def _constraints(args):
-    """The default sampling constraints, with the key prior the command line asks for."""
+    """The default sampling constraints, with the key prior and parallel penalty the command line asks for."""
     import dataclasses
 
     from cadenza.tokenizers.grammar import SamplingConstraints
 
-    defaults = SamplingConstraints()
-    if args.key_prior is None:
-        return defaults
-    return dataclasses.replace(defaults, key_prior=args.key_prior or None)
+    given = {name: value or None for name, value in (("key_prior", args.key_prior),
+                                                     ("parallel_penalty", args.parallel_penalty)) if value is not None}
+    return dataclasses.replace(SamplingConstraints(), **given)
 
 
 def _output_paths(output: str, count: int) -> list[Path]:

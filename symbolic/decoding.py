@@ -177,8 +177,12 @@ class GrammarMask:
         self.fill_id = fill_id
 
     def __call__(self, state: StepState, logits: torch.Tensor) -> torch.Tensor:
+        rows = state.rows.to(logits.device)
         allowed = torch.as_tensor(self.grammar.allowed(), device=logits.device)
-        return logits.masked_fill(~allowed[state.rows.to(logits.device)], NEG_INF)
+        penalties = self.grammar.penalties()
+        if penalties is not None:
+            logits = logits - torch.as_tensor(penalties, device=logits.device)[rows].to(logits.dtype)
+        return logits.masked_fill(~allowed[rows], NEG_INF)
 
     def observe(self, state: StepState, ids: torch.Tensor) -> Verdict:
         full = torch.full((state.batch,), self.fill_id, dtype=torch.long)

@@ -122,6 +122,38 @@ def test_event_caps_the_notes_sounding_at_once():
     assert _allowed(stuck).tolist() == list(range(tok.note_off_offset))
 
 
+def test_parallel_pitches_follow_voices_in_pitch_order():
+    from cadenza.tokenizers.grammar import parallel_pitches
+
+    # C-G moving to D-?: A makes parallel fifths, F or B do not; contrary fifths (G down to ... ) count too
+    fifths = parallel_pitches([60, 67], [62])
+    assert 69 in fifths and 65 not in fifths and 71 not in fifths
+    assert 55 in fifths                      # 67 -> 55 against 60 -> 62: consecutive fifths by contrary motion
+    assert 74 in parallel_pitches([60, 72], [62])                 # octaves
+    again = parallel_pitches([60, 67], [60])                     # the lower voice struck again did not move
+    assert 74 not in again and 67 not in again and 72 not in again
+    assert parallel_pitches([60], [62]) == []                     # one voice has ended, two would move: a new voice
+    # four voices, soprano and bass in octaves moving to octaves: C3 E4 G4 C5 -> D3 F4 A4 D5
+    assert 74 in parallel_pitches([48, 64, 67, 72], [50, 65, 69])
+    assert 71 not in parallel_pitches([48, 64, 67, 72], [50, 65, 69])
+
+
+def test_event_penalizes_a_note_that_moves_in_parallel_fifths():
+    tok = get_tokenizer("event")
+    shift = lambda steps: tok.time_shift_offset + steps - 1  # noqa: E731
+    off = lambda pitch: tok.note_off_offset + pitch  # noqa: E731
+    # C-G for half a second, both end, D is struck: A would be a parallel fifth
+    prompt = [tok.bos_id, 60, 67, shift(50), off(60), off(67), 62]
+    grammar = _grammar(tok, prompt, only(parallel_penalty=3.0))
+    penalties = grammar.penalties()[0]
+    assert penalties[69] == 3.0 and penalties[65] == 0 and penalties[71] == 0
+    assert not penalties[tok.note_off_offset:].any()              # only NOTE_ONs are touched
+    assert _grammar(tok, prompt, only(max_polyphony=8)).penalties() is None   # switched off
+    grammar.advance([shift(50)])                                   # a new instant: nothing has moved yet
+    assert grammar.penalties() is None
+    assert SamplingConstraints().parallel_penalty == 3.0
+
+
 def test_event_samples_keep_both_limits_and_break_them_when_off():
     tok = get_tokenizer("event")
     model = _biased(tok, (range(0, 128), 4.0), (range(128, 256), -8.0), ([tok.velocity_offset - 1], 6.0))
@@ -143,6 +175,21 @@ def _remi():
 
 def _remi_note(ids, pitch: int, program: int = 0) -> list[int]:
     return [ids[f"Program_{program}"], ids[f"Pitch_{pitch}"], ids["Velocity_63"], ids["Duration_1.0.8"]]
+
+
+def test_remi_penalizes_a_pitch_that_moves_in_parallel_fifths():
+    tok, ids = _remi()
+    # C-G for one beat, then D struck on the next beat: A would be a parallel fifth
+    prompt = [ids["Bar_None"], ids["Position_0"], *_remi_note(ids, 60), *_remi_note(ids, 67),
+              ids["Position_8"], *_remi_note(ids, 62), ids["Program_0"]]
+    penalties = _grammar(tok, prompt, only(parallel_penalty=3.0)).penalties()[0]
+    assert penalties[ids["Pitch_69"]] == 3.0 and penalties[ids["Pitch_65"]] == 0
+    assert penalties.sum() == 3.0 * (penalties > 0).sum() and (penalties > 0).sum() <= 8
+    # the fifth held on (a two-beat G) does not move: no penalty
+    held = [ids["Bar_None"], ids["Position_0"], *_remi_note(ids, 60), ids["Program_0"], ids["Pitch_67"],
+            ids["Velocity_63"], ids["Duration_2.0.8"], ids["Position_8"], *_remi_note(ids, 62), ids["Program_0"]]
+    assert _grammar(tok, held, only(parallel_penalty=3.0)).penalties() is None
+    assert _grammar(tok, prompt, only(max_polyphony=8)).penalties() is None
 
 
 def test_remi_caps_the_notes_at_one_position():
@@ -260,3 +307,15 @@ def test_anticipatory_repeats_no_note_at_one_onset():
     assert v.NOTE_OFFSET + 60 in later
     assert v.NOTE_OFFSET + 60 in _allowed(_grammar(tok, prompt + [v.TIME_OFFSET + 100, v.DUR_OFFSET + 20],
                                                    OFF))
+
+
+def test_continue_takes_the_key_prior_and_parallel_penalty_from_the_command_line():
+    from cadenza.cli.generate import _constraints
+    from cadenza.cli.main import build_parser
+
+    parse = lambda *extra: build_parser().parse_args(["continue", "p.mid", "-o", "o.mid", "--seconds", "4", *extra])  # noqa: E731
+    assert _constraints(parse()) == SamplingConstraints()
+    chosen = _constraints(parse("--parallel-penalty", "0", "--key-prior", "2"))
+    assert chosen.parallel_penalty is None and chosen.key_prior == 2.0 and chosen.metric_grid
+    with pytest.raises(CadenzaError, match="parallel_penalty must be positive"):
+        _constraints(parse("--parallel-penalty", "nan"))

@@ -43,7 +43,7 @@ import symusic
 from cadenza.data.errors import TokenizerError
 
 from .base import Tokenizer
-from .grammar import Grammar, SamplingConstraints
+from .grammar import Grammar, SamplingConstraints, parallel_pitches
 from .midi_messages import is_midi_path
 
 MIDI_PITCHES = 128
@@ -685,7 +685,7 @@ class EventGrammar(Grammar):
     TIME_SHIFT steps. Constraints: ``max_note_seconds`` (no TIME_SHIFT takes a sounding note past
     it; at it, only the NOTE_OFFs of the overdue notes may follow), ``max_polyphony`` (no
     NOTE_ON, nor VELOCITY, while that many notes sound), no NOTE_OFF at the instant of its note's
-    NOTE_ON, and ``metric_grid`` (see ``set_prompt``)."""
+    NOTE_ON, and ``metric_grid`` (see ``set_prompt``); softly, ``parallel_penalty`` (``_penalize``)."""
 
     def __init__(self, tokenizer: EventTokenizer, constraints: SamplingConstraints | None = None):
         super().__init__(tokenizer, constraints)
@@ -723,14 +723,20 @@ class EventGrammar(Grammar):
         # whichever open note of its pitch the decoder ends, the oldest onsets kept bound the ages
         # of the notes still open, so the length limit holds under any pairing
         self.open_onsets: list[dict[int, list[int]]] = [{} for _ in range(self.batch)]
+        # the current instant of each row: the pitches that ended there and those struck there
+        self.ended: list[list[int]] = [[] for _ in range(self.batch)]
+        self.struck: list[list[int]] = [[] for _ in range(self.batch)]
 
     def _consume(self, row: int, token: int) -> None:
         self.after_velocity[row] = False
         if self.note_on[0] <= token < self.note_on[1]:
             self.sounding[row, token - self.note_on[0]] += 1
             self.open_onsets[row].setdefault(token - self.note_on[0], []).append(int(self.steps[row]))
+            self.struck[row].append(token - self.note_on[0])
         elif self.note_off[0] <= token < self.note_off[1]:
             pitch = token - self.note_off[0]
+            if self.sounding[row, pitch] > 0:
+                self.ended[row].append(pitch)
             self.sounding[row, pitch] = max(0, self.sounding[row, pitch] - 1)
             onsets = self.open_onsets[row].get(pitch)
             if onsets:
@@ -739,8 +745,18 @@ class EventGrammar(Grammar):
                     del self.open_onsets[row][pitch]
         elif self.time_shift[0] <= token < self.time_shift[1]:
             self.steps[row] += token - self.time_shift[0] + 1
+            self.ended[row], self.struck[row] = [], []
         elif self.velocity[0] <= token < self.velocity[1]:
             self.after_velocity[row] = True
+
+    def _penalize(self, row: int) -> dict[int, float] | None:
+        """``parallel_penalty`` on the NOTE_ONs that would move in parallel perfect intervals
+        with a voice already struck at this instant (see :func:`parallel_pitches`)."""
+        penalty = self.constraints.parallel_penalty
+        if penalty is None or not self.ended[row] or not self.struck[row]:
+            return None
+        pitches = parallel_pitches(self.ended[row], self.struck[row], self.note_on[1] - self.note_on[0])
+        return {self.note_on[0] + p: penalty for p in pitches} or None
 
     def _allow(self, row: int, mask: np.ndarray) -> None:
         mask[self.note_on[0]:self.note_on[1]] = True

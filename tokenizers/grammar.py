@@ -72,6 +72,13 @@ class SamplingConstraints:
       infill and accompaniment: every given note's, ``cadenza.symbolic.anticipation_tasks.SpanKey``;
       a minor key keeps its raised sixth and seventh), so they are ``exp(key_prior)`` times less
       likely than the model had them: a soft preference, chromatic notes stay possible.
+    - ``parallel_penalty``: Event and REMI: a note that would move in parallel fifths or octaves (or
+      unisons) with another voice moving at the same instant has this taken off its logit (3:
+      about 20 times less likely). Each new note and the other notes struck at its instant are
+      traced to the notes that ended there (the nearest, in pitch order, as a listener and
+      ``cadenza.data.context.restore_context`` follow voices), and a pair that moved from a fifth
+      or octave to the same interval is a parallel (``cadenza.data.theory.parallels`` counts
+      them). A soft guard of chorale style, not a rule of every style.
     """
 
     max_note_seconds: float | None = 4.0
@@ -84,13 +91,14 @@ class SamplingConstraints:
     metric_grid: bool = True
     key_prior: float | None = 1.0
     melody_dissonance_penalty: float | None = 2.0
+    parallel_penalty: float | None = 3.0
 
     @classmethod
     def off(cls) -> SamplingConstraints:
         """No structural constraint: only what the scheme needs to decode."""
         return cls(max_note_seconds=None, max_note_beats=None, max_polyphony=None, max_notes_per_position=None,
                    allow_repeated_pitch=True, keep_prompt_programs=False, under_melody=False, metric_grid=False, key_prior=None,
-                   melody_dissonance_penalty=None)
+                   melody_dissonance_penalty=None, parallel_penalty=None)
 
     @property
     def active(self) -> bool:
@@ -166,6 +174,23 @@ class Grammar:
                     mask[row] = grammatical
         return mask
 
+    def penalties(self) -> np.ndarray | None:
+        """(batch, vocab) float32 to subtract from each row's logits: the constraints' soft
+        preferences (``_penalize``), or None when no row has any."""
+        if not self.constraints.active:
+            return None
+        out = None
+        for row in range(self.batch):
+            if self.finished[row]:
+                continue
+            penalty = self._penalize(row)
+            if penalty:
+                if out is None:
+                    out = np.zeros((self.batch, self.vocab_size), np.float32)
+                ids = np.fromiter(penalty.keys(), np.int64, len(penalty))
+                out[row, ids] = np.fromiter(penalty.values(), np.float32, len(penalty))
+        return out
+
     def advance(self, tokens) -> np.ndarray:
         """Take one sampled id per row. Returns a bool per row: True where the id crossed the
         length limit and is not part of the continuation (the row is now finished)."""
@@ -205,6 +230,10 @@ class Grammar:
     def _constrain(self, row: int, mask: np.ndarray) -> None:
         """Clear in ``mask`` the ids that ``self.constraints`` forbid ``row`` (default: none)."""
 
+    def _penalize(self, row: int) -> dict[int, float] | None:
+        """{id: penalty} of the soft constraints for ``row``'s next id (default: none)."""
+        return None
+
     def _at_boundary(self, row: int) -> bool:
         """Whether ``row`` ends on a whole unit (where a continuation may be cut)."""
         return True
@@ -220,3 +249,57 @@ class Grammar:
     def bars(self, row: int) -> int:
         """Bars ``row`` has opened (schemes with bars)."""
         return 0
+
+
+def parallel_pitches(ended: list[int], struck: list[int], pitch_count: int = 128) -> list[int]:
+    """The pitches whose note, struck now after ``struck`` at an instant where the notes of
+    ``ended`` stopped, would move in parallel fifths, octaves or unisons with one of ``struck``.
+
+    Voices are followed as ``restore_context`` follows them: the notes struck at the instant, in
+    pitch order, continue the ended notes in pitch order (the order-keeping matching of least
+    total leap). A voice struck again on its own pitch has not moved. Without as many ended
+    notes as struck ones a new voice enters and nothing is traced."""
+    sources = sorted(ended)
+    out = []
+    for candidate in sorted({s + i for s in struck for i in range(-36, 37) if abs(i) % 12 in (0, 7)}):
+        if not 0 <= candidate < pitch_count:
+            continue
+        moved = sorted(struck + [candidate])
+        if len(moved) > len(sources):
+            continue
+        came_from = _ordered_match(moved, sources)
+        here = moved.index(candidate)
+        origin = came_from[here]
+        if origin == candidate:
+            continue
+        for k, (pitch, source) in enumerate(zip(moved, came_from)):
+            if k == here or pitch == source:
+                continue
+            before, after = abs(origin - source) % 12, abs(candidate - pitch) % 12
+            if before == after and before in (0, 7):
+                out.append(candidate)
+                break
+    return out
+
+
+def _ordered_match(targets: list[int], sources: list[int]) -> list[int]:
+    """For sorted ``targets``, distinct sorted ``sources`` in the same order (an increasing
+    choice) of least total distance; len(targets) <= len(sources)."""
+    m, n = len(targets), len(sources)
+    best = [[float("inf")] * n for _ in range(m)]
+    came = [[-1] * n for _ in range(m)]
+    for j in range(n):
+        best[0][j] = abs(targets[0] - sources[j])
+    for i in range(1, m):
+        running, arg = float("inf"), -1
+        for j in range(n):
+            if running < float("inf"):
+                best[i][j], came[i][j] = running + abs(targets[i] - sources[j]), arg
+            if best[i - 1][j] < running:
+                running, arg = best[i - 1][j], j
+    j = min(range(n), key=lambda c: best[m - 1][c])
+    chosen = [0] * m
+    for i in range(m - 1, -1, -1):
+        chosen[i] = sources[j]
+        j = came[i][j]
+    return chosen

@@ -41,7 +41,7 @@ import symusic
 from cadenza.data.errors import MissingDependencyError, TokenizerError
 
 from .base import Tokenizer
-from .grammar import Grammar, SamplingConstraints
+from .grammar import Grammar, SamplingConstraints, parallel_pitches
 
 DEFAULT_BEAT_RES = {"0_4": 8, "4_12": 4}
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -263,7 +263,7 @@ class REMIGrammar(Grammar):
     ``allow_repeated_pitch=False`` (no Pitch twice at one Position within one program),
     ``max_note_beats`` (no Duration above it), ``max_polyphony`` (no Program or Pitch while
     that many notes sound, by the Durations so far) and ``keep_prompt_programs`` (only the
-    prompt's Programs)."""
+    prompt's Programs); softly, ``parallel_penalty`` (``_penalize``)."""
 
     has_bars = True
 
@@ -293,6 +293,8 @@ class REMIGrammar(Grammar):
             elif ty == "Program" and value == "-1":
                 self.drum_program = i
         self.program_value = {i: int(values[i]) for i in self.type_ids.get("Program", ())}
+        self.pitch_value = {i: int(values[i]) for i in self.type_ids.get("Pitch", ())}
+        self.pitch_id = {pitch: i for i, pitch in self.pitch_value.items()}
         self.note_ids = np.concatenate([self.type_ids.get(t, np.zeros(0, np.int64)) for t in ("Pitch", "PitchDrum")])
         self.positions_per_beat = int(tokenizer.miditok.config.max_num_pos_per_beat)
         self.bar_id = int(self.type_ids["Bar"][0])
@@ -320,6 +322,9 @@ class REMIGrammar(Grammar):
         self.position_count = np.zeros(self.batch, np.int64)
         self.note_ends: list[list[float]] = [[] for _ in range(self.batch)]  # quarters where notes end
         self.programs_seen: list[set] = [set() for _ in range(self.batch)]   # Program ids so far
+        # (program, pitch, end in quarters) of the pitched notes that have not ended before this Position
+        self.pitched: list[list[tuple]] = [[] for _ in range(self.batch)]
+        self.pending_pitch: list[int | None] = [None] * self.batch
 
     def reset(self, prompts: np.ndarray) -> None:
         super().reset(prompts)
@@ -359,10 +364,17 @@ class REMIGrammar(Grammar):
         elif ty in ("Pitch", "PitchDrum"):
             self.position_notes[row].add((self.program[row], token))
             self.position_count[row] += 1
+            self.pending_pitch[row] = self.pitch_value.get(token)
         elif ty == "Duration":
             _, denominator = self.meter[row]
-            self.note_ends[row].append(self._quarters(row, self.position[row])
-                                       + self.duration_beats[token] * 4.0 / denominator)
+            end = self._quarters(row, self.position[row]) + self.duration_beats[token] * 4.0 / denominator
+            self.note_ends[row].append(end)
+            if self.pending_pitch[row] is not None:
+                self.pitched[row].append((self.program[row], self.pending_pitch[row], end))
+                self.pending_pitch[row] = None
+        if ty == "Position" and self.pitched[row]:
+            now = self._quarters(row, self.position[row])
+            self.pitched[row] = [note for note in self.pitched[row] if note[2] > now - 1e-6]
         if ty in ("Bar", "Position"):
             self.position_notes[row] = set()
             self.position_count[row] = 0
@@ -407,6 +419,23 @@ class REMIGrammar(Grammar):
         if not constraints.allow_repeated_pitch and self.position_notes[row]:
             here = [token for program, token in self.position_notes[row] if program == self.program[row]]
             mask[np.asarray(here, np.int64)] = False
+
+    def _penalize(self, row: int) -> dict[int, float] | None:
+        """``parallel_penalty`` on the Pitches that would move in parallel perfect intervals with
+        a voice of the same program already struck at this Position (see ``parallel_pitches``):
+        the voices that move here are the notes that end at this Position."""
+        penalty = self.constraints.parallel_penalty
+        if penalty is None or self.position[row] < 0 or not self.position_notes[row] or \
+                self.last_type[row] not in ("Position", "Program", "Duration"):
+            return None
+        program, now = self.program[row], self._quarters(row, self.position[row])
+        ended = [pitch for prog, pitch, end in self.pitched[row] if prog == program and abs(end - now) < 1e-6]
+        struck = [self.pitch_value[token] for prog, token in self.position_notes[row]
+                  if prog == program and token in self.pitch_value]
+        if not ended or not struck:
+            return None
+        ids = {self.pitch_id[p]: penalty for p in parallel_pitches(ended, struck) if p in self.pitch_id}
+        return ids or None
 
     def _at_boundary(self, row: int) -> bool:
         return self.last_type[row] not in ("Program", "Pitch", "PitchDrum", "Velocity")
