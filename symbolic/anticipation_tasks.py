@@ -19,7 +19,7 @@ import torch
 
 from cadenza.data.errors import CadenzaError
 from cadenza.tokenizers import anticipation_ops as ops
-from cadenza.tokenizers.grammar import SamplingConstraints
+from cadenza.tokenizers.grammar import SamplingConstraints, parallel_pitches
 
 from .decoding import Budget, Sampler, Verdict, decode, sampling_processors
 
@@ -396,6 +396,53 @@ class SpanKey:
         return logits
 
 
+class SpanVoiceLeading:
+    """``SamplingConstraints.parallel_penalty`` in a span: at the note slot, ``penalty`` comes off
+    the pitched notes that would move in parallel fifths or octaves with a note already struck
+    at the same onset (new, given or anticipated), the moving voices being the notes that end
+    there (``cadenza.tokenizers.grammar.parallel_pitches``), whatever their instrument."""
+
+    def __init__(self, span: _Span, controls: np.ndarray, penalty: float):
+        self.span, self.penalty = span, penalty
+        controls = ops.as_triples(controls)
+        controls = controls[(controls[:, 2] >= ops.ANOTE_OFFSET) & (controls[:, 2] < ops.SEPARATOR)]
+        start = controls[:, 0] - ops.ATIME_OFFSET
+        self.notes = np.stack([start, start + controls[:, 1] - ops.ADUR_OFFSET,
+                               (controls[:, 2] - ops.ANOTE_OFFSET) % ops.MAX_PITCH], 1).reshape(-1, 3)
+        self.read = 0
+        self.pitched = (np.arange(ops.NOTE_OFFSET, ops.REST) - ops.NOTE_OFFSET) // ops.MAX_PITCH != ops.DRUMS
+
+    def _notes(self) -> np.ndarray:
+        """(start, end, pitch) of every pitched note given or sampled so far."""
+        history = self.span.history
+        if len(history) > self.read:
+            new = np.asarray(history[self.read:], np.int64).reshape(-1, 3)
+            new = new[(new[:, 2] >= ops.NOTE_OFFSET) & (new[:, 2] < ops.REST)]
+            new = new[(new[:, 2] - ops.NOTE_OFFSET) // ops.MAX_PITCH != ops.DRUMS]
+            start = new[:, 0] - ops.TIME_OFFSET
+            self.notes = np.concatenate([self.notes, np.stack(
+                [start, start + new[:, 1] - ops.DUR_OFFSET, (new[:, 2] - ops.NOTE_OFFSET) % ops.MAX_PITCH], 1)])
+            self.read = len(history)
+        return self.notes
+
+    def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
+        if self.span.slot != 2:
+            return logits
+        onset = self.span.triple[0] - ops.TIME_OFFSET
+        notes = self._notes()
+        ended = notes[np.abs(notes[:, 1] - onset) <= MELODY_TOLERANCE // 2, 2].tolist()
+        struck = notes[np.abs(notes[:, 0] - onset) <= MELODY_TOLERANCE // 2, 2].tolist()
+        if not ended or not struck:
+            return logits
+        moving = parallel_pitches(ended, struck)
+        if not moving:
+            return logits
+        ids = np.flatnonzero(self.pitched & np.isin(np.arange(ops.REST - ops.NOTE_OFFSET) % ops.MAX_PITCH, moving))
+        index = torch.from_numpy(ids + ops.NOTE_OFFSET).to(logits.device)
+        logits[:, index] = logits[:, index] - self.penalty
+        return logits
+
+
 @torch.no_grad()
 def generate_span(model, events: np.ndarray, *, start: float, end: float, controls: np.ndarray | None = None,
                   temperature: float = 1.0, top_p: float | None = 0.95, top_k: int | None = None, seed: int = 0,
@@ -416,7 +463,8 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
     ``events``) is a kept melody the new notes accompany; ``constraints`` (None: the defaults)
     are the structural limits of :class:`SpanConstraints` and, given a melody, its
     ``under_melody`` (:class:`UnderMelody`, when ``melody_on_top``) and
-    ``melody_dissonance_penalty`` (:class:`MelodyConsonance`), and ``key_prior`` (:class:`SpanKey`). Returns the given events plus the generated ones, sorted, without RESTs.
+    ``melody_dissonance_penalty`` (:class:`MelodyConsonance`), ``parallel_penalty``
+    (:class:`SpanVoiceLeading`) and ``key_prior`` (:class:`SpanKey`). Returns the given events plus the generated ones, sorted, without RESTs.
     """
     start_tick, end_tick = int(round(start * ops.TIME_RESOLUTION)), int(round(end * ops.TIME_RESOLUTION))
     if not 0 <= start_tick < end_tick:
@@ -450,6 +498,8 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
             processors.append(UnderMelody(span, melody))
         if constraints.melody_dissonance_penalty:
             processors.append(MelodyConsonance(span, melody, constraints.melody_dissonance_penalty))
+    if constraints.parallel_penalty:
+        processors.append(SpanVoiceLeading(span, pending, constraints.parallel_penalty))
     if constraints.key_prior:
         key = SpanKey.of(span, np.concatenate([triples, ops.as_triples(controls) - ops.CONTROL_OFFSET])
                          if controls is not None and len(controls) else triples, constraints.key_prior)

@@ -469,3 +469,26 @@ def test_span_constraints_are_on_by_default_in_infill():
     free = tasks.infill(PileModel(tok.vocab_size), tok, original, 4.0, 6.0, temperature=0, progress=False,
                         constraints=OFF, max_events=200)
     assert free.generated_events > 150                                           # piled on one onset to the budget
+
+
+def test_span_voice_leading_penalizes_parallel_fifths_with_given_and_new_notes():
+    from types import SimpleNamespace
+
+    from cadenza.symbolic.anticipation_tasks import SpanVoiceLeading
+    from cadenza.tokenizers import anticipation_ops as ops
+
+    def event(start, duration, pitch, instrument=0):
+        return [ops.TIME_OFFSET + start, ops.DUR_OFFSET + duration, ops.NOTE_OFFSET + instrument * ops.MAX_PITCH + pitch]
+
+    # C4 and G4 from 0 to 50 ticks (new music), D4 given as a control from 50: A4 at 50 moves in fifths with it
+    span = SimpleNamespace(slot=2, triple=[ops.TIME_OFFSET + 50, ops.DUR_OFFSET + 50],
+                           history=[np.array(event(0, 50, 60)), np.array(event(0, 50, 67))])
+    control = np.array([ops.ATIME_OFFSET + 50, ops.ADUR_OFFSET + 50, ops.ANOTE_OFFSET + 62])
+    guard = SpanVoiceLeading(span, control, 3.0)
+    logits = guard(None, torch.zeros(1, ops.SPECIAL_OFFSET))[0]
+    for instrument in (0, 5):
+        assert logits[ops.NOTE_OFFSET + instrument * ops.MAX_PITCH + 69] == -3.0
+        assert logits[ops.NOTE_OFFSET + instrument * ops.MAX_PITCH + 65] == 0
+    assert logits[ops.NOTE_OFFSET + ops.DRUMS * ops.MAX_PITCH + 69] == 0     # drums are not voices
+    span.triple = [ops.TIME_OFFSET + 40, ops.DUR_OFFSET + 50]                # an onset where nothing ended
+    assert not guard(None, torch.zeros(1, ops.SPECIAL_OFFSET)).any()

@@ -72,7 +72,8 @@ class SamplingConstraints:
       infill and accompaniment: every given note's, ``cadenza.symbolic.anticipation_tasks.SpanKey``;
       a minor key keeps its raised sixth and seventh), so they are ``exp(key_prior)`` times less
       likely than the model had them: a soft preference, chromatic notes stay possible.
-    - ``parallel_penalty``: Event and REMI: a note that would move in parallel fifths or octaves (or
+    - ``parallel_penalty``: Event, REMI, and infill and accompaniment
+      (``cadenza.symbolic.anticipation_tasks.SpanVoiceLeading``): a note that would move in parallel fifths or octaves (or
       unisons) with another voice moving at the same instant has this taken off its logit (3:
       about 20 times less likely). Each new note and the other notes struck at its instant are
       traced to the notes that ended there (the nearest, in pitch order, as a listener and
