@@ -21,6 +21,10 @@ the chorales' own windows (Bach: the real next ``--seconds``) are scored the sam
 - for infill: the top voice's leap where the window meets the music after it (within a fifth?);
   for accompaniment: generated notes above the soprano, and 2nds/7ths/tritones against it.
 
+Figures in brackets are 95 % intervals from a bootstrap over the pieces (their samples resampled
+together, since they share a prompt): with 16 pieces, a share of samples moves by ten or more
+points between draws, so two columns whose intervals overlap widely are not told apart.
+
 Seconds per run is the wall time of one ``continue_score`` call (all samples) or one
 infill/accompany call. Outputs go through the library's public functions only, so the
 figures follow whatever sampling defaults the library ships.
@@ -91,7 +95,29 @@ def _window_stats(opening, music, start: float, end: float) -> dict:
     return continuation_statistics(opening, music, start, end, key_method="music21")
 
 
+INTERVAL_KEYS = ("broken", "key_kept", "parallels", "cadences")
+RESAMPLES = 1000
+
+
 def _summary(rows: list[dict]) -> dict:
+    """The figures of ``rows`` and, for ``INTERVAL_KEYS``, 95 % percentile intervals from a
+    bootstrap over pieces (a piece's samples share its prompt, so they are resampled together)."""
+    out = _point(rows)
+    pieces = sorted({r["piece"] for r in rows if "piece" in r})
+    if len(pieces) > 1:
+        by_piece = {p: [r for r in rows if r.get("piece") == p] for p in pieces}
+        rng = np.random.default_rng(0)
+        draws = [_point([r for p in rng.choice(pieces, len(pieces)) for r in by_piece[p]])
+                 for _ in range(RESAMPLES)]
+        for key in INTERVAL_KEYS:
+            values = np.array([d[key] for d in draws], float)
+            values = values[~np.isnan(values)]
+            if len(values):
+                out[key + "_interval"] = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+    return out
+
+
+def _point(rows: list[dict]) -> dict:
     def mean(key):
         values = np.array([r[key] for r in rows if key in r], float)
         values = values[~np.isnan(values)]
@@ -133,15 +159,15 @@ def bach_rows(chorales, seconds: float, task_seconds: float) -> dict[str, list[d
     rows = {"continue": [], "infill": [], "accompany": []}
     for index, (score, bars) in enumerate(chorales):
         opening, start, end = _opening_and_window(score, bars, seconds)
-        rows["continue"].append(_window_stats(opening, score, start, end))
+        rows["continue"].append({**_window_stats(opening, score, start, end), "piece": index})
         opening, start, end = _opening_and_window(score, bars, task_seconds)
         stats = _window_stats(opening, score, start, end)
         joins = theory.span_joins(score, _seconds(score, start), _seconds(score, end))
-        rows["infill"].append({**stats, "exit": joins["exit"]})
+        rows["infill"].append({**stats, "exit": joins["exit"], "piece": index})
         soprano = soprano_track(score)
         window = theory.clip_beats(score, start, end)
         rows["accompany"].append({**stats, **theory.against_melody(_without_track(window, soprano),
-                                                                   _only_track(window, soprano))})
+                                                                   _only_track(window, soprano)), "piece": index})
     return rows
 
 
@@ -157,7 +183,7 @@ def continuation_rows(model, tokenizer, chorales, seconds: float, samples: int, 
                          seed=index, max_tokens=max_tokens, constraints=constraints)
         elapsed = time.perf_counter() - began
         for output in outputs or []:
-            rows.append({**_window_stats(opening, output, start, end), "seconds": elapsed})
+            rows.append({**_window_stats(opening, output, start, end), "seconds": elapsed, "piece": index})
     return rows
 
 
@@ -202,7 +228,7 @@ def anticipation_rows(model, tokenizer, info, chorales, seconds: float, samples:
             if "infill" in tasks and result is not None:
                 joins = theory.span_joins(result.score, start_s, end_s)
                 rows["infill"].append({**_window_stats(opening, result.score, start, end), "exit": joins["exit"],
-                                       "seconds": elapsed})
+                                       "seconds": elapsed, "piece": index})
             if "accompany" not in tasks:
                 continue
             began = time.perf_counter()
@@ -214,7 +240,7 @@ def anticipation_rows(model, tokenizer, info, chorales, seconds: float, samples:
             melody = _only_track(clip_beats(score, start, end), soprano)
             rows["accompany"].append({**_window_stats(opening, result.score, start, end),
                                       **theory.against_melody(clip_beats(result.generated, start, end), melody),
-                                      "seconds": elapsed})
+                                      "seconds": elapsed, "piece": index})
     return rows
 
 
@@ -243,8 +269,12 @@ def table(columns: dict[str, dict]) -> str:
         cells = []
         for name in names:
             value = columns[name].get(key)
-            cells.append("" if value is None else "n/a" if isinstance(value, float) and math.isnan(value)
-                         else fmt.format(value))
+            cell = "" if value is None else "n/a" if isinstance(value, float) and math.isnan(value) \
+                else fmt.format(value)
+            interval = columns[name].get(key + "_interval")
+            if interval is not None and cell not in ("", "n/a") and interval[0] != interval[1]:
+                cell += f" ({fmt.format(interval[0]).rstrip('%')}-{fmt.format(interval[1])})"
+            cells.append(cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -257,11 +287,11 @@ def main() -> None:
     from cadenza.symbolic.registry import list_models
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 chorales, 2 samples: a few minutes")
+    parser.add_argument("--quick", action="store_true", help="4 chorales: a minute or two")
     parser.add_argument("--models", default=None,
                         help="comma-separated shipped model names or checkpoint directories (default: every shipped model)")
     parser.add_argument("--pieces", type=int, default=None, help="test chorales to use (default: all; 4 with --quick)")
-    parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=4, help="samples (or runs) per opening (default 4)")
     parser.add_argument("--seconds", type=float, default=16.0, help="continuation window (default 16 s)")
     parser.add_argument("--task-seconds", type=float, default=8.0,
                         help="infill and accompaniment window (default 8 s: the anticipatory model is the slowest)")
