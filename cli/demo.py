@@ -6,7 +6,7 @@ from __future__ import annotations
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="continue a Bach chorale, render, engrave, transcribe back")
     p.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
-    p.add_argument("--model", default=None, help="shipped model name or checkpoint (default classical-event)")
+    p.add_argument("--model", default=None, help="shipped model name or checkpoint (default bach-event)")
     p.add_argument("--seconds", type=float, default=12.0, help="length of the continuation (default 12)")
     p.add_argument("--prompt-bars", type=int, default=4)
     p.add_argument("--temperature", type=float, default=1.0)

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output file: .mid, .musicxml/.mxl or .wav/.flac (the extension decides)")
     p.add_argument("--model", "--checkpoint", dest="model", default=None,
-                   help="shipped model name (see 'cadenza models') or a checkpoint directory (default classical-event)")
+                   help="shipped model name (see 'cadenza models') or a checkpoint directory (default bach-event)")
     p.add_argument("--index", type=int, default=0, help="tune number in a multi-tune ABC file")
     p.add_argument("--musicxml", action="store_true", help="also write each continuation as MusicXML")
     p.add_argument("--wav", action="store_true", help="also render each continuation to WAV (FluidSynth)")

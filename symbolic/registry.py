@@ -10,7 +10,7 @@ from pathlib import Path
 from cadenza.data.errors import CadenzaError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = "classical-event"
+DEFAULT_MODEL = "bach-event"
 DEFAULT_INFILL_MODEL = "bach-anticipatory"
 DEFAULT_TRANSCRIBER = "transcriber-framewise"
 

@@ -28,13 +28,14 @@ def test_shipped_models_are_listed_with_their_figures():
     assert {m["name"] for m in listing} >= set(corpora)
 
 
-def test_the_default_model_is_the_broadest_event_model():
+def test_the_default_model_is_the_best_event_model_on_the_split_by_tune():
     from cadenza.symbolic.registry import DEFAULT_MODEL, list_models
 
     entries = {e.name: e for e in list_models()}
-    assert DEFAULT_MODEL == "classical-event" and entries[DEFAULT_MODEL].scheme == "event"
-    # its valid split (the chorales': the classical pieces hash to train and test) is bach-event's
-    assert entries[DEFAULT_MODEL].info["valid_bits_per_note"] < entries["bach-event"].info["valid_bits_per_note"]
+    assert DEFAULT_MODEL == "bach-event" and entries[DEFAULT_MODEL].scheme == "event"
+    # trained on the split by tune, so its valid chorales' tunes were never in its training data
+    assert entries[DEFAULT_MODEL].info["settings"]["transpose"] == "keys"
+    assert entries[DEFAULT_MODEL].info["valid_bits_per_note"] < 3.0
 
 
 def test_shipped_event_model_loads_by_name_and_is_fp16_on_disk():
