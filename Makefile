@@ -20,7 +20,7 @@ sysdeps:
 	@sh .ci/sysdeps.sh fluidsynth
 
 sysdeps-test:
-	@sh .ci/sysdeps.sh fluidsynth chromium
+	@sh .ci/sysdeps.sh fluidsynth chromium heldout-soundfont
 
 demo: setup
 	$(BIN)/cadenza demo

@@ -1,11 +1,13 @@
 #!/bin/sh
 # Install the system libraries cadenza needs, when missing. Idempotent and quick when present.
-#   sh .ci/sysdeps.sh fluidsynth [chromium] [soundfonts]
+#   sh .ci/sysdeps.sh fluidsynth [chromium] [heldout-soundfont] [soundfonts]
 need=""
 for what in "$@"; do
   case "$what" in
     fluidsynth)
       if ! ldconfig -p 2>/dev/null | grep -q 'libfluidsynth\.so'; then need="$need libfluidsynth3"; fi ;;
+    heldout-soundfont)  # FluidR3_GM: the transcriber's held-out SoundFont, which a test renders with
+      [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need="$need fluid-soundfont-gm" ;;
     soundfonts)
       [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need="$need fluid-soundfont-gm"
       [ -f /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 ] || need="$need musescore-general-soundfont-small"
