@@ -229,7 +229,7 @@ def _split_voices(prompt: symusic.Score, part_tracks: list[int], notes: dict[str
             cost = np.abs(notes["pitch"][new][:, None] - last[by_register][None]) \
                 + BUSY_PENALTY * (busy_until[by_register] > onset + tolerance)[None] \
                 + SHARED_PENALTY * taken[by_register][None]
-            part[new] = by_register[_monotone_assignment(cost, strict=len(new) <= len(part_tracks))]
+            part[new] = by_register[monotone_assignment(cost, strict=len(new) <= len(part_tracks))]
         for j in group:
             last[part[j]] = notes["pitch"][j]
             busy_until[part[j]] = max(busy_until[part[j]], notes["end"][j])
@@ -237,7 +237,7 @@ def _split_voices(prompt: symusic.Score, part_tracks: list[int], notes: dict[str
     return part
 
 
-def _monotone_assignment(cost: np.ndarray, strict: bool) -> np.ndarray:
+def monotone_assignment(cost: np.ndarray, strict: bool) -> np.ndarray:
     """Columns for the rows of ``cost`` (notes by ascending pitch, parts by ascending register),
     non-decreasing (increasing when ``strict``) down the rows, of least total cost."""
     rows, cols = cost.shape

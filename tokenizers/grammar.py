@@ -258,49 +258,30 @@ def parallel_pitches(ended: list[int], struck: list[int], pitch_count: int = 128
 
     Voices are followed as ``restore_context`` follows them: the notes struck at the instant, in
     pitch order, continue the ended notes in pitch order (the order-keeping matching of least
-    total leap). A voice struck again on its own pitch has not moved. Without as many ended
-    notes as struck ones a new voice enters and nothing is traced."""
-    sources = sorted(ended)
+    total leap, ``cadenza.data.context.monotone_assignment``). A voice struck again on its own
+    pitch has not moved. Without as many ended notes as struck ones a new voice enters and
+    nothing is traced."""
+    from cadenza.data.context import monotone_assignment
+    from cadenza.data.theory import PERFECT_INTERVALS
+
+    sources = np.array(sorted(ended))
     out = []
-    for candidate in sorted({s + i for s in struck for i in range(-36, 37) if abs(i) % 12 in (0, 7)}):
+    for candidate in sorted({s + i for s in struck for i in range(-36, 37) if abs(i) % 12 in PERFECT_INTERVALS}):
         if not 0 <= candidate < pitch_count:
             continue
         moved = sorted(struck + [candidate])
         if len(moved) > len(sources):
             continue
-        came_from = _ordered_match(moved, sources)
+        came_from = sources[monotone_assignment(np.abs(np.array(moved)[:, None] - sources[None]), strict=True)]
         here = moved.index(candidate)
-        origin = came_from[here]
+        origin = int(came_from[here])
         if origin == candidate:
             continue
-        for k, (pitch, source) in enumerate(zip(moved, came_from)):
+        for k, (pitch, source) in enumerate(zip(moved, came_from.tolist())):
             if k == here or pitch == source:
                 continue
             before, after = abs(origin - source) % 12, abs(candidate - pitch) % 12
-            if before == after and before in (0, 7):
+            if before == after and before in PERFECT_INTERVALS:
                 out.append(candidate)
                 break
     return out
-
-
-def _ordered_match(targets: list[int], sources: list[int]) -> list[int]:
-    """For sorted ``targets``, distinct sorted ``sources`` in the same order (an increasing
-    choice) of least total distance; len(targets) <= len(sources)."""
-    m, n = len(targets), len(sources)
-    best = [[float("inf")] * n for _ in range(m)]
-    came = [[-1] * n for _ in range(m)]
-    for j in range(n):
-        best[0][j] = abs(targets[0] - sources[j])
-    for i in range(1, m):
-        running, arg = float("inf"), -1
-        for j in range(n):
-            if running < float("inf"):
-                best[i][j], came[i][j] = running + abs(targets[i] - sources[j]), arg
-            if best[i - 1][j] < running:
-                running, arg = best[i - 1][j], j
-    j = min(range(n), key=lambda c: best[m - 1][c])
-    chosen = [0] * m
-    for i in range(m - 1, -1, -1):
-        chosen[i] = sources[j]
-        j = came[i][j]
-    return chosen
