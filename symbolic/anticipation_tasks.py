@@ -195,6 +195,17 @@ class ExitCeiling:
         return logits
 
 
+def _note_rows(triples: np.ndarray, control: bool = False) -> np.ndarray:
+    """(start tick, end tick, note id) of the note triples among ``triples`` (events, or with
+    ``control`` anticipated controls, whose note ids come back in the events' range)."""
+    triples = ops.as_triples(triples)
+    time, dur, note, stop = (ops.ATIME_OFFSET, ops.ADUR_OFFSET, ops.ANOTE_OFFSET, ops.SEPARATOR) if control \
+        else (ops.TIME_OFFSET, ops.DUR_OFFSET, ops.NOTE_OFFSET, ops.REST)
+    triples = triples[(triples[:, 2] >= note) & (triples[:, 2] < stop)]
+    start = triples[:, 0] - time
+    return np.stack([start, start + triples[:, 1] - dur, triples[:, 2] - note + ops.NOTE_OFFSET], 1).reshape(-1, 3)
+
+
 class SpanConstraints:
     """The structural ``SamplingConstraints`` in the span's loop, as the anticipatory grammar
     applies them to a continuation, plus a polyphony cap:
@@ -212,10 +223,7 @@ class SpanConstraints:
 
     def __init__(self, span: _Span, constraints: SamplingConstraints, controls: np.ndarray):
         self.span, self.constraints = span, constraints
-        controls = ops.as_triples(controls)
-        controls = controls[controls[:, 2] < ops.SEPARATOR]
-        start = controls[:, 0] - ops.ATIME_OFFSET
-        self.control_notes = np.stack([start, start + controls[:, 1] - ops.ADUR_OFFSET], 1).reshape(-1, 2)
+        self.control_notes = _note_rows(controls, control=True)[:, :2]
         self.event_notes = np.zeros((0, 2), np.int64)
         self.read = 0              # triples of the history already in ``event_notes``
         self.latest, self.latest_ids = -1, []     # the latest event onset and the note ids starting there
@@ -224,12 +232,9 @@ class SpanConstraints:
         """(start, end) ticks of every event note of the history (prompt and new notes)."""
         history = self.span.history
         if len(history) > self.read:
-            new = np.asarray(history[self.read:], np.int64).reshape(-1, 3)
-            new = new[new[:, 2] < ops.REST]
-            start = new[:, 0] - ops.TIME_OFFSET
-            self.event_notes = np.concatenate([self.event_notes,
-                                               np.stack([start, start + new[:, 1] - ops.DUR_OFFSET], 1)])
-            for onset, note in zip(start.tolist(), new[:, 2].tolist()):
+            new = _note_rows(np.asarray(history[self.read:], np.int64))
+            self.event_notes = np.concatenate([self.event_notes, new[:, :2]])
+            for onset, note in zip(new[:, 0].tolist(), new[:, 2].tolist()):
                 if onset > self.latest:
                     self.latest, self.latest_ids = onset, []
                 if onset == self.latest:
@@ -404,11 +409,7 @@ class SpanVoiceLeading:
 
     def __init__(self, span: _Span, controls: np.ndarray, penalty: float):
         self.span, self.penalty = span, penalty
-        controls = ops.as_triples(controls)
-        controls = controls[(controls[:, 2] >= ops.ANOTE_OFFSET) & (controls[:, 2] < ops.SEPARATOR)]
-        start = controls[:, 0] - ops.ATIME_OFFSET
-        self.notes = np.stack([start, start + controls[:, 1] - ops.ADUR_OFFSET,
-                               (controls[:, 2] - ops.ANOTE_OFFSET) % ops.MAX_PITCH], 1).reshape(-1, 3)
+        self.notes = self._pitched(_note_rows(controls, control=True))
         self.read = 0
         self.pitched = (np.arange(ops.NOTE_OFFSET, ops.REST) - ops.NOTE_OFFSET) // ops.MAX_PITCH != ops.DRUMS
 
@@ -416,14 +417,16 @@ class SpanVoiceLeading:
         """(start, end, pitch) of every pitched note given or sampled so far."""
         history = self.span.history
         if len(history) > self.read:
-            new = np.asarray(history[self.read:], np.int64).reshape(-1, 3)
-            new = new[(new[:, 2] >= ops.NOTE_OFFSET) & (new[:, 2] < ops.REST)]
-            new = new[(new[:, 2] - ops.NOTE_OFFSET) // ops.MAX_PITCH != ops.DRUMS]
-            start = new[:, 0] - ops.TIME_OFFSET
-            self.notes = np.concatenate([self.notes, np.stack(
-                [start, start + new[:, 1] - ops.DUR_OFFSET, (new[:, 2] - ops.NOTE_OFFSET) % ops.MAX_PITCH], 1)])
+            self.notes = np.concatenate([self.notes, self._pitched(_note_rows(np.asarray(history[self.read:], np.int64)))])
             self.read = len(history)
         return self.notes
+
+    @staticmethod
+    def _pitched(rows: np.ndarray) -> np.ndarray:
+        """(start, end, pitch) of the rows that are not drums."""
+        instrument = (rows[:, 2] - ops.NOTE_OFFSET) // ops.MAX_PITCH
+        rows = rows[instrument != ops.DRUMS]
+        return np.stack([rows[:, 0], rows[:, 1], (rows[:, 2] - ops.NOTE_OFFSET) % ops.MAX_PITCH], 1)
 
     def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
         if self.span.slot != 2:
