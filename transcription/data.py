@@ -3,7 +3,7 @@
 Sources are the built-in corpora (each part a voice on its own MIDI channel) and random textures
 that cover what chorales lack: block chords, fast runs, repeated notes, wide ranges, quiet and
 loud playing, pedalled passages. Each example is rendered through FluidSynth with a random
-SoundFont from a list, program, tempo, velocity curve, room (reverb and chorus sends) and a
+SoundFont from a list (or by a recorded piano's per-key samples, ``cadenza.rendering.sampler``), program, tempo, velocity curve, room (reverb and chorus sends) and a
 small detuning, then augmented (gain, EQ tilt, a little extra reverb, noise). The label keeps
 every note the performance plays: unisons across voices and short notes stay; only a note that
 overlaps the next note of its own pitch in its own voice ends where that one begins (a key cannot
@@ -40,14 +40,19 @@ def _existing(paths) -> list[Path]:
 def training_soundfonts() -> list[Path]:
     """SoundFonts used for training data, where installed: TimGM6mb (shipped with pretty_midi, and
     Debian's timgm6mb-soundfont), MuseScore General Lite and full (musescore-general-soundfont-small,
-    musescore-general-soundfont) and the OPL3 FM bank (opl3-soundfont). FluidR3_GM is held out."""
+    musescore-general-soundfont), the OPL3 FM bank (opl3-soundfont) and a recorded piano's
+    per-key samples (``sh .ci/sysdeps.sh piano-samples``; see ``cadenza.rendering.sampler``).
+    FluidR3_GM is held out."""
     import importlib.util
 
+    from cadenza.rendering.sampler import default_sample_dir, is_sample_set
+
     pretty_midi = importlib.util.find_spec("pretty_midi")  # located, not imported: it imports pyfluidsynth
-    return _existing([Path(pretty_midi.origin).parent / "TimGM6mb.sf2" if pretty_midi else "",
-                      "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
-                      "/usr/share/sounds/sf3/MuseScore_General_Full.sf3",
-                      "/usr/share/sounds/sf2/OPL-3_FM_128M.sf2"])
+    found = _existing([Path(pretty_midi.origin).parent / "TimGM6mb.sf2" if pretty_midi else "",
+                       "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
+                       "/usr/share/sounds/sf3/MuseScore_General_Full.sf3",
+                       "/usr/share/sounds/sf2/OPL-3_FM_128M.sf2"])
+    return found + ([default_sample_dir()] if is_sample_set(default_sample_dir()) else [])
 
 
 def heldout_soundfont() -> Path:
@@ -377,7 +382,9 @@ def build_pairs(out_dir: str | os.PathLike, spec: PairSpec | None = None, splits
         jobs += [(split, f"texture-{split}-{i:05d}", None) for i in range(spec.textures_per_split.get(split, 0))]
     (out / "spec.json").parent.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
-    renderer = None
+    from cadenza.rendering.sampler import SampleSet
+
+    renderer, sample_sets = None, {}
     summary = {split: {"examples": 0, "seconds": 0.0, "notes": 0, "skipped": 0} for split in splits}
     failed = []
     manifests = {split: _read_manifest(out / split) for split in splits}
@@ -401,12 +408,17 @@ def build_pairs(out_dir: str | os.PathLike, spec: PairSpec | None = None, splits
         if not notes:
             summary[split]["skipped"] += 1
             continue
-        if renderer is None:
-            renderer = FluidRenderer(soundfonts)
         soundfont = soundfonts[int(rng.integers(len(soundfonts)))]
         program = int(spec.programs[int(rng.integers(len(spec.programs)))])
         room = random_room(rng) if spec.room else None
-        audio = renderer.render(notes, soundfont, program, room=room)
+        if soundfont.is_dir():  # a sample set: one recorded instrument, whatever the program
+            if str(soundfont) not in sample_sets:
+                sample_sets[str(soundfont)] = SampleSet(soundfont, SAMPLE_RATE)
+            audio = sample_sets[str(soundfont)].render(notes, room=room, rng=rng)
+        else:
+            if renderer is None:
+                renderer = FluidRenderer([s for s in soundfonts if not s.is_dir()])
+            audio = renderer.render(notes, soundfont, program, room=room)
         audio = augment(audio, rng) if spec.augment else audio / max(1e-6, np.abs(audio).max()) * 0.5
         label = spec.label_program if spec.label_program is not None else program
         folder = out / split

@@ -51,6 +51,13 @@ class FramewiseConfig:
         return cls()
 
     @classmethod
+    def medium(cls) -> "FramewiseConfig":
+        """Three times the convolution channels and twice the dense width of ``cpu()``
+        (1.8 M parameters): about 0.6 s a training step of 8 x 3.2 s on one thread with bf16,
+        about 100x real time to transcribe."""
+        return cls(channels=(24, 48), hidden=384)
+
+    @classmethod
     def large(cls) -> "FramewiseConfig":
         """A GPU-sized configuration (Onsets and Frames' acoustic model widths, a GRU)."""
         return cls(channels=(48, 96), hidden=768, context_kernel=5, rnn=256, frame_kernel=5, dropout=0.25)

@@ -191,8 +191,9 @@ def train_framewise(model: FramewiseTranscriber, sampler: FrameWindowSampler, ou
 
 
 def new_framewise(size: str = "cpu") -> FramewiseTranscriber:
-    """A fresh framewise transcriber of a named size: cpu (shipped), large (GPU) or debug."""
-    config = {"cpu": FramewiseConfig.cpu, "large": FramewiseConfig.large, "debug": FramewiseConfig.debug}[size]()
+    """A fresh framewise transcriber of a named size: cpu, medium, large (GPU) or debug."""
+    config = {"cpu": FramewiseConfig.cpu, "medium": FramewiseConfig.medium, "large": FramewiseConfig.large,
+              "debug": FramewiseConfig.debug}[size]()
     return FramewiseTranscriber(config)
 
 
