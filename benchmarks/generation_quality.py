@@ -172,7 +172,7 @@ def bach_rows(chorales, seconds: float, task_seconds: float) -> dict[str, list[d
 
 
 def continuation_rows(model, tokenizer, chorales, seconds: float, samples: int, max_tokens: int,
-                      constraints=None) -> list[dict]:
+                      constraints=None, **sampling) -> list[dict]:
     from cadenza.symbolic.sampling import continue_score
 
     rows = []
@@ -180,7 +180,7 @@ def continuation_rows(model, tokenizer, chorales, seconds: float, samples: int, 
         opening, start, end = _opening_and_window(score, bars, seconds)
         began = time.perf_counter()
         outputs = _quiet(continue_score, model, tokenizer, opening, seconds=seconds, num_samples=samples,
-                         seed=index, max_tokens=max_tokens, constraints=constraints)
+                         seed=index, max_tokens=max_tokens, constraints=constraints, **sampling)
         elapsed = time.perf_counter() - began
         for output in outputs or []:
             rows.append({**_window_stats(opening, output, start, end), "seconds": elapsed, "piece": index})
@@ -304,7 +304,11 @@ def main() -> None:
                              "(e.g. under_melody)")
     parser.add_argument("--constraint", action="append", default=[], metavar="NAME=VALUE",
                         help="set a numeric SamplingConstraints field for every run (e.g. parallel_penalty=1.5); repeatable")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="continuations: sampling temperature (default: continue's, 1.0)")
+    parser.add_argument("--top-p", type=float, default=None, help="continuations: nucleus (default: continue's, 0.95)")
     args = parser.parse_args()
+    sampling = {k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p)) if v is not None}
     tasks = [t for t in args.tasks.split(",") if t]
     if not set(tasks) <= {"continue", "infill", "accompany"} or not tasks:
         parser.error(f"--tasks takes continue, infill, accompany; got {args.tasks!r}")
@@ -355,7 +359,7 @@ def main() -> None:
                     results[task][entry.name] = _summary(rows[task])
         else:
             rows = continuation_rows(model, tokenizer, chorales, args.seconds, args.samples, args.max_tokens,
-                                     constraints)
+                                     constraints, **sampling)
             results["continue"][entry.name] = _summary(rows)
         print(f"{entry.name}: {time.perf_counter() - started:.0f} s", flush=True)
         if args.json:  # written after every model, so a long run leaves what it measured
