@@ -19,9 +19,10 @@ import torch
 
 from cadenza.data.errors import CadenzaError
 from cadenza.tokenizers import anticipation_ops as ops
+from cadenza.tokenizers.anticipatory import AnticipatoryTokenizer
 from cadenza.tokenizers.grammar import SamplingConstraints, parallel_pitches
 
-from .decoding import Budget, Sampler, Verdict, decode, sampling_processors
+from .decoding import Budget, Sampler, Verdict, decode, nucleus_keep, sampling_processors
 
 
 @dataclass
@@ -508,7 +509,7 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
                          if controls is not None and len(controls) else triples, constraints.key_prior)
         if key is not None:
             processors.append(key)
-    processors += sampling_processors(temperature, top_k, top_p)
+    processors += sampling_processors(temperature, top_k, top_p, nucleus_keep(AnticipatoryTokenizer(), constraints))
     decode(span, processors, Sampler(1, seed, device, greedy=temperature == 0), batch=1,
            max_steps=3 * max_events, device=device, budget=budget, progress=progress, what=what)
     history = np.asarray(span.history, np.int64).reshape(-1, 3)

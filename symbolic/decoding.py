@@ -132,10 +132,12 @@ class TopK:
 
 class TopP:
     """Nucleus sampling: keep the most likely ids until they hold ``p`` of the mass (the most
-    likely id always survives)."""
+    likely id always survives). ``keep`` (vocab,) bool marks ids the cut never removes (they
+    still count towards the mass)."""
 
-    def __init__(self, p: float | None):
+    def __init__(self, p: float | None, keep: torch.Tensor | None = None):
         self.p = p
+        self.keep = keep
 
     def __call__(self, state: StepState | None, logits: torch.Tensor) -> torch.Tensor:
         if self.p is None or not 0.0 < self.p < 1.0:
@@ -145,15 +147,27 @@ class TopP:
         # Drop an id when the ids before it already hold p of the mass.
         drop_sorted = (probs.cumsum(-1) - probs) >= self.p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        if self.keep is not None:
+            drop &= ~self.keep.to(drop.device)
         return logits.masked_fill(drop, NEG_INF)
 
 
 def sampling_processors(temperature: float = 1.0, top_k: int | None = None,
-                        top_p: float | None = None) -> list:
-    """Temperature, top-k and top-p, in that order; none when greedy (temperature 0)."""
+                        top_p: float | None = None, top_p_keep: torch.Tensor | None = None) -> list:
+    """Temperature, top-k and top-p (sparing the ids of ``top_p_keep``), in that order; none
+    when greedy (temperature 0)."""
     if temperature == 0:
         return []
-    return [Temperature(temperature), TopK(top_k), TopP(top_p)]
+    return [Temperature(temperature), TopK(top_k), TopP(top_p, top_p_keep)]
+
+
+def nucleus_keep(tokenizer, constraints) -> torch.Tensor | None:
+    """The ids top-p spares under ``constraints`` (``timing_outside_nucleus``): the scheme's
+    timing ids, or None."""
+    if constraints is None or not constraints.timing_outside_nucleus:
+        return None
+    mask = tokenizer.timing_ids()
+    return torch.from_numpy(mask) if mask.any() else None
 
 
 class AllowedIds:

@@ -16,7 +16,7 @@ import torch
 from cadenza.data.errors import CadenzaError
 from cadenza.tokenizers.grammar import Grammar, SamplingConstraints
 
-from .decoding import (AddBias, Budget, GrammarMask, LanguageModelDecoder, Sampler, StopAt, Temperature, TopK,
+from .decoding import (AddBias, nucleus_keep, Budget, GrammarMask, LanguageModelDecoder, Sampler, StopAt, Temperature, TopK,
                        TopP, decode, sampling_processors)
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, *, temperature: f
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
              grammar: Grammar | None = None, use_cache: bool = True, eos_id: int | None = None,
              budget: Budget | None = None, progress=None, window: int | None = None,
-             logit_bias: torch.Tensor | None = None) -> torch.Tensor:
+             logit_bias: torch.Tensor | None = None, top_p_keep: torch.Tensor | None = None) -> torch.Tensor:
     """Sample up to ``max_new_tokens`` ids after ``prompt`` (batch, T); returns (batch, T + new).
 
     ``temperature=0`` is greedy. With a grammar, only ids it allows are sampled and a row stops
@@ -51,7 +51,8 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, *, temperature: f
     cut). ``use_cache=False`` recomputes the whole prefix at every step (the same samples, much
     slower; kept for checks and benchmarks). ``window`` bounds how many positions each sampled
     id attends to (itself included; see ``KVCache``), with the cache only. ``logit_bias``
-    (vocab,) is added to the model's logits at every step, before temperature and filtering.
+    (vocab,) is added to the model's logits at every step, before temperature and filtering;
+    ``top_p_keep`` (vocab,) bool marks ids the nucleus never cuts (see ``TopP``).
     """
     if prompt.dim() == 1:
         prompt = prompt[None]
@@ -70,7 +71,7 @@ def generate(model, prompt: torch.Tensor, max_new_tokens: int, *, temperature: f
         stopped = torch.as_tensor(grammar.finished.copy(), dtype=torch.bool, device=device)
     if logit_bias is not None:
         processors.append(AddBias(logit_bias.to(device)))
-    processors += sampling_processors(temperature, top_k, top_p)
+    processors += sampling_processors(temperature, top_k, top_p, top_p_keep)
     if grammar is None and eos_id is not None:
         processors.append(StopAt(eos_id))
     decoder = LanguageModelDecoder(model, prompt, prompt_length + max_new_tokens, use_cache, window=window)
@@ -142,7 +143,8 @@ def continue_score(model: MusicTransformer, tokenizer: Tokenizer, score: symusic
                        grammar=grammar, use_cache=use_cache, budget=budget, progress=bar,
                        window=trained_context(model, context) if sliding_window else None,
                        logit_bias=key_bias(tokenizer, score, grammar.constraints.key_prior)
-                       if grammar.constraints.key_prior else None)
+                       if grammar.constraints.key_prior else None,
+                       top_p_keep=nucleus_keep(tokenizer, grammar.constraints))
     from cadenza.data.context import restore_context  # the prompt's tempo, metre, key and parts
 
     results = []

@@ -319,3 +319,30 @@ def test_continue_takes_the_key_prior_and_parallel_penalty_from_the_command_line
     assert chosen.parallel_penalty is None and chosen.key_prior == 2.0 and chosen.metric_grid
     with pytest.raises(CadenzaError, match="parallel_penalty must be positive"):
         _constraints(parse("--parallel-penalty", "nan"))
+
+
+# -- the nucleus and timing --------------------------------------------------------------------
+def test_timing_ids_are_the_ids_that_place_notes_in_time():
+    from cadenza.symbolic.decoding import nucleus_keep
+
+    event = get_tokenizer("event")
+    assert np.flatnonzero(event.timing_ids()).tolist() == list(range(event.time_shift_offset, event.velocity_offset))
+    remi = get_tokenizer("remi")
+    marked = {remi.token_to_str(int(i)).split("_")[0] for i in np.flatnonzero(remi.timing_ids())}
+    assert marked == {"Bar", "Position", "Duration"}
+    assert remi.timing_ids().sum() == sum(hi - lo for name, lo, hi in remi.ranges()
+                                          if name in ("Bar", "Position", "Duration"))
+    anticipatory = get_tokenizer("anticipatory")
+    assert np.flatnonzero(anticipatory.timing_ids()).tolist() == [
+        *range(v.TIME_OFFSET, v.NOTE_OFFSET), *range(v.ATIME_OFFSET, v.ANOTE_OFFSET)]
+    assert nucleus_keep(event, SamplingConstraints()).tolist() == event.timing_ids().tolist()
+    assert nucleus_keep(event, OFF) is None and nucleus_keep(event, None) is None
+
+
+def test_continue_lets_the_nucleus_cut_timing_when_asked():
+    from cadenza.cli.generate import _constraints
+    from cadenza.cli.main import build_parser
+
+    parse = lambda *extra: build_parser().parse_args(["continue", "p.mid", "-o", "o.mid", "--seconds", "4", *extra])  # noqa: E731
+    assert _constraints(parse()).timing_outside_nucleus
+    assert not _constraints(parse("--nucleus-timing")).timing_outside_nucleus

@@ -8,6 +8,7 @@ import symusic
 import torch
 
 from cadenza.data.errors import CadenzaError
+from cadenza.symbolic.decoding import TopP
 from cadenza.symbolic.sampling import continue_score, filter_logits, generate, prompt_ids
 from cadenza.symbolic.transformer import MusicTransformer, MusicTransformerConfig
 from cadenza.tokenizers import get_tokenizer
@@ -45,6 +46,8 @@ def test_top_k_and_top_p_keep_the_right_ids():
     assert kept(filter_logits(logits, top_p=0.8)) == [1, 3]          # 0.5 + 0.3 reach 0.8
     assert kept(filter_logits(logits, top_p=0.81)) == [1, 2, 3]
     assert kept(filter_logits(logits, top_p=0.1)) == [1]             # the best id always stays
+    spared = TopP(0.8, keep=torch.tensor([True, False, False, False]))(None, logits)
+    assert kept(spared) == [0, 1, 3]                                 # a kept id survives the cut, the rest as before
     sharp = torch.softmax(filter_logits(logits, temperature=0.5), -1)
     assert torch.allclose(sharp, torch.softmax(logits * 2, -1))
 

@@ -241,6 +241,8 @@ class AnticipatoryTokenizer(Tokenizer):
     takes_controls = True
     study_config = {"overlong": "clip"}   # a study keeps the first 100 s of a long piece
 
+    TIMING_KINDS = ("TIME", "DUR", "ATIME", "ADUR")
+
     def __init__(self, controls: str | None = None, seed: int = 0, overlong: str = "error", **extra: Any):
         if extra:
             raise TokenizerError(f"unknown anticipatory tokenizer options: {', '.join(sorted(extra))}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from collections.abc import Iterable
@@ -73,6 +74,20 @@ class Tokenizer(ABC):
         """Readable name of one of the scheme's own ids."""
 
     # -- what sampling and training need (defaults suit a scheme framed by BOS and EOS) -------
+    TIMING_KINDS: tuple[str, ...] = ()  # first words of the ranges() names whose ids place notes in time
+
+    def timing_ids(self) -> np.ndarray:
+        """(vocab_size,) bool: the ids that say when music happens and how long it lasts (time
+        shifts, bar lines and positions, durations), from the ``ranges()`` named in
+        ``TIMING_KINDS``. Sampling leaves them out of the nucleus cut (``SamplingConstraints.
+        timing_outside_nucleus``): a phrase ending's long wait is a rare id at each instant, and
+        top-p would cut it every time."""
+        mask = np.zeros(self.vocab_size, dtype=bool)
+        for name, start, stop in self.ranges():
+            if re.split(r"[\s:]", name, maxsplit=1)[0] in self.TIMING_KINDS:
+                mask[start:stop] = True
+        return mask
+
     def frame(self) -> tuple[list[int], list[int]]:
         """The ids before and after a whole piece: ``[BOS]`` and ``[EOS]`` unless the scheme has its own marks."""
         return [self.bos_id], [self.eos_id]

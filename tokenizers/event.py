@@ -362,6 +362,8 @@ class EventTokenizer(Tokenizer):
 
     name = "event"
 
+    TIMING_KINDS = ("TIME_SHIFT",)
+
     def __init__(self, pitch_range=(0, 127), steps_per_second: int = 100, max_shift_steps: int = 100,
                  num_velocity_bins: int = 32, sustain: bool = True, out_of_range: str = "error",
                  program: int = 0, **extra: Any):

@@ -80,6 +80,13 @@ class SamplingConstraints:
       ``cadenza.data.context.restore_context`` follow voices), and a pair that moved from a fifth
       or octave to the same interval is a parallel (``cadenza.data.theory.parallels`` counts
       them). A soft guard of chorale style, not a rule of every style.
+    - ``timing_outside_nucleus``: top-p (nucleus) filtering cuts only what is played (pitches,
+      velocities, instruments); the ids that place notes in time (``Tokenizer.timing_ids``: time
+      shifts; bars, positions and durations; anticipatory times and durations) are sampled from
+      the model's whole distribution, the grammar's masks still applying. A phrase ending's long
+      wait is a rare id at every instant (a few in a hundred), so a plain nucleus of 0.95 cuts
+      it every time and continuations never stop on a held chord. False: the nucleus cuts
+      every id alike.
     """
 
     max_note_seconds: float | None = 4.0
@@ -93,13 +100,14 @@ class SamplingConstraints:
     key_prior: float | None = 1.0
     melody_dissonance_penalty: float | None = 2.0
     parallel_penalty: float | None = 3.0
+    timing_outside_nucleus: bool = True
 
     @classmethod
     def off(cls) -> SamplingConstraints:
         """No structural constraint: only what the scheme needs to decode."""
         return cls(max_note_seconds=None, max_note_beats=None, max_polyphony=None, max_notes_per_position=None,
                    allow_repeated_pitch=True, keep_prompt_programs=False, under_melody=False, metric_grid=False, key_prior=None,
-                   melody_dissonance_penalty=None, parallel_penalty=None)
+                   melody_dissonance_penalty=None, parallel_penalty=None, timing_outside_nucleus=False)
 
     @property
     def active(self) -> bool:

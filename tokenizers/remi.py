@@ -132,6 +132,8 @@ class REMITokenizer(Tokenizer):
 
     name = "remi"
 
+    TIMING_KINDS = ("Bar", "Position", "Duration")
+
     def __init__(self, beat_res: dict | None = None, num_velocities: int = 32, use_tempos: bool = True,
                  num_tempos: int | None = None, tempo_range=(40, 250), use_time_signatures: bool = True,
                  use_programs: bool = True, use_rests: bool = False, pitch_range=(21, 109),
