@@ -29,14 +29,12 @@ from pathlib import Path
 import numpy as np
 import symusic
 
-# a seeded choice per part among ensemble instruments with sustained or plucked sounds
-PROGRAMS = (0, 19, 24, 40, 41, 42, 56, 57, 60, 68, 70, 71, 73)  # piano, organ, guitar, violin..cello, brass, winds
 
 
 def multitrack_pieces(pieces: int, seconds: float, seed: int = 0):
     """(name, audio 16 kHz, reference Score with each part's program) of test-split chorales."""
     from cadenza.tokenizers.mt3 import notes_to_score
-    from cadenza.transcription.data import FluidRenderer, heldout_soundfont, perform, score_notes
+    from cadenza.transcription.data import ENSEMBLE_PROGRAMS, FluidRenderer, heldout_soundfont, perform, score_notes
 
     from cadenza.data.corpora import open_corpus
 
@@ -48,7 +46,7 @@ def multitrack_pieces(pieces: int, seconds: float, seed: int = 0):
         rng = np.random.default_rng(seed * 1000 + index)
         notes = perform(score_notes(symusic.Score(str(piece.path))), rng, seconds, pedal=0.0)
         voices = sorted({n[4] for n in notes})
-        programs = {v: int(p) for v, p in zip(voices, rng.choice(PROGRAMS, len(voices), replace=False))}
+        programs = {v: int(p) for v, p in zip(voices, rng.choice(ENSEMBLE_PROGRAMS, len(voices), replace=False))}
         audio = renderer.render(notes, font, 0, voice_programs=programs)
         audio = audio / max(1e-6, float(np.abs(audio).max())) * 0.5
         reference = notes_to_score([(s, e, p, v, programs[voice], False) for s, e, p, v, voice in notes])

@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-augment", action="store_true", help="no gain/EQ/reverb/noise augmentation")
     p.add_argument("--no-room", action="store_true",
                    help="General MIDI's reverb/chorus sends and no detuning instead of random ones")
+    p.add_argument("--ensemble", action="store_true",
+                   help="multi-instrument pairs: each voice its own General MIDI program (piano, organ, guitar, "
+                        "strings, brass, winds), labeled with it, for the sequence model")
     add_seed_arg(p)
     p.set_defaults(func=run_data)
 
@@ -139,6 +142,8 @@ def run_data(args) -> int:
         soundfonts=tuple(args.soundfont or ()),
         augment=not args.no_augment,
         room=not args.no_room,
+        ensemble=args.ensemble,
+        label_program=None if args.ensemble else 0,
         seed=args.seed,
     )
     if args.heldout:

@@ -295,3 +295,25 @@ def test_cli_bad_input(tmp_path):
     proc = run_cli("transcribe", tmp_path / "broken.ogg", "-o", tmp_path / "broken.mid", check=False)
     assert proc.returncode == 2 and "broken.ogg: not a readable audio file" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "broken.mid").exists()
+
+
+def test_ensemble_pairs_give_each_voice_its_own_labeled_program(tmp_path):
+    """`transcription-data --ensemble`: every voice of a piece plays (and is labeled with) its own
+    General MIDI program from ENSEMBLE_PROGRAMS, the multi-instrument data of the sequence model."""
+    require_fluidsynth()
+    from cadenza.transcription.data import ENSEMBLE_PROGRAMS, load_pairs, training_soundfonts
+
+    fonts = [f for f in training_soundfonts() if f.suffix == ".sf2"]
+    require(bool(fonts), "the TimGM6mb SoundFont")
+    run_cli("transcription-data", "--out", tmp_path, "--corpus", "bach-chorales", "--pieces", "2", "0", "0",
+            "--textures", "0", "0", "0", "--seconds", "4", "--soundfont", fonts[0], "--ensemble")
+    pairs = load_pairs(tmp_path, "train")
+    entries = {json.loads(line)["id"]: json.loads(line)
+               for line in (tmp_path / "train" / "manifest.jsonl").read_text().splitlines()}
+    assert len(pairs) == 2
+    for _, midi_path in pairs:
+        entry = entries[midi_path.stem]
+        label = symusic.Score(str(midi_path))
+        programs = sorted({t.program for t in label.tracks if t.notes})
+        assert programs == entry["programs"] and len(programs) == 4  # a chorale's four parts, four instruments
+        assert set(programs) <= set(ENSEMBLE_PROGRAMS)

@@ -31,6 +31,8 @@ from cadenza.data.errors import MissingDependencyError
 
 from . import SAMPLE_RATE  # defined once, in the package
 PIANO_PROGRAMS = (0, 1, 2, 3)  # acoustic grand, bright, electric grand, honky-tonk: one "piano" label
+# an ensemble rendering draws one of these per part: piano, organ, guitar, violin..cello, brass, winds
+ENSEMBLE_PROGRAMS = (0, 19, 24, 40, 41, 42, 56, 57, 60, 68, 70, 71, 73)
 
 
 def _existing(paths) -> list[Path]:
@@ -338,6 +340,7 @@ class PairSpec:
     soundfonts: tuple[str, ...] = ()  # empty: training_soundfonts()
     augment: bool = True
     room: bool = True  # random reverb/chorus sends, room size and detuning (False: General MIDI's defaults)
+    ensemble: bool = False  # each voice its own program from ENSEMBLE_PROGRAMS, labeled with it (multi-instrument)
     seed: int = 0
 
 
@@ -408,9 +411,17 @@ def build_pairs(out_dir: str | os.PathLike, spec: PairSpec | None = None, splits
         if not notes:
             summary[split]["skipped"] += 1
             continue
-        soundfont = soundfonts[int(rng.integers(len(soundfonts)))]
+        fonts = [s for s in soundfonts if not s.is_dir()] if spec.ensemble else soundfonts
+        if not fonts:
+            raise MissingDependencyError("an ensemble rendering needs a SoundFont (sample sets hold one piano)")
+        soundfont = fonts[int(rng.integers(len(fonts)))]
         program = int(spec.programs[int(rng.integers(len(spec.programs)))])
         room = random_room(rng) if spec.room else None
+        voice_programs = None
+        if spec.ensemble:  # distinct programs while they last, so parts stay tellable apart
+            voices = sorted({n[4] if len(n) > 4 else 0 for n in notes})
+            draw = rng.permutation(ENSEMBLE_PROGRAMS)
+            voice_programs = {v: int(draw[i % len(draw)]) for i, v in enumerate(voices)}
         if soundfont.is_dir():  # a sample set: one recorded instrument, whatever the program
             if str(soundfont) not in sample_sets:
                 sample_sets[str(soundfont)] = SampleSet(soundfont, SAMPLE_RATE)
@@ -418,18 +429,23 @@ def build_pairs(out_dir: str | os.PathLike, spec: PairSpec | None = None, splits
         else:
             if renderer is None:
                 renderer = FluidRenderer([s for s in soundfonts if not s.is_dir()])
-            audio = renderer.render(notes, soundfont, program, room=room)
+            audio = renderer.render(notes, soundfont, program, room=room, voice_programs=voice_programs)
         audio = augment(audio, rng) if spec.augment else audio / max(1e-6, np.abs(audio).max()) * 0.5
         label = spec.label_program if spec.label_program is not None else program
+        if voice_programs is not None:
+            label = None
         folder = out / split
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / f"{safe}.flac") as tmp:
             soundfile.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16")
-        score = notes_to_score([(n[0], n[1], n[2], n[3], label, False) for n in notes])
+        score = notes_to_score([(n[0], n[1], n[2], n[3],
+                                 voice_programs[n[4] if len(n) > 4 else 0] if label is None else label, False)
+                                for n in notes])
         with atomic_path(folder / f"{safe}.mid") as tmp:
             score.dump_midi(str(tmp))
         entry = {"id": safe, "source": example_id, "split": split, "seconds": len(audio) / SAMPLE_RATE,
-                 "notes": len(notes), "soundfont": soundfont.name, "program": program, "room": room}
+                 "notes": len(notes), "soundfont": soundfont.name, "room": room,
+                 **({"programs": sorted(set(voice_programs.values()))} if voice_programs else {"program": program})}
         with open(folder / "manifest.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
         manifests[split][safe] = entry
@@ -459,6 +475,6 @@ def load_pairs(data_dir: str | os.PathLike, split: str) -> list[tuple[Path, Path
     return [(folder / f"{e}.flac", folder / f"{e}.mid") for e in sorted(_read_manifest(folder))]
 
 
-__all__ = ["FluidRenderer", "PairSpec", "augment", "build_pairs", "heldout_soundfont", "load_pairs",
+__all__ = ["ENSEMBLE_PROGRAMS", "FluidRenderer", "PairSpec", "augment", "build_pairs", "heldout_soundfont", "load_pairs",
            "perform", "random_room", "random_texture", "score_notes", "split_of", "training_soundfonts",
            "voice_overlaps"]
