@@ -30,7 +30,6 @@ import numpy as np
 import symusic
 
 
-
 def multitrack_pieces(pieces: int, seconds: float, seed: int = 0):
     """(name, audio 16 kHz, reference Score with each part's program) of test-split chorales."""
     from cadenza.tokenizers.mt3 import notes_to_score

@@ -143,7 +143,6 @@ def run_data(args) -> int:
         augment=not args.no_augment,
         room=not args.no_room,
         ensemble=args.ensemble,
-        label_program=None if args.ensemble else 0,
         seed=args.seed,
     )
     if args.heldout:

@@ -388,6 +388,9 @@ def build_pairs(out_dir: str | os.PathLike, spec: PairSpec | None = None, splits
     from cadenza.rendering.sampler import SampleSet
 
     renderer, sample_sets = None, {}
+    font_files = [s for s in soundfonts if not s.is_dir()]  # what FluidSynth loads; the rest are sample sets
+    if spec.ensemble and not font_files:
+        raise MissingDependencyError("an ensemble rendering needs a SoundFont (sample sets hold one piano)")
     summary = {split: {"examples": 0, "seconds": 0.0, "notes": 0, "skipped": 0} for split in splits}
     failed = []
     manifests = {split: _read_manifest(out / split) for split in splits}
@@ -411,9 +414,7 @@ def build_pairs(out_dir: str | os.PathLike, spec: PairSpec | None = None, splits
         if not notes:
             summary[split]["skipped"] += 1
             continue
-        fonts = [s for s in soundfonts if not s.is_dir()] if spec.ensemble else soundfonts
-        if not fonts:
-            raise MissingDependencyError("an ensemble rendering needs a SoundFont (sample sets hold one piano)")
+        fonts = font_files if spec.ensemble else soundfonts
         soundfont = fonts[int(rng.integers(len(fonts)))]
         program = int(spec.programs[int(rng.integers(len(spec.programs)))])
         room = random_room(rng) if spec.room else None
@@ -428,7 +429,7 @@ def build_pairs(out_dir: str | os.PathLike, spec: PairSpec | None = None, splits
             audio = sample_sets[str(soundfont)].render(notes, room=room, rng=rng)
         else:
             if renderer is None:
-                renderer = FluidRenderer([s for s in soundfonts if not s.is_dir()])
+                renderer = FluidRenderer(font_files)
             audio = renderer.render(notes, soundfont, program, room=room, voice_programs=voice_programs)
         audio = augment(audio, rng) if spec.augment else audio / max(1e-6, np.abs(audio).max()) * 0.5
         label = spec.label_program if spec.label_program is not None else program
