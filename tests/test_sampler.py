@@ -7,7 +7,7 @@ import pytest
 import soundfile
 import symusic
 
-from cadenza.rendering.sampler import SampleSet, is_sample_set, pitch_of_name, velocity_gain
+from cadenza.rendering.sampler import SampleSet, is_sample_set, key_of_name, pitch_of_name, velocity_gain
 
 SR = 16000
 
@@ -37,6 +37,40 @@ def test_pitch_names_known_values():
     assert pitch_of_name("As0") == 22 and pitch_of_name("Cs4") == 61 and pitch_of_name("C#4") == 61
     assert pitch_of_name("Db5") == 73 and pitch_of_name("B-1") == 11
     assert pitch_of_name("index") is None and pitch_of_name("H4") is None
+    assert key_of_name("F#3v4") == (54, 4) and key_of_name("A4v16") == (69, 16) and key_of_name("C4") == (60, 0)
+    assert pitch_of_name("D#5v1") == 75 and key_of_name("C4v") is None
+
+
+@pytest.fixture
+def layered_set(tmp_path):
+    """A4 in three velocity layers (as Salamander's A4v1, A4v8, A4v16), told apart by their partials:
+    the softest a pure tone, the middle one with a second partial, the loudest with a third too."""
+    rate = 44100
+    t = np.arange(2 * rate) / rate
+    for layer, partials in ((1, (1,)), (8, (1, 2)), (16, (1, 2, 3))):
+        tone = sum(np.sin(2 * np.pi * hz(69) * k * t) / k for k in partials) * np.exp(-t)
+        soundfile.write(str(tmp_path / f"A4v{layer}.ogg"), 0.5 * tone / np.abs(tone).max(), rate)
+    return tmp_path
+
+
+def _partial_level(audio: np.ndarray, frequency: float) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    bins = np.fft.rfftfreq(len(audio), 1 / SR)
+    return float(spectrum[np.abs(bins - frequency) < 15].max() / spectrum.max())
+
+
+def test_velocity_layers_give_each_dynamic_its_own_recording(layered_set):
+    samples = SampleSet(layered_set, SR)
+    assert len(samples.layers) == 3 and sorted(samples.samples) == [69]
+    assert [samples.layer_of(v) for v in (1, 43, 44, 85, 86, 127)] == [0, 0, 1, 1, 2, 2]
+    soft, middle, loud = (samples.render([(0.0, 1.0, 69, v)], tail=0.0, room={"reverb": 0})[: SR // 2]
+                          for v in (20, 64, 120))
+    assert _partial_level(soft, 2 * hz(69)) < 0.05 and _partial_level(middle, 2 * hz(69)) > 0.3
+    assert _partial_level(middle, 3 * hz(69)) < 0.05 and _partial_level(loud, 3 * hz(69)) > 0.2
+    # the level still follows the velocity curve, and a key with no recording of its own is resampled
+    assert np.abs(loud).max() / np.abs(soft).max() == pytest.approx(velocity_gain(120) / velocity_gain(20), rel=0.1)
+    shifted = samples.render([(0.0, 1.0, 71, 20)], tail=0.0, room={"reverb": 0})
+    assert peak_hz(shifted[: SR]) == pytest.approx(hz(71), rel=0.01)
 
 
 def test_velocity_curve_spans_forty_decibels():

@@ -43,18 +43,19 @@ def training_soundfonts() -> list[Path]:
     """SoundFonts used for training data, where installed: TimGM6mb (shipped with pretty_midi, and
     Debian's timgm6mb-soundfont), MuseScore General Lite and full (musescore-general-soundfont-small,
     musescore-general-soundfont), the OPL3 FM bank (opl3-soundfont) and a recorded piano's
-    per-key samples (``sh .ci/sysdeps.sh piano-samples``; see ``cadenza.rendering.sampler``).
+    per-key samples and the Salamander Grand Piano's velocity layers (``sh .ci/sysdeps.sh
+    piano-samples``; see ``cadenza.rendering.sampler``).
     FluidR3_GM is held out."""
     import importlib.util
 
-    from cadenza.rendering.sampler import default_sample_dir, is_sample_set
+    from cadenza.rendering.sampler import installed_sample_sets
 
     pretty_midi = importlib.util.find_spec("pretty_midi")  # located, not imported: it imports pyfluidsynth
     found = _existing([Path(pretty_midi.origin).parent / "TimGM6mb.sf2" if pretty_midi else "",
                        "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
                        "/usr/share/sounds/sf3/MuseScore_General_Full.sf3",
                        "/usr/share/sounds/sf2/OPL-3_FM_128M.sf2"])
-    return found + ([default_sample_dir()] if is_sample_set(default_sample_dir()) else [])
+    return found + installed_sample_sets()
 
 
 def heldout_soundfont() -> Path:
