@@ -58,6 +58,9 @@ def ship_model(run_dir: str | os.PathLike, name: str, *, command: str, models_di
         "training_command": command,
         "settings": settings,
     }
+    if isinstance(info.get("init"), dict):  # fine-tuned: count the steps the initial weights had seen too
+        shipped["init"] = info["init"]
+        shipped["total_steps"] = int(info["init"].get("steps", 0)) + int(shipped["step"] or 0)
     target = Path(models_dir) / name
     staging = Path(models_dir) / f".{name}.staging"
     shutil.rmtree(staging, ignore_errors=True)

@@ -72,7 +72,7 @@ DEFAULT_SIZE = "debug"
 # Settings a resumed run takes from its checkpoint (changing any would not be a continuation).
 RESUMED_FIELDS = ("corpus", "shards", "scheme", "tokenizer_config", "size", "seq_len", "batch_size", "lr",
                   "min_lr_ratio", "warmup", "weight_decay", "betas", "grad_accum", "clip", "attention", "seed",
-                  "augment", "transpose", "limit_pieces", "dropout")
+                  "augment", "transpose", "limit_pieces", "dropout", "init")
 # Of those, the ones a resume refuses to see changed when given (their defaults are None).
 REFUSED_CHANGES = ("corpus", "shards", "scheme", "tokenizer_config", "size", "seq_len", "batch_size", "lr",
                    "warmup", "dropout", "limit_pieces")
@@ -114,6 +114,7 @@ class TrainSettings:
     precision: str = "auto"  # bf16 autocast on CUDA and on CPUs with AMX, else float32 (device.training_precision)
     seed: int = 0
     resume: bool = False
+    init: str | None = None  # start from these weights (a shipped model's name or a checkpoint directory)
     eval_every: int | None = None
     checkpoint_every: int | None = None
     checkpoint_minutes: float | None = None  # a checkpoint at least this often (wall time); 0: only by steps
@@ -264,6 +265,40 @@ def _check_same_data(out: Path, saved: dict | None, now: dict) -> None:
                        f"tokens); train into another --out")
 
 
+def _size_of(init: str) -> str | None:
+    from .checkpoint import read_checkpoint_config
+    from .registry import resolve_model
+
+    settings = (read_checkpoint_config(resolve_model(init)).get("info") or {}).get("settings") or {}
+    size = settings.get("size")
+    return size if size in RUN_PRESETS else None
+
+
+def _initial_weights(settings: TrainSettings, device):
+    """``(model, tokenizer, record)`` of the checkpoint or shipped model ``settings.init`` names, in
+    training mode: the model and tokenizer are its own (a new run's optimizer, schedule and data
+    stream start afresh), and the record says where the weights came from and how many steps they
+    had seen. A one-line error when the run asks for another scheme or tokenization."""
+    from .checkpoint import load_checkpoint
+    from .registry import resolve_model
+
+    source = resolve_model(settings.init)
+    model, tokenizer, info = load_checkpoint(source, device=str(device))
+    if tokenizer is None:
+        raise CadenzaError(f"--init {settings.init}: the checkpoint records no tokenizer")
+    wanted = _tokenizer_for(settings) if (settings.shards or settings.scheme) else tokenizer
+    if wanted.to_dict() != tokenizer.to_dict():
+        raise CadenzaError(f"--init {settings.init}: its {tokenizer.name} tokenizer is not the one this run trains "
+                           f"({wanted.name}); give its scheme or shards of the same tokenization")
+    if settings.attention != model.config.attention:
+        raise CadenzaError(f"--init {settings.init}: its attention is {model.config.attention}, not {settings.attention}")
+    if settings.dropout is not None and settings.dropout != model.config.dropout:
+        raise CadenzaError(f"--init {settings.init}: its dropout is {model.config.dropout}; a fine-tuning run keeps it")
+    model.train()
+    steps_before = int(info.get("total_steps", info.get("step") or 0))
+    return model, tokenizer, {"from": str(settings.init), "steps": steps_before}
+
+
 def _optimizer(model, settings: TrainSettings, device):
     """AdamW with weight decay on matrices only (not biases or norms); fused on CUDA."""
     return adamw(model, lr=settings.lr, weight_decay=settings.weight_decay, betas=settings.betas, device=device)
@@ -363,6 +398,8 @@ def set_up(settings: TrainSettings) -> Run:
         saved_tensors, saved = read_training_state(out)
         settings = _resume_settings(settings, saved["settings"], out)
     else:
+        if settings.init and settings.size is None:  # the run presets of the size the weights were trained at
+            settings = dataclasses.replace(settings, size=_size_of(settings.init))
         settings = _absolute_data_paths(settings.resolved())
         if has_training_state(out):
             raise CadenzaError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
@@ -373,8 +410,12 @@ def set_up(settings: TrainSettings) -> Run:
 
     precision = training_precision(device, settings.precision)
 
+    init_info = None
     if saved is not None:
-        model, tokenizer, _ = load_checkpoint(out, device=str(device))
+        model, tokenizer, saved_info = load_checkpoint(out, device=str(device))
+        init_info = saved_info.get("init")  # a resumed fine-tuning run still says where it started
+    elif settings.init:
+        model, tokenizer, init_info = _initial_weights(settings, device)
     else:
         tokenizer = _tokenizer_for(settings)
         torch.manual_seed(settings.seed)
@@ -416,7 +457,8 @@ def set_up(settings: TrainSettings) -> Run:
         clock=RunClock(budget, elapsed=float(saved.get("elapsed_seconds", 0.0)) if saved else 0.0),
         cadence=CheckpointCadence(settings.checkpoint_every, settings.checkpoint_minutes),
         info={"corpus": settings.corpus, "shards": settings.shards, "scheme": tokenizer.name, "split": "train",
-              "settings": settings.to_json(), "world_size": dist_info.world_size, "precision": precision},
+              "settings": settings.to_json(), "world_size": dist_info.world_size, "precision": precision,
+              **({"init": init_info} if init_info else {})},
         data=data, step=step, metrics=dict(saved.get("metrics", {})) if saved else {},
         skipped=[(split, piece, reason) for split, source in sources.items()
                  for piece, reason in getattr(source, "failed", [])],

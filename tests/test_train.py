@@ -673,3 +673,34 @@ def test_precision_is_bf16_autocast_where_the_hardware_has_it_and_checkpoints_st
                   if json.loads(line)["kind"] == "train"] for p in runs}
     assert abs(losses["fp32"][0] - losses["bf16"][0]) < 0.05  # the same first step, to bf16's precision
     assert runs["fp32"]["metrics"] != runs["bf16"]["metrics"]
+
+
+def test_init_starts_a_new_run_from_trained_weights_and_counts_their_steps(tmp_path, chorale_dir, capsys):
+    from safetensors.torch import load_file
+
+    from cadenza.cli.main import main
+    from cadenza.symbolic.shipping import ship_model
+    from cadenza.symbolic.train import set_up, train
+
+    first = train(_settings(tmp_path / "first", chorale_dir, steps=4, eval_every=0))
+    assert first["step"] == 4
+    # before its first step, the new run holds exactly the weights it starts from, in training mode
+    a = load_file(str(tmp_path / "first/model.safetensors"))
+    run = set_up(_settings(tmp_path / "untouched", chorale_dir, init=str(tmp_path / "first"), eval_every=0))
+    b = run.model.state_dict()
+    assert run.step == 0 and run.model.training and all(torch.equal(a[k], b[k]) for k in a)
+    tuned = train(_settings(tmp_path / "tuned", chorale_dir, init=str(tmp_path / "first"), steps=3, eval_every=0))
+    assert tuned["step"] == 3
+    c = load_file(str(tmp_path / "tuned/model.safetensors"))
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # it trained, with a fresh schedule of its own
+    info = json.loads((tmp_path / "tuned/config.json").read_text())["info"]
+    assert info["init"] == {"from": str(tmp_path / "first"), "steps": 4}
+    shipped = ship_model(tmp_path / "tuned", "tuned", command="cadenza train ...", models_dir=tmp_path / "models")
+    assert json.loads((shipped / "config.json").read_text())["info"]["total_steps"] == 7
+    # a resumed fine-tuning run keeps its record; another tokenization than the weights' is refused
+    train(_settings(tmp_path / "tuned", chorale_dir, steps=5, eval_every=0, resume=True))
+    assert json.loads((tmp_path / "tuned/config.json").read_text())["info"]["init"]["steps"] == 4
+    assert main(["train", "--corpus", str(chorale_dir), "--scheme", "remi", "--init", str(tmp_path / "first"),
+                 "--out", str(tmp_path / "wrong"), "--steps", "1", "--quiet", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tokenizer is not the one this run trains" in err[0]
