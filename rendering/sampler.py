@@ -165,13 +165,21 @@ class SampleSet:
         send = room["reverb"] / 127.0
         if send > 0:  # the room: decaying noise, its length set by the room size
             rt60 = 0.3 + 2.0 * float(room["roomsize"])
-            length = int(rt60 * rate)
-            t = np.arange(length) / rate
-            ir = np.random.default_rng(length).standard_normal(length) * np.exp(-6.9 * t / rt60)
-            ir /= np.sqrt((ir ** 2).sum())
-            out = out + 0.4 * send * signal.fftconvolve(out, ir)[: len(out)]
+            out = out + 0.4 * send * noise_reverb(out, rt60, rate, np.random.default_rng(int(rt60 * rate)))
         return (0.25 * out).astype(np.float32)
 
 
-__all__ = ["SampleSet", "default_sample_dir", "installed_sample_sets", "is_sample_set", "key_of_name", "pitch_of_name",
-           "salamander_sample_dir", "velocity_gain"]
+def noise_reverb(audio: np.ndarray, rt60: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """The wet signal of a simple room: ``audio`` convolved with white noise (drawn from ``rng``)
+    decaying by 60 dB in ``rt60`` seconds, normalized to unit energy; as long as ``audio``."""
+    from scipy import signal
+
+    length = int(rt60 * sample_rate)
+    t = np.arange(length) / sample_rate
+    ir = rng.standard_normal(length) * np.exp(-6.9 * t / rt60)
+    ir /= np.sqrt((ir ** 2).sum())
+    return signal.fftconvolve(audio, ir)[: len(audio)]
+
+
+__all__ = ["SampleSet", "default_sample_dir", "installed_sample_sets", "is_sample_set", "key_of_name", "noise_reverb",
+           "pitch_of_name", "salamander_sample_dir", "velocity_gain"]

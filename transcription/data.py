@@ -154,12 +154,9 @@ def augment(audio: np.ndarray, rng: np.random.Generator, sample_rate: int = SAMP
         b, a = signal.butter(1, cutoff / (sample_rate / 2), btype="low" if rng.random() < 0.5 else "high")
         out = out + rng.uniform(-0.6, 0.6) * signal.lfilter(b, a, out)
     if rng.random() < 0.5:  # reverb: exponentially decaying noise impulse response
-        rt60 = rng.uniform(0.2, 0.9)
-        length = int(rt60 * sample_rate)
-        t = np.arange(length) / sample_rate
-        ir = rng.standard_normal(length) * np.exp(-6.9 * t / rt60)
-        ir /= np.sqrt((ir ** 2).sum())
-        wet = signal.fftconvolve(out, ir)[: len(out)]
+        from cadenza.rendering.sampler import noise_reverb
+
+        wet = noise_reverb(out, rng.uniform(0.2, 0.9), sample_rate, rng)
         out = out + rng.uniform(0.05, 0.3) * wet
     peak = np.abs(out).max()
     if peak > 0:
