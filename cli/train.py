@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--init", metavar="MODEL",
                    help="start a new run from these weights (a shipped model's name or a checkpoint directory): its "
-                        "model and tokenizer, a fresh optimizer, schedule and data stream; --size defaults to its size. "
+                        "model and tokenizer, a fresh optimizer, schedule and data stream; --size, --seq-len and --batch-size default to its own. "
                         "Fine-tunes a shipped model, or a model pre-trained on another corpus")
     p.add_argument("--eval-every", type=int, help="evaluate on the valid split every N steps (0: only at the end)")
     p.add_argument("--checkpoint-every", type=int,

@@ -265,13 +265,18 @@ def _check_same_data(out: Path, saved: dict | None, now: dict) -> None:
                        f"tokens); train into another --out")
 
 
-def _size_of(init: str) -> str | None:
+def _run_of(init: str) -> dict:
+    """The size preset, crop length and batch size the weights ``init`` names were trained with
+    (those its config records)."""
     from .checkpoint import read_checkpoint_config
     from .registry import resolve_model
 
     settings = (read_checkpoint_config(resolve_model(init)).get("info") or {}).get("settings") or {}
-    size = settings.get("size")
-    return size if size in RUN_PRESETS else None
+    out = {"size": settings["size"]} if settings.get("size") in RUN_PRESETS else {}
+    for name in ("seq_len", "batch_size"):
+        if isinstance(settings.get(name), int) and settings[name] > 0:
+            out[name] = settings[name]
+    return out
 
 
 def _initial_weights(settings: TrainSettings, device):
@@ -398,8 +403,9 @@ def set_up(settings: TrainSettings) -> Run:
         saved_tensors, saved = read_training_state(out)
         settings = _resume_settings(settings, saved["settings"], out)
     else:
-        if settings.init and settings.size is None:  # the run presets of the size the weights were trained at
-            settings = dataclasses.replace(settings, size=_size_of(settings.init))
+        if settings.init:  # size, crop length and batch the weights were trained at, unless given
+            settings = dataclasses.replace(settings, **{k: v for k, v in _run_of(settings.init).items()
+                                                        if getattr(settings, k) is None})
         settings = _absolute_data_paths(settings.resolved())
         if has_training_state(out):
             raise CadenzaError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")

@@ -689,6 +689,10 @@ def test_init_starts_a_new_run_from_trained_weights_and_counts_their_steps(tmp_p
     run = set_up(_settings(tmp_path / "untouched", chorale_dir, init=str(tmp_path / "first"), eval_every=0))
     b = run.model.state_dict()
     assert run.step == 0 and run.model.training and all(torch.equal(a[k], b[k]) for k in a)
+    # the crop length and batch default to the weights' own run
+    bare = set_up(_settings(tmp_path / "bare", chorale_dir, init=str(tmp_path / "first"), config=None, seq_len=None,
+                            batch_size=None))
+    assert (bare.settings.size, bare.settings.seq_len, bare.settings.batch_size) == ("debug", 32, 2)
     tuned = train(_settings(tmp_path / "tuned", chorale_dir, init=str(tmp_path / "first"), steps=3, eval_every=0))
     assert tuned["step"] == 3
     c = load_file(str(tmp_path / "tuned/model.safetensors"))
