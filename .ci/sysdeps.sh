@@ -23,6 +23,7 @@ salamander_samples() {  # six velocity layers of the Salamander Grand Piano V3 (
   mkdir -p "$dir" && cp "$tmp"/v*/package/audio/*.ogg "$dir"/ && cp "$tmp"/v16/package/package.json "$dir"/ && rm -rf "$tmp"
   echo "Salamander piano samples in $dir"
 }
+sample_sets() { piano_samples && salamander_samples; }
 for what in "$@"; do
   case "$what" in
     fluidsynth)
@@ -34,11 +35,9 @@ for what in "$@"; do
       [ -f /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 ] || need="$need musescore-general-soundfont-small"
       [ -f /usr/share/sounds/sf3/MuseScore_General_Full.sf3 ] || need="$need musescore-general-soundfont"
       [ -f /usr/share/sounds/sf2/OPL-3_FM_128M.sf2 ] || need="$need opl3-soundfont"
-      piano_samples || exit 1
-      salamander_samples || exit 1 ;;
+      sample_sets || exit 1 ;;
     piano-samples)
-      piano_samples || exit 1
-      salamander_samples || exit 1 ;;
+      sample_sets || exit 1 ;;
     chromium)
       if ! command -v chromium >/dev/null 2>&1; then need="$need chromium"; fi ;;
   esac

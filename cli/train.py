@@ -46,7 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--init", metavar="MODEL",
                    help="start a new run from these weights (a shipped model's name or a checkpoint directory): its "
-                        "model and tokenizer, a fresh optimizer, schedule and data stream; --size, --seq-len and --batch-size default to its own. "
+                        "model and tokenizer, a fresh optimizer, schedule and data stream; --size, --seq-len and "
+                        "--batch-size default to its own. "
                         "Fine-tunes a shipped model, or a model pre-trained on another corpus")
     p.add_argument("--eval-every", type=int, help="evaluate on the valid split every N steps (0: only at the end)")
     p.add_argument("--checkpoint-every", type=int,
@@ -95,7 +96,8 @@ def run_train(args) -> int:
         out=args.out, corpus=args.corpus, shards=args.shards, scheme=args.scheme, size=args.size,
         steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, warmup=args.warmup,
         grad_accum=args.grad_accum, clip=args.clip, weight_decay=args.weight_decay, dropout=args.dropout,
-        attention=args.attention, device=args.device, precision=args.precision, seed=args.seed, resume=args.resume, init=args.init,
+        attention=args.attention, device=args.device, precision=args.precision, seed=args.seed, resume=args.resume,
+        init=args.init,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
         checkpoint_minutes=args.checkpoint_minutes, max_minutes=args.max_minutes, log_every=args.log_every,
         limit_pieces=args.limit_pieces, augment=not args.no_augment, transpose=args.transpose,
