@@ -16,7 +16,8 @@ the chorales' own windows (Bach: the real next ``--seconds``) are scored the sam
   sixteenth grid (share of samples);
 - key kept: music21's key estimate of the window equals the opening's (share of samples);
 - parallels: parallel fifths/octaves among four-voice chord changes (pooled over samples);
-- cadences: held chords (>= 3 notes held >= 2 beats with no new onset) per 8 bars;
+- cadences: held chords (>= 3 notes held >= 2 beats with no new onset) per 8 bars, and the share
+  of them that are root-position major or minor triads (a held dissonance is no cadence);
 - density: notes per beat against the opening's;
 - for infill: the top voice's leap where the window meets the music after it (within a fifth?);
   for accompaniment: generated notes above the soprano, and 2nds/7ths/tritones against it.
@@ -126,7 +127,7 @@ def _point(rows: list[dict]) -> dict:
     changes = sum(r.get("changes", 0) for r in rows)
     out = {"samples": len(rows), "broken": mean("broken"), "key_kept": mean("key_kept"),
            "parallels": sum(r.get("with_parallels", 0) for r in rows) / changes if changes else math.nan,
-           "cadences": mean("cadences_per_8_bars"), "density": mean("density_ratio"),
+           "cadences": mean("cadences_per_8_bars"), "held_triads": mean("held_triads"), "density": mean("density_ratio"),
            "voices": mean("voice_count"), "crossing": mean("voice_crossing"), "seconds": mean("seconds")}
     if any("exit" in r for r in rows):
         exits = [r["exit"] for r in rows if "exit" in r and not math.isnan(r["exit"])]
@@ -250,6 +251,7 @@ ROWS = [
     ("key_kept", "window in the opening's key (music21)", "{:.0%}"),
     ("parallels", "parallel fifths/octaves among four-voice chord changes", "{:.1%}"),
     ("cadences", "held (cadential) chords per 8 bars", "{:.2f}"),
+    ("held_triads", "held chords that are root-position triads", "{:.0%}"),
     ("density", "notes per beat against the opening's", "{:.2f}"),
     ("voices", "notes sounding at once (median of each sample, mean)", "{:.2f}"),
     ("crossing", "instants with crossed voices", "{:.1%}"),

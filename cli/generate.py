@@ -40,6 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--parallel-penalty", type=float, default=None,
                    help="logits taken off a note that would move in parallel fifths or octaves with another voice "
                         "(Event and REMI; default 3: about 20 times less likely; 0: none)")
+    p.add_argument("--phrase-bonus", type=float, default=None,
+                   help="logits added to the wait that holds a root-position triad two beats on a beat, once the "
+                        "phrase has run six beats (Event and REMI; default 3: about 20 times likelier; 0: none)")
     p.add_argument("--nucleus-timing", action="store_true",
                    help="let top-p cut time shifts, positions and durations too (default: it cuts only what is "
                         "played, so phrase endings' long notes stay possible)")
@@ -54,13 +57,16 @@ def register(subparsers) -> None:
 
 
 def _constraints(args):
-    """The default sampling constraints, with the key prior, parallel penalty and nucleus the command line asks for."""
+    """The default sampling constraints, with the key prior, parallel penalty, phrase bonus and nucleus the
+    command line asks for."""
     import dataclasses
 
     from cadenza.tokenizers.grammar import SamplingConstraints
 
     given = {name: value or None for name, value in (("key_prior", args.key_prior),
-                                                     ("parallel_penalty", args.parallel_penalty)) if value is not None}
+                                                     ("parallel_penalty", args.parallel_penalty),
+                                                     ("phrase_bonus", getattr(args, "phrase_bonus", None)))
+             if value is not None}
     if getattr(args, "nucleus_timing", False):
         given["timing_outside_nucleus"] = False
     return dataclasses.replace(SamplingConstraints(), **given)

@@ -322,6 +322,33 @@ def held_chords(score: symusic.Score, min_beats: float = 2.0, min_notes: int = 3
     return out
 
 
+def root_position_triad(pitches) -> bool:
+    """Whether the pitches make a consonant chord a phrase can end on: a major or minor triad
+    with its root in the bass, the fifth possibly left out (as cadences often leave it), any
+    doublings. Fewer than two pitch classes is no chord."""
+    pitches = sorted(int(p) for p in pitches)
+    if not pitches:
+        return False
+    root = pitches[0] % 12
+    classes = {(p - root) % 12 for p in pitches}
+    return 0 in classes and len(classes & {3, 4}) == 1 and classes <= {0, 3, 4, 7}
+
+
+def held_triad_share(score: symusic.Score, **held) -> float:
+    """Share of the held chords (:func:`held_chords`) whose sounding notes make a
+    :func:`root_position_triad`: a cadence is a held consonance, a held dissonance is not one.
+    NaN without held chords."""
+    times = held_chords(score, **held)
+    if not times:
+        return math.nan
+    notes = notes_of(score)
+    triads = 0
+    for time in times:
+        on = (notes.start < time + ONSET_TOLERANCE) & (notes.end > time + ONSET_TOLERANCE)
+        triads += root_position_triad(notes.pitch[on])
+    return triads / len(times)
+
+
 def span_beats(score: symusic.Score) -> float:
     """Beats from the first onset to the last note's end (0 when empty)."""
     notes = notes_of(score)
@@ -401,7 +428,8 @@ def continuation_statistics(prompt: symusic.Score, continuation: symusic.Score, 
     """The music-theory statistics of the new music in ``continuation``: the notes starting in
     [start, end) beats (default: from the prompt's last note end to the end), with the prompt as
     reference: ``broken`` (0/1), ``key_kept`` (0/1, by ``key_method``), ``parallels`` (rate; and
-    its ``changes`` and ``with_parallels`` for pooling), ``cadences_per_8_bars``, ``density_ratio``
+    its ``changes`` and ``with_parallels`` for pooling), ``cadences_per_8_bars``, ``held_triads``
+    (share of those held chords that are root-position triads), ``density_ratio``
     (notes per beat against the prompt's), ``voice_count`` and ``voice_crossing``."""
     if start is None:
         prompt_notes = notes_of(prompt)
@@ -416,6 +444,7 @@ def continuation_statistics(prompt: symusic.Score, continuation: symusic.Score, 
         "key_kept": math.nan if kept is None else float(kept),
         "parallels": par["rate"], "changes": par["changes"], "with_parallels": par["with_parallels"],
         "cadences_per_8_bars": cadences_per_8_bars(new, span=span),
+        "held_triads": held_triad_share(new),
         "density_ratio": note_density(new, span) / prompt_density if prompt_density else math.nan,
         "voice_count": voice_count(new),
         "voice_crossing": voice_crossing_rate(new),

@@ -85,7 +85,7 @@ def test_the_defaults_are_on_and_checked():
     assert (defaults.max_note_seconds, defaults.max_note_beats, defaults.max_polyphony,
             defaults.max_notes_per_position, defaults.allow_repeated_pitch,
             defaults.keep_prompt_programs, defaults.under_melody) == (4.0, 8.0, 8, 8, False, True, True)
-    assert not any(getattr(OFF, f.name) for f in dataclasses.fields(OFF) if f.name != "allow_repeated_pitch")
+    assert not any(getattr(OFF, f.name) for f in dataclasses.fields(OFF) if f.name not in ("allow_repeated_pitch", "phrase_beats"))
     with pytest.raises(CadenzaError, match="max_polyphony must be positive"):
         SamplingConstraints(max_polyphony=0)
 
@@ -154,6 +154,65 @@ def test_event_penalizes_a_note_that_moves_in_parallel_fifths():
     assert SamplingConstraints().parallel_penalty == 3.0
 
 
+def _chorale_steps(tok, chords, last=None):
+    """Event ids of four-note chords a quarter (50 steps at 120 qpm) apart, each ending as the
+    next begins; ``last`` is struck after them and left sounding (the instant of the decision)."""
+    shift = tok.time_shift_offset + 50 - 1
+    ids, sounding = [tok.bos_id], []
+    for chord in chords:
+        ids += [tok.note_off_offset + p for p in sounding] + list(chord) + [shift]
+        sounding = list(chord)
+    if last is None:
+        return ids[:-1]
+    return ids + [tok.note_off_offset + p for p in sounding] + list(last)
+
+
+def _phrase_grammar(tok, ids, **on):
+    grammar = tok.grammar(only(phrase_bonus=2.0, **on))
+    grammar.set_prompt(_melody())        # quarters at 120 qpm: a grid and a beat of 50 steps
+    grammar.reset(np.asarray([ids], np.int64))
+    return grammar
+
+
+def test_event_phrase_bonus_holds_a_triad_on_the_beat_after_a_long_phrase():
+    tok = get_tokenizer("event")
+    shift = lambda steps: tok.time_shift_offset + steps - 1  # noqa: E731
+    c_major, f_major = (48, 55, 64, 72), (53, 57, 60, 65)
+    # six beats of chords, then a C major triad struck on beat 7: the wait of two beats (one
+    # TIME_SHIFT of 100 steps, as the encoder writes it) gets the bonus
+    ids = _chorale_steps(tok, [c_major, f_major] * 3, last=c_major)
+    penalties = _phrase_grammar(tok, ids).penalties()[0]
+    assert penalties[shift(100)] == -2.0 and penalties[shift(99)] == -2.0
+    assert penalties[shift(50)] == 0 and not penalties[:tok.time_shift_offset].any()
+    # while the chord gathers its voices (three of the four sounding before), nothing
+    assert _phrase_grammar(tok, ids[:-1]).penalties() is None
+    # once time has moved on a beat, the chord is not held: nothing
+    grammar = _phrase_grammar(tok, ids)
+    grammar.advance([shift(50)])
+    assert grammar.penalties() is None
+    # at 60 qpm two beats are 200 steps: the full shift, then after it the rest of the wait
+    slow = _melody()
+    slow.tempos[0] = symusic.Tempo(0, qpm=60.0)
+    grammar = tok.grammar(only(phrase_bonus=2.0))
+    grammar.set_prompt(slow)
+    grammar.reset(np.asarray([_chorale_steps(tok, [c_major, f_major] * 6, last=c_major)], np.int64))
+    assert np.flatnonzero(grammar.penalties()[0]).tolist() == [shift(100)]
+    grammar.advance([shift(100)])
+    assert grammar.penalties()[0][shift(99)] == -2.0 and grammar.penalties()[0][shift(98)] == 0
+    # no bonus: a phrase of only four beats, a dissonant or inverted chord, a chord off the beat
+    assert _phrase_grammar(tok, _chorale_steps(tok, [c_major, f_major] * 2, last=c_major)).penalties() is None
+    assert _phrase_grammar(tok, _chorale_steps(tok, [c_major, f_major] * 3, last=(48, 53, 55, 64))).penalties() is None
+    assert _phrase_grammar(tok, _chorale_steps(tok, [c_major, f_major] * 3, last=(52, 55, 60, 67))).penalties() is None
+    off_beat = _chorale_steps(tok, [c_major, f_major] * 3, last=None) + [shift(25)] + list(c_major)
+    assert _phrase_grammar(tok, off_beat).penalties() is None
+    # after a held chord a new phrase begins: six more beats before the next bonus
+    ended = _chorale_steps(tok, [c_major, f_major] * 3 + [c_major])[:-1] + [shift(50), shift(50)]
+    ended += [tok.note_off_offset + p for p in c_major]
+    assert _phrase_grammar(tok, ended + _chorale_steps(tok, [f_major] * 3, last=c_major)[1:]).penalties() is None
+    assert _phrase_grammar(tok, ids, phrase_beats=8.0).penalties() is None
+    assert SamplingConstraints().phrase_bonus == 3.0 and OFF.phrase_bonus is None
+
+
 def test_event_samples_keep_both_limits_and_break_them_when_off():
     tok = get_tokenizer("event")
     model = _biased(tok, (range(0, 128), 4.0), (range(128, 256), -8.0), ([tok.velocity_offset - 1], 6.0))
@@ -173,6 +232,12 @@ def _remi():
     return tok, ids
 
 
+def _remi_beats(duration: str) -> float:
+    """Beats of a REMI Duration token: ``Duration_2.4.8`` is 2 + 4/8."""
+    whole, part, resolution = (int(x) for x in duration.split("_")[1].split("."))
+    return whole + part / resolution
+
+
 def _remi_note(ids, pitch: int, program: int = 0) -> list[int]:
     return [ids[f"Program_{program}"], ids[f"Pitch_{pitch}"], ids["Velocity_63"], ids["Duration_1.0.8"]]
 
@@ -190,6 +255,41 @@ def test_remi_penalizes_a_pitch_that_moves_in_parallel_fifths():
             ids["Velocity_63"], ids["Duration_2.0.8"], ids["Position_8"], *_remi_note(ids, 62), ids["Program_0"]]
     assert _grammar(tok, held, only(parallel_penalty=3.0)).penalties() is None
     assert _grammar(tok, prompt, only(max_polyphony=8)).penalties() is None
+
+
+def test_remi_phrase_bonus_holds_a_triad_on_the_beat_after_a_long_phrase():
+    tok, ids = _remi()
+
+    def chord(pitches, duration="Duration_1.0.8"):
+        return sum(([ids["Program_0"], ids[f"Pitch_{p}"], ids["Velocity_63"], ids[duration]] for p in pitches), [])
+
+    c_major, f_major = (48, 55, 64, 72), (53, 57, 60, 65)
+    beats = [ids["Bar_None"], ids["TimeSig_4/4"]]
+    for beat in range(6):                  # six beats of chords across a barline, a quarter each
+        if beat == 4:
+            beats.append(ids["Bar_None"])
+        beats += [ids[f"Position_{8 * (beat % 4)}"], *chord(c_major if beat % 2 == 0 else f_major)]
+    bass = beats + [ids["Position_16"], ids["Program_0"], ids["Pitch_48"], ids["Velocity_63"]]
+    held = {i for name, i in ids.items() if name.startswith("Duration_") and 2.0 <= _remi_beats(name) <= 4.0}
+
+    def bonus(prompt, **on):
+        penalties = _grammar(tok, prompt, only(phrase_bonus=2.0, **on)).penalties()
+        return set() if penalties is None else set(np.flatnonzero(penalties[0] == -2.0).tolist())
+
+    # the bass of a chord on beat 7: its durations of two to four beats get the bonus
+    assert bonus(bass) == held and ids["Duration_2.0.8"] in held and ids["Duration_1.0.8"] not in held
+    # the voices above it while the chord may still become a root-position triad
+    so_far = bass[:-3] + chord([48], "Duration_2.0.8")
+    assert bonus(so_far + [ids["Program_0"], ids["Pitch_55"], ids["Velocity_63"]]) == held      # a fifth
+    assert bonus(so_far + chord([55], "Duration_2.0.8") + [ids["Program_0"], ids["Pitch_64"],
+                                                           ids["Velocity_63"]]) == held       # and a third
+    # no bonus: a fourth above the bass, a bass not held, a chord off the beat, a short phrase
+    assert not bonus(so_far + [ids["Program_0"], ids["Pitch_53"], ids["Velocity_63"]])
+    assert not bonus(bass[:-3] + chord([48]) + [ids["Program_0"], ids["Pitch_55"], ids["Velocity_63"]])
+    assert not bonus(beats + [ids["Position_20"], ids["Program_0"], ids["Pitch_48"], ids["Velocity_63"]])
+    assert not bonus(bass, phrase_beats=8.0)
+    assert not bonus(bass, parallel_penalty=3.0) - held
+    assert _grammar(tok, bass, only(parallel_penalty=3.0)).penalties() is None
 
 
 def test_remi_caps_the_notes_at_one_position():
@@ -251,8 +351,7 @@ def test_remi_masks_durations_above_the_cap():
     prompt = [ids["Bar_None"], ids["Position_0"], ids["Program_0"], ids["Pitch_60"], ids["Velocity_63"]]
     allowed = {tok.token_to_str(i) for i in _allowed(_grammar(tok, prompt, only(max_note_beats=8.0)))}
     assert allowed and all(name.startswith("Duration_") for name in allowed)
-    beats = [int(b) + int(p) / int(r) for b, p, r in (name.split("_")[1].split(".") for name in allowed)]
-    assert max(beats) == 8.0
+    assert max(_remi_beats(name) for name in allowed) == 8.0
     assert "Duration_12.0.4" in {tok.token_to_str(i) for i in _allowed(_grammar(tok, prompt, OFF))}
 
 
@@ -317,6 +416,8 @@ def test_continue_takes_the_key_prior_and_parallel_penalty_from_the_command_line
     assert _constraints(parse()) == SamplingConstraints()
     chosen = _constraints(parse("--parallel-penalty", "0", "--key-prior", "2"))
     assert chosen.parallel_penalty is None and chosen.key_prior == 2.0 and chosen.metric_grid
+    assert _constraints(parse("--phrase-bonus", "0")).phrase_bonus is None
+    assert _constraints(parse("--phrase-bonus", "4")).phrase_bonus == 4.0
     with pytest.raises(CadenzaError, match="parallel_penalty must be positive"):
         _constraints(parse("--parallel-penalty", "nan"))
 

@@ -155,6 +155,19 @@ def test_held_chords_and_cadences_per_8_bars():
     assert math.isnan(theory.cadences_per_8_bars(piece()))
 
 
+def test_root_position_triads_and_the_share_of_held_chords_that_are_one():
+    assert theory.root_position_triad([48, 55, 64, 72]) and theory.root_position_triad([45, 57, 60, 64])
+    assert theory.root_position_triad([43, 55, 59])                  # fifth left out
+    assert not theory.root_position_triad([52, 55, 60])              # first inversion
+    assert not theory.root_position_triad([48, 52, 55, 58])          # a seventh chord
+    assert not theory.root_position_triad([48, 60]) and not theory.root_position_triad([])
+    assert not theory.root_position_triad([48, 51, 52, 55])          # major and minor third
+    # a held C major chord and a held dominant seventh: half of the held chords are cadences
+    notes = [(0, 2, p) for p in (48, 64, 67, 72)] + [(2, 2, p) for p in (43, 59, 65, 67)]
+    assert theory.held_triad_share(piece(notes)) == pytest.approx(0.5)
+    assert math.isnan(theory.held_triad_share(piece([(i, 1, 60) for i in range(4)])))
+
+
 def test_note_density():
     assert theory.note_density(piece([(i, 1, 60) for i in range(8)])) == pytest.approx(1.0)
     assert theory.note_density(C_MAJOR_CADENCE) == pytest.approx(4.0)
@@ -186,8 +199,9 @@ def test_continuation_statistics_on_a_chorale(bach_scores):
     prompt = theory.clip_beats(score, 0, 8)
     stats = theory.continuation_statistics(prompt, score, 8, 40)
     assert set(stats) == {"broken", "key_kept", "parallels", "changes", "with_parallels", "cadences_per_8_bars",
-                          "density_ratio", "voice_count", "voice_crossing"}
+                          "held_triads", "density_ratio", "voice_count", "voice_crossing"}
     assert stats["voice_count"] == 4.0 and stats["changes"] > 20
+    assert math.isnan(stats["held_triads"]) or stats["held_triads"] >= 0.5
     assert 0.5 < stats["density_ratio"] < 2.0
     assert stats["parallels"] < 0.05
     assert theory.continuation_statistics(prompt, score)["changes"] > stats["changes"]  # to the end

@@ -699,12 +699,20 @@ class EventGrammar(Grammar):
         limit = self.constraints.max_note_seconds
         self.max_note_steps = None if limit is None else max(1, int(round(limit * self.steps_per_second)))
         self.grid: tuple[float, float] | None = None   # (origin, period) in steps; see set_prompt
+        self.beat: tuple[float, float] | None = None   # (origin, quarter) in steps, for phrase_bonus
 
     def set_prompt(self, score) -> None:
-        """With ``metric_grid``, the prompt's grid (``metric_grid``) in TIME_SHIFT steps."""
+        """With ``metric_grid``, the prompt's grid (``metric_grid``) in TIME_SHIFT steps; the
+        beat ``phrase_bonus`` counts in is its quarter, from the same origin."""
         from cadenza.data.context import metric_grid
 
-        grid = metric_grid(score) if self.constraints.metric_grid else None
+        grid = metric_grid(score)
+        self.beat = None
+        if grid is not None:
+            qpm = max(score.tempos, key=lambda t: t.time).qpm if len(score.tempos) else 120.0
+            self.beat = (grid[0] * self.steps_per_second, 60.0 / qpm * self.steps_per_second)
+        if not self.constraints.metric_grid:
+            grid = None
         self.grid = None if grid is None else (grid[0] * self.steps_per_second, grid[1] * self.steps_per_second)
 
     def on_grid(self, steps: np.ndarray) -> np.ndarray:
@@ -728,10 +736,20 @@ class EventGrammar(Grammar):
         # the current instant of each row: the pitches that ended there and those struck there
         self.ended: list[list[int]] = [[] for _ in range(self.batch)]
         self.struck: list[list[int]] = [[] for _ in range(self.batch)]
+        # phrase_bonus: the step of the latest NOTE_ON, and where the phrase began (after the
+        # last wait of two beats or more between onsets)
+        self.last_onset = np.full(self.batch, -1, np.int64)
+        self.phrase_start = np.zeros(self.batch, np.int64)
+        self.voices_before = np.zeros(self.batch, np.int64)   # notes sounding when time last moved
 
     def _consume(self, row: int, token: int) -> None:
         self.after_velocity[row] = False
         if self.note_on[0] <= token < self.note_on[1]:
+            now = int(self.steps[row])
+            if self.beat is not None and self.last_onset[row] >= 0 and \
+                    now - self.last_onset[row] >= 2 * self.beat[1] - 1:
+                self.phrase_start[row] = now
+            self.last_onset[row] = now
             self.sounding[row, token - self.note_on[0]] += 1
             self.open_onsets[row].setdefault(token - self.note_on[0], []).append(int(self.steps[row]))
             self.struck[row].append(token - self.note_on[0])
@@ -747,6 +765,7 @@ class EventGrammar(Grammar):
                     del self.open_onsets[row][pitch]
         elif self.time_shift[0] <= token < self.time_shift[1]:
             self.steps[row] += token - self.time_shift[0] + 1
+            self.voices_before[row] = int(self.sounding[row].sum())
             self.ended[row], self.struck[row] = [], []
         elif self.velocity[0] <= token < self.velocity[1]:
             self.after_velocity[row] = True
@@ -755,10 +774,42 @@ class EventGrammar(Grammar):
         """``parallel_penalty`` on the NOTE_ONs that would move in parallel perfect intervals
         with a voice already struck at this instant (see :func:`parallel_pitches`)."""
         penalty = self.constraints.parallel_penalty
+        out = self._phrase_ending(row)
         if penalty is None or not self.ended[row] or not self.struck[row]:
-            return None
+            return out or None
         pitches = parallel_pitches(self.ended[row], self.struck[row], self.note_on[1] - self.note_on[0])
-        return {self.note_on[0] + p: penalty for p in pitches} or None
+        out.update({self.note_on[0] + p: penalty for p in pitches})
+        return out or None
+
+    def _phrase_ending(self, row: int) -> dict[int, float]:
+        """``phrase_bonus`` (as a negative penalty) on the TIME_SHIFTs that hold the chord
+        sounding now for two beats, when it may end the phrase (see ``SamplingConstraints``).
+
+        The encoder writes a wait as full TIME_SHIFTs and then the rest, so a held chord is
+        decided at its instant (or after a full shift, when two beats are longer than one): the
+        bonus goes to the shifts that reach two beats from there. A chord with fewer notes than
+        were sounding before it may still be gathering its voices and gets none."""
+        from cadenza.data.theory import root_position_triad
+
+        bonus = self.constraints.phrase_bonus
+        onset = int(self.last_onset[row])
+        if bonus is None or self.beat is None or onset < 0 or self.after_velocity[row]:
+            return {}
+        origin, quarter = self.beat
+        lo, hi = self.time_shift
+        longest = hi - lo
+        held = int(self.steps[row]) - onset
+        if held >= 2 * quarter - 1 or held % longest or \
+                onset - self.phrase_start[row] < self.constraints.phrase_beats * quarter - 1:
+            return {}
+        phase = (onset - origin) / quarter
+        if abs(phase - round(phase)) * quarter > 1.0:
+            return {}
+        chord = np.flatnonzero(self.sounding[row] > 0)
+        if len(chord) < max(3, int(self.voices_before[row])) or not root_position_triad(chord):
+            return {}
+        shortest = min(longest, max(1, int(np.ceil(2 * quarter - held - 1 - 1e-9))))
+        return {lo + k - 1: -bonus for k in range(shortest, longest + 1)}
 
     def _allow(self, row: int, mask: np.ndarray) -> None:
         mask[self.note_on[0]:self.note_on[1]] = True

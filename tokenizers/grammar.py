@@ -80,6 +80,16 @@ class SamplingConstraints:
       ``cadenza.data.context.restore_context`` follow voices), and a pair that moved from a fifth
       or octave to the same interval is a parallel (``cadenza.data.theory.parallels`` counts
       them). A soft guard of chorale style, not a rule of every style.
+    - ``phrase_bonus``: Event and REMI: a phrase that has run ``phrase_beats`` beats or more
+      since its last held chord may end on a root-position major or minor triad struck on a
+      beat (``cadenza.data.theory.root_position_triad``; Event: with no fewer notes than
+      sounded before it): the ids that hold that chord two beats get this added to their
+      logits (3: about 20 times likelier). Event: the waits after the chord is struck; REMI:
+      the Durations of two to four beats of its notes, bass first, while they can still make
+      the triad. The model still chooses: it ends phrases where it already gives the wait
+      some weight, and a chord off the beat is never pushed to be held, nor in Event a
+      dissonance or an inversion (REMI pushes the bass before the voices above it are chosen). A soft guide of chorale phrasing (a fermata every two to four bars), for music with a
+      metric grid at a known tempo.
     - ``timing_outside_nucleus``: top-p (nucleus) filtering cuts only what is played (pitches,
       velocities, instruments); the ids that place notes in time (``Tokenizer.timing_ids``: time
       shifts; bars, positions and durations; anticipatory times and durations) are sampled from
@@ -100,6 +110,8 @@ class SamplingConstraints:
     key_prior: float | None = 1.0
     melody_dissonance_penalty: float | None = 2.0
     parallel_penalty: float | None = 3.0
+    phrase_bonus: float | None = 3.0
+    phrase_beats: float = 6.0
     timing_outside_nucleus: bool = True
 
     @classmethod
@@ -107,7 +119,8 @@ class SamplingConstraints:
         """No structural constraint: only what the scheme needs to decode."""
         return cls(max_note_seconds=None, max_note_beats=None, max_polyphony=None, max_notes_per_position=None,
                    allow_repeated_pitch=True, keep_prompt_programs=False, under_melody=False, metric_grid=False, key_prior=None,
-                   melody_dissonance_penalty=None, parallel_penalty=None, timing_outside_nucleus=False)
+                   melody_dissonance_penalty=None, parallel_penalty=None, phrase_bonus=None,
+                   timing_outside_nucleus=False)
 
     @property
     def active(self) -> bool:

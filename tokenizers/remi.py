@@ -327,6 +327,12 @@ class REMIGrammar(Grammar):
         # (program, pitch, end in quarters) of the pitched notes that have not ended before this Position
         self.pitched: list[list[tuple]] = [[] for _ in range(self.batch)]
         self.pending_pitch: list[int | None] = [None] * self.batch
+        # phrase_bonus: (pitch, beats) of the pitched notes at this Position, the latest onset and
+        # where the phrase began (in quarters), and how many notes sounded when the onset came
+        self.here: list[list[tuple[int, float]]] = [[] for _ in range(self.batch)]
+        self.last_onset = np.full(self.batch, -1.0)
+        self.phrase_start = np.zeros(self.batch)
+        self.voices_before = np.zeros(self.batch, np.int64)
 
     def reset(self, prompts: np.ndarray) -> None:
         super().reset(prompts)
@@ -364,6 +370,8 @@ class REMIGrammar(Grammar):
             self.program[row] = self.program_value[token]
             self.programs_seen[row].add(token)
         elif ty in ("Pitch", "PitchDrum"):
+            if self.position_count[row] == 0:
+                self._onset(row)
             self.position_notes[row].add((self.program[row], token))
             self.position_count[row] += 1
             self.pending_pitch[row] = self.pitch_value.get(token)
@@ -373,6 +381,7 @@ class REMIGrammar(Grammar):
             self.note_ends[row].append(end)
             if self.pending_pitch[row] is not None:
                 self.pitched[row].append((self.program[row], self.pending_pitch[row], end))
+                self.here[row].append((self.pending_pitch[row], float(self.duration_beats[token])))
                 self.pending_pitch[row] = None
         if ty == "Position" and self.pitched[row]:
             now = self._quarters(row, self.position[row])
@@ -380,6 +389,7 @@ class REMIGrammar(Grammar):
         if ty in ("Bar", "Position"):
             self.position_notes[row] = set()
             self.position_count[row] = 0
+            self.here[row] = []
         self.drum_next[row] = ty == "Program" and token == self.drum_program
         self.last_type[row] = ty
 
@@ -422,10 +432,50 @@ class REMIGrammar(Grammar):
             here = [token for program, token in self.position_notes[row] if program == self.program[row]]
             mask[np.asarray(here, np.int64)] = False
 
+    def _onset(self, row: int) -> None:
+        """The first note of a Position: a wait of two beats or more since the latest onset
+        ended a phrase (``phrase_bonus``)."""
+        now = self._quarters(row, self.position[row])
+        if self.last_onset[row] >= 0 and now - self.last_onset[row] >= 2.0 - 1e-6:
+            self.phrase_start[row] = now
+        self.last_onset[row] = now
+        self.voices_before[row] = sum(end > now + 1e-6 or abs(end - now) < 1e-6 for _, _, end in self.pitched[row])
+
+    def _phrase_ending(self, row: int) -> dict[int, float]:
+        """``phrase_bonus`` (as a negative penalty) on the Durations of two to four beats for a
+        note of a chord that may end the phrase (see ``SamplingConstraints``): on a beat, the
+        phrase ``phrase_beats`` long, every note at this Position so far held two beats or more,
+        and with this Pitch the notes still on the way to a root-position major or minor triad
+        over the first (its root, third and fifth only, not both thirds).
+        miditok writes a Position's notes by duration, then pitch, so a chord held alike comes
+        bass first."""
+        bonus = self.constraints.phrase_bonus
+        pitch = self.pending_pitch[row]
+        if bonus is None or pitch is None or self.last_type[row] != "Velocity" or self.position[row] < 0 or \
+                self.position[row] % self.positions_per_beat:
+            return {}
+        if self.last_onset[row] - self.phrase_start[row] < self.constraints.phrase_beats - 1e-6:
+            return {}
+        if any(beats < 2.0 for _, beats in self.here[row]):
+            return {}
+        pitches = [p for p, _ in self.here[row]] + [pitch]
+        if pitches != sorted(pitches) or not _may_become_triad(pitches):
+            return {}
+        held = (self.duration_beats >= 2.0) & (self.duration_beats <= 4.0) & ~self.too_long[:len(self.types)]
+        return {int(i): -bonus for i in np.flatnonzero(held)}
+
     def _penalize(self, row: int) -> dict[int, float] | None:
         """``parallel_penalty`` on the Pitches that would move in parallel perfect intervals with
         a voice of the same program already struck at this Position (see ``parallel_pitches``):
-        the voices that move here are the notes that end at this Position."""
+        the voices that move here are the notes that end at this Position; and
+        ``phrase_bonus`` (``_phrase_ending``)."""
+        out = self._phrase_ending(row)
+        parallel = self._parallels(row)
+        if parallel:
+            out.update(parallel)
+        return out or None
+
+    def _parallels(self, row: int) -> dict[int, float] | None:
         penalty = self.constraints.parallel_penalty
         if penalty is None or self.position[row] < 0 or not self.position_notes[row] or \
                 self.last_type[row] not in ("Position", "Program", "Duration"):
@@ -458,3 +508,10 @@ class REMIGrammar(Grammar):
 
     def bars(self, row: int) -> int:
         return int(self.bar_count[row])
+
+
+def _may_become_triad(pitches: list[int]) -> bool:
+    """Whether notes struck bass first can still grow into a root-position major or minor triad
+    (``cadenza.data.theory.root_position_triad``) as more notes join them from above."""
+    classes = {(p - pitches[0]) % 12 for p in pitches}
+    return classes <= {0, 3, 4, 7} and not {3, 4} <= classes
