@@ -283,6 +283,12 @@ def test_remi_phrase_bonus_holds_a_triad_on_the_beat_after_a_long_phrase():
     assert bonus(so_far + [ids["Program_0"], ids["Pitch_55"], ids["Velocity_63"]]) == held      # a fifth
     assert bonus(so_far + chord([55], "Duration_2.0.8") + [ids["Program_0"], ids["Pitch_64"],
                                                            ids["Velocity_63"]]) == held       # and a third
+    # once the bass is held, the pitches above it that keep the chord on the way to the triad
+    pitches = {int(tok.token_to_str(i).split("_")[1]) for i in bonus(so_far + [ids["Program_0"]])}
+    assert {51, 52, 55, 60, 64, 67, 72} <= pitches and not pitches & {48, 50, 53, 57, 59, 61}
+    assert min(pitches) > 48
+    with_e = so_far + chord([52], "Duration_2.0.8") + [ids["Program_0"]]
+    assert {int(tok.token_to_str(i).split("_")[1]) for i in bonus(with_e)} & {63, 64, 67} == {64, 67}
     # no bonus: a fourth above the bass, a bass not held, a chord off the beat, a short phrase
     assert not bonus(so_far + [ids["Program_0"], ids["Pitch_53"], ids["Velocity_63"]])
     assert not bonus(bass[:-3] + chord([48]) + [ids["Program_0"], ids["Pitch_55"], ids["Velocity_63"]])

@@ -86,9 +86,11 @@ class SamplingConstraints:
       sounded before it): the ids that hold that chord two beats get this added to their
       logits (3: about 20 times likelier). Event: the waits after the chord is struck; REMI:
       the Durations of two to four beats of its notes, bass first, while they can still make
-      the triad. The model still chooses: it ends phrases where it already gives the wait
-      some weight, and a chord off the beat is never pushed to be held, nor in Event a
-      dissonance or an inversion (REMI pushes the bass before the voices above it are chosen). A soft guide of chorale phrasing (a fermata every two to four bars), for music with a
+      the triad, and the Pitches above a held bass that keep it on the way there (a parallel's
+      penalty overrides that). The model still chooses: it ends phrases where it already
+      gives the wait some weight, and a chord off the beat is never pushed to be held, nor in
+      Event a dissonance or an inversion (REMI pushes the bass before the voices above it are
+      chosen). A soft guide of chorale phrasing (a fermata every two to four bars), for music with a
       metric grid at a known tempo.
     - ``timing_outside_nucleus``: top-p (nucleus) filtering cuts only what is played (pitches,
       velocities, instruments); the ids that place notes in time (``Tokenizer.timing_ids``: time

@@ -441,28 +441,42 @@ class REMIGrammar(Grammar):
         self.last_onset[row] = now
         self.voices_before[row] = sum(end > now + 1e-6 or abs(end - now) < 1e-6 for _, _, end in self.pitched[row])
 
+    def _cadence_so_far(self, row: int) -> list[int] | None:
+        """The pitches struck at this Position, bass first, while they may still make a chord
+        that ends the phrase (see ``SamplingConstraints.phrase_bonus``): on a beat, the phrase
+        ``phrase_beats`` long, every note here so far held two beats or more, and on the way to
+        a root-position major or minor triad over the first. None otherwise."""
+        if self.constraints.phrase_bonus is None or self.position[row] < 0 or \
+                self.position[row] % self.positions_per_beat:
+            return None
+        if self.last_onset[row] - self.phrase_start[row] < self.constraints.phrase_beats - 1e-6:
+            return None
+        if any(beats < 2.0 for _, beats in self.here[row]):
+            return None
+        pitches = [p for p, _ in self.here[row]]
+        if pitches != sorted(pitches) or (pitches and not _may_become_triad(pitches)):
+            return None
+        return pitches
+
     def _phrase_ending(self, row: int) -> dict[int, float]:
-        """``phrase_bonus`` (as a negative penalty) on the Durations of two to four beats for a
-        note of a chord that may end the phrase (see ``SamplingConstraints``): on a beat, the
-        phrase ``phrase_beats`` long, every note at this Position so far held two beats or more,
-        and with this Pitch the notes still on the way to a root-position major or minor triad
-        over the first (its root, third and fifth only, not both thirds).
+        """``phrase_bonus`` (as a negative penalty) for a chord that may end the phrase
+        (``_cadence_so_far``): on the Durations of two to four beats of a note that keeps it on
+        the way to the triad, and once its bass is held, on the Pitches above that complete it.
         miditok writes a Position's notes by duration, then pitch, so a chord held alike comes
         bass first."""
-        bonus = self.constraints.phrase_bonus
-        pitch = self.pending_pitch[row]
-        if bonus is None or pitch is None or self.last_type[row] != "Velocity" or self.position[row] < 0 or \
-                self.position[row] % self.positions_per_beat:
+        so_far = self._cadence_so_far(row)
+        if so_far is None:
             return {}
-        if self.last_onset[row] - self.phrase_start[row] < self.constraints.phrase_beats - 1e-6:
-            return {}
-        if any(beats < 2.0 for _, beats in self.here[row]):
-            return {}
-        pitches = [p for p, _ in self.here[row]] + [pitch]
-        if pitches != sorted(pitches) or not _may_become_triad(pitches):
-            return {}
-        held = (self.duration_beats >= 2.0) & (self.duration_beats <= 4.0) & ~self.too_long[:len(self.types)]
-        return {int(i): -bonus for i in np.flatnonzero(held)}
+        bonus, pitch = self.constraints.phrase_bonus, self.pending_pitch[row]
+        if self.last_type[row] == "Velocity" and pitch is not None:
+            if not _may_become_triad(so_far + [pitch]) or (so_far and pitch < so_far[-1]):
+                return {}
+            held = (self.duration_beats >= 2.0) & (self.duration_beats <= 4.0) & ~self.too_long[:len(self.types)]
+            return {int(i): -bonus for i in np.flatnonzero(held)}
+        if so_far and pitch is None and self.last_type[row] in ("Program", "Duration"):
+            return {token: -bonus for p, token in self.pitch_id.items()
+                    if p > so_far[-1] and _may_become_triad(so_far + [p])}
+        return {}
 
     def _penalize(self, row: int) -> dict[int, float] | None:
         """``parallel_penalty`` on the Pitches that would move in parallel perfect intervals with
@@ -470,9 +484,7 @@ class REMIGrammar(Grammar):
         the voices that move here are the notes that end at this Position; and
         ``phrase_bonus`` (``_phrase_ending``)."""
         out = self._phrase_ending(row)
-        parallel = self._parallels(row)
-        if parallel:
-            out.update(parallel)
+        out.update(self._parallels(row) or {})    # a parallel is no cadence: its penalty stands alone
         return out or None
 
     def _parallels(self, row: int) -> dict[int, float] | None:
