@@ -82,6 +82,17 @@ def metric_grid(score: symusic.Score, *, subdivisions: tuple[int, ...] = GRID_SU
     return origin, 60.0 / qpm / per_quarter
 
 
+def beat_grid(score: symusic.Score) -> tuple[float, float] | None:
+    """``(origin, beat)`` in seconds: the quarter-note beat of a prompt with metric timing
+    (:func:`metric_grid`'s origin, its last tempo), the beat a phrase is counted in; None for
+    free timing."""
+    grid = metric_grid(score)
+    if grid is None:
+        return None
+    qpm = max(score.tempos, key=lambda t: t.time).qpm if len(score.tempos) else 120.0
+    return grid[0], 60.0 / qpm
+
+
 def _generated_notes(prompt: symusic.Score, generated: symusic.Score) -> list[dict[str, np.ndarray]]:
     """Each generated track's notes in the prompt's ticks. A Score with time signatures has
     musical timing (REMI: its quarters are the prompt's quarters); one without has performance

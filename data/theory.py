@@ -334,6 +334,17 @@ def root_position_triad(pitches) -> bool:
     return 0 in classes and len(classes & {3, 4}) == 1 and classes <= {0, 3, 4, 7}
 
 
+def may_become_triad(pitches) -> bool:
+    """Whether notes struck bass first (``pitches[0]`` the lowest) can still grow into a
+    :func:`root_position_triad` as more notes join them from above: only its root, third and
+    fifth over the first, not both thirds. No pitches: True."""
+    pitches = [int(p) for p in pitches]
+    if not pitches:
+        return True
+    classes = {(p - pitches[0]) % 12 for p in pitches}
+    return min(pitches) == pitches[0] and classes <= {0, 3, 4, 7} and not {3, 4} <= classes
+
+
 def held_triad_share(score: symusic.Score, **held) -> float:
     """Share of the held chords (:func:`held_chords`) whose sounding notes make a
     :func:`root_position_triad`: a cadence is a held consonance, a held dissonance is not one.

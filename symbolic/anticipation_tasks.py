@@ -429,21 +429,102 @@ class SpanVoiceLeading:
         rows = rows[instrument != ops.DRUMS]
         return np.stack([rows[:, 0], rows[:, 1], (rows[:, 2] - ops.NOTE_OFFSET) % ops.MAX_PITCH], 1)
 
-    def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
-        if self.span.slot != 2:
-            return logits
-        onset = self.span.triple[0] - ops.TIME_OFFSET
+    def moving(self, onset: int) -> list[int]:
+        """The pitches a note struck at ``onset`` (ticks) would move in parallels with."""
         notes = self._notes()
         ended = notes[np.abs(notes[:, 1] - onset) <= MELODY_TOLERANCE // 2, 2].tolist()
         struck = notes[np.abs(notes[:, 0] - onset) <= MELODY_TOLERANCE // 2, 2].tolist()
-        if not ended or not struck:
+        return parallel_pitches(ended, struck) if ended and struck else []
+
+    def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
+        if self.span.slot != 2:
             return logits
-        moving = parallel_pitches(ended, struck)
+        moving = self.moving(self.span.triple[0] - ops.TIME_OFFSET)
         if not moving:
             return logits
         ids = np.flatnonzero(self.pitched & np.isin(np.arange(ops.REST - ops.NOTE_OFFSET) % ops.MAX_PITCH, moving))
         index = torch.from_numpy(ids + ops.NOTE_OFFSET).to(logits.device)
         logits[:, index] = logits[:, index] - self.penalty
+        return logits
+
+
+class SpanPhrase:
+    """``SamplingConstraints.phrase_bonus`` in a span: a phrase that has run ``phrase_beats``
+    beats since its last held chord (an onset two beats or more after the one before) may end
+    on a root-position major or minor triad struck on a beat. At the duration slot of a note on
+    such a beat, while the notes struck there so far are all held two beats and can still make
+    the triad (``cadenza.data.theory.may_become_triad``; the ids write an instant's notes bass
+    first), the durations of two to four beats that end within the span get ``bonus``; at the
+    note slot of a note so held above the bass, the pitches that keep the chord on the way to
+    the triad do, save those that would move in parallels (``voice_leading``). ``beat`` is
+    (origin, ticks per beat) in the span's times."""
+
+    def __init__(self, span: _Span, beat: tuple[float, float], end_tick: int, bonus: float, phrase_beats: float,
+                 voice_leading: SpanVoiceLeading | None = None):
+        self.span, self.origin, self.period = span, float(beat[0]), float(beat[1])
+        self.end_tick, self.bonus, self.phrase_beats = end_tick, bonus, phrase_beats
+        self.voice_leading = voice_leading
+        self.notes = np.zeros((0, 3), np.int64)     # (start, end, note id) of the event notes so far
+        self.read = 0
+        ids = np.arange(ops.NOTE_OFFSET, ops.REST)
+        self.id_pitch, self.id_instrument = (ids - ops.NOTE_OFFSET) % ops.MAX_PITCH, (ids - ops.NOTE_OFFSET) // ops.MAX_PITCH
+
+    def _events(self) -> np.ndarray:
+        history = self.span.history
+        if len(history) > self.read:
+            self.notes = np.concatenate([self.notes, _note_rows(np.asarray(history[self.read:], np.int64))])
+            self.read = len(history)
+        return self.notes
+
+    def _so_far(self, onset: int) -> list[int] | None:
+        """Note ids struck at ``onset`` so far, bass first, while they may end the phrase there."""
+        beats = (onset - self.origin) / self.period
+        if abs(beats - round(beats)) * self.period > MELODY_TOLERANCE:
+            return None
+        notes = self._events()
+        onsets = np.unique(np.append(notes[notes[:, 0] <= onset, 0], onset))
+        gaps = np.flatnonzero(np.diff(onsets) >= 2 * self.period - MELODY_TOLERANCE)
+        phrase_start = onsets[gaps[-1] + 1] if len(gaps) else onsets[0]
+        if onset - phrase_start < self.phrase_beats * self.period - MELODY_TOLERANCE:
+            return None
+        here = notes[notes[:, 0] == onset]
+        if ((here[:, 1] - here[:, 0]) < 2 * self.period - MELODY_TOLERANCE).any():
+            return None
+        from cadenza.data.theory import may_become_triad
+
+        pitches = ((here[:, 2] - ops.NOTE_OFFSET) % ops.MAX_PITCH).tolist()
+        instruments = set(((here[:, 2] - ops.NOTE_OFFSET) // ops.MAX_PITCH).tolist())
+        if len(instruments) > 1 or ops.DRUMS in instruments or pitches != sorted(pitches) or \
+                not may_become_triad(pitches):
+            return None
+        return here[:, 2].tolist()
+
+    def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
+        span = self.span
+        if span.slot not in (1, 2):
+            return logits
+        onset = span.triple[0] - ops.TIME_OFFSET
+        so_far = self._so_far(onset)
+        if so_far is None:
+            return logits
+        if span.slot == 1:
+            low = int(np.ceil(2 * self.period - MELODY_TOLERANCE))
+            high = min(int(4 * self.period + MELODY_TOLERANCE), self.end_tick - onset, ops.MAX_DUR - 1)
+            if high >= low:
+                logits[:, ops.DUR_OFFSET + low:ops.DUR_OFFSET + high + 1] += self.bonus
+            return logits
+        if not so_far or span.triple[1] - ops.DUR_OFFSET < 2 * self.period - MELODY_TOLERANCE:
+            return logits
+        from cadenza.data.theory import may_become_triad
+
+        pitches = [(n - ops.NOTE_OFFSET) % ops.MAX_PITCH for n in so_far]
+        instrument = (so_far[0] - ops.NOTE_OFFSET) // ops.MAX_PITCH
+        avoid = set(self.voice_leading.moving(onset)) if self.voice_leading is not None else set()
+        good = [p for p in range(pitches[-1] + 1, ops.MAX_PITCH) if p not in avoid and may_become_triad(pitches + [p])]
+        if good:
+            index = torch.as_tensor([ops.NOTE_OFFSET + instrument * ops.MAX_PITCH + p for p in good],
+                                    device=logits.device)
+            logits[:, index] += self.bonus
         return logits
 
 
@@ -454,7 +535,7 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
                   context: int = ops.CONTEXT_SIZE, budget: Budget | None = None, progress=None,
                   exit_ceiling: tuple[int, int] | None = None, melody: np.ndarray | None = None,
                   melody_on_top: bool = True, constraints: SamplingConstraints | None = None,
-                  what: str = "span") -> np.ndarray:
+                  beat: tuple[float, float] | None = None, what: str = "span") -> np.ndarray:
     """Events (flat triples) after generating from ``start`` to ``end`` seconds.
 
     ``events`` are the given notes: those before ``start`` are the prompt, those at or after
@@ -468,7 +549,8 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
     are the structural limits of :class:`SpanConstraints` and, given a melody, its
     ``under_melody`` (:class:`UnderMelody`, when ``melody_on_top``) and
     ``melody_dissonance_penalty`` (:class:`MelodyConsonance`), ``parallel_penalty``
-    (:class:`SpanVoiceLeading`) and ``key_prior`` (:class:`SpanKey`). Returns the given events plus the generated ones, sorted, without RESTs.
+    (:class:`SpanVoiceLeading`), ``key_prior`` (:class:`SpanKey`) and, given the ``beat``
+    ((origin, period) ticks in the times of ``events``), ``phrase_bonus`` (:class:`SpanPhrase`). Returns the given events plus the generated ones, sorted, without RESTs.
     """
     start_tick, end_tick = int(round(start * ops.TIME_RESOLUTION)), int(round(end * ops.TIME_RESOLUTION))
     if not 0 <= start_tick < end_tick:
@@ -502,8 +584,13 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
             processors.append(UnderMelody(span, melody))
         if constraints.melody_dissonance_penalty:
             processors.append(MelodyConsonance(span, melody, constraints.melody_dissonance_penalty))
-    if constraints.parallel_penalty:
-        processors.append(SpanVoiceLeading(span, pending, constraints.parallel_penalty))
+    voice_leading = SpanVoiceLeading(span, pending, constraints.parallel_penalty) if constraints.parallel_penalty \
+        else None
+    if voice_leading is not None:
+        processors.append(voice_leading)
+    if constraints.phrase_bonus and beat is not None:
+        processors.append(SpanPhrase(span, beat, end_tick, constraints.phrase_bonus, constraints.phrase_beats,
+                                     voice_leading))
     if constraints.key_prior:
         key = SpanKey.of(span, np.concatenate([triples, ops.as_triples(controls) - ops.CONTROL_OFFSET])
                          if controls is not None and len(controls) else triples, constraints.key_prior)
@@ -602,6 +689,15 @@ def _exit_leap(full: np.ndarray, start_tick: int, end_tick: int) -> float:
     return span_joins(_score_of(full), start_tick / ops.TIME_RESOLUTION, end_tick / ops.TIME_RESOLUTION)["exit"]
 
 
+def _beat_ticks(score: symusic.Score, offset: int) -> tuple[float, float] | None:
+    """The piece's beat (``cadenza.data.context.beat_grid``) as (origin, period) ticks of a
+    window whose times are shifted by ``offset``; None for free timing."""
+    from cadenza.data.context import beat_grid
+
+    beat = beat_grid(score)
+    return None if beat is None else (beat[0] * ops.TIME_RESOLUTION - offset, beat[1] * ops.TIME_RESOLUTION)
+
+
 def infill(model, tokenizer, score: symusic.Score, start: float, end: float, *, join: bool = True,
            join_tries: int = JOIN_TRIES, max_seconds: float | None = MAX_SECONDS, max_events: int = 4000,
            progress: bool = True, constraints: SamplingConstraints | None = None, **sampling) -> TaskResult:
@@ -638,7 +734,7 @@ def infill(model, tokenizer, score: symusic.Score, start: float, end: float, *, 
             full = generate_span(model, window.ravel(), start=(start_tick - offset) / ops.TIME_RESOLUTION,
                                  end=(end_tick - offset) / ops.TIME_RESOLUTION, seed=seed + attempt,
                                  budget=budget, progress=bar, exit_ceiling=ceiling, what="infill",
-                                 constraints=constraints,
+                                 constraints=constraints, beat=_beat_ticks(score, offset),
                                  max_events=max_events, **sampling)
             new = _shift(_new_rows(full, window.ravel()), offset)
             leap = _exit_leap(np.concatenate([kept, new]), start_tick, end_tick) if tries > 1 else 0.0
@@ -747,7 +843,7 @@ def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None
                                  end=(window_end - offset) / ops.TIME_RESOLUTION, controls=controls.ravel(),
                                  seed=seed + window, budget=budget, progress=bar, what="accompaniment",
                                  melody=melody_notes - [offset, offset, 0], melody_on_top=on_top,
-                                 constraints=constraints,
+                                 constraints=constraints, beat=_beat_ticks(score, offset),
                                  max_events=max_events, **sampling)
             added = _shift(_new_rows(full, given.ravel()), offset)
             new = np.concatenate([new, added])

@@ -492,3 +492,47 @@ def test_span_voice_leading_penalizes_parallel_fifths_with_given_and_new_notes()
     assert logits[ops.NOTE_OFFSET + ops.DRUMS * ops.MAX_PITCH + 69] == 0     # drums are not voices
     span.triple = [ops.TIME_OFFSET + 40, ops.DUR_OFFSET + 50]                # an onset where nothing ended
     assert not guard(None, torch.zeros(1, ops.SPECIAL_OFFSET)).any()
+
+
+def test_span_phrase_bonus_holds_a_triad_on_the_beat_after_a_long_phrase():
+    from types import SimpleNamespace
+
+    from cadenza.symbolic.anticipation_tasks import SpanPhrase, SpanVoiceLeading
+    from cadenza.tokenizers import anticipation_ops as ops
+
+    def event(start, duration, pitch):
+        return np.array([ops.TIME_OFFSET + start, ops.DUR_OFFSET + duration, ops.NOTE_OFFSET + pitch])
+
+    def bonus(history, onset, duration=None, end_tick=600, phrase_beats=6.0, parallels=False):
+        """Ids the guard raises at the duration slot of a note at ``onset`` (ticks), or at its
+        note slot given its ``duration``; a beat is 50 ticks (120 qpm)."""
+        triple = [ops.TIME_OFFSET + onset] + ([] if duration is None else [ops.DUR_OFFSET + duration])
+        span = SimpleNamespace(slot=1 if duration is None else 2, triple=triple, history=list(history))
+        leading = SpanVoiceLeading(span, np.zeros((0, 3), np.int64), 3.0) if parallels else None
+        guard = SpanPhrase(span, (0.0, 50.0), end_tick, 2.0, phrase_beats, leading)
+        raised = np.flatnonzero(guard(None, torch.zeros(1, ops.SPECIAL_OFFSET))[0].numpy() == 2.0)
+        return raised - (ops.DUR_OFFSET if duration is None else ops.NOTE_OFFSET), leading
+
+    # six beats of four-note chords, then the chord on beat 7
+    c_major, f_major = (48, 55, 64, 72), (53, 57, 60, 65)
+    phrase = [event(50 * beat, 50, p) for beat in range(6) for p in (c_major if beat % 2 == 0 else f_major)]
+    # the bass's duration: two to four beats (100-200 ticks, within 2), ending in the span
+    assert bonus(phrase, 300)[0].tolist() == list(range(98, 203))
+    assert bonus(phrase, 300, end_tick=450)[0].max() == 150
+    # the bass held two beats: the pitches above it on the way to a C major or minor triad
+    bass = phrase + [event(300, 100, 48)]
+    pitches = set(bonus(bass, 300, duration=100)[0].tolist())
+    assert {51, 52, 55, 60, 64, 67} <= pitches and not pitches & {48, 50, 53, 57, 59, 61} and min(pitches) > 48
+    assert not len(bonus(bass, 300, duration=50)[0])                 # a note not held: nothing
+    # a pitch that would move in parallels gets no bonus
+    raised, leading = bonus(bass, 300, duration=100, parallels=True)
+    assert set(leading.moving(300)) and not set(leading.moving(300)) & set(raised.tolist())
+    # no bonus: off the beat, a short phrase, a bass not held, after a fourth above the bass
+    assert not len(bonus(phrase + [event(325, 100, 48)], 325)[0])
+    assert not len(bonus(phrase, 300, phrase_beats=8.0)[0])
+    assert not len(bonus(phrase + [event(300, 50, 48)], 300)[0])
+    assert not len(bonus(bass + [event(300, 100, 53)], 300)[0])
+    # after a held chord the phrase begins again
+    ended = phrase + [event(300, 100, p) for p in c_major] + \
+        [event(400 + 50 * beat, 50, p) for beat in range(6) for p in f_major]
+    assert not len(bonus(ended[:-12], 550)[0]) and len(bonus(ended, 700, end_tick=900)[0])

@@ -10,7 +10,7 @@ import numpy as np
 import symusic
 import torch
 
-from cadenza.data.context import metric_grid
+from cadenza.data.context import beat_grid, metric_grid
 from cadenza.data.theory import broken_passage
 from cadenza.symbolic.sampling import continue_score
 from cadenza.symbolic.transformer import MusicTransformer, MusicTransformerConfig
@@ -47,6 +47,15 @@ def test_a_quantized_prompt_has_a_sixteenth_grid_and_a_performance_none():
         track.notes.extend(symusic.Note(3840 + i * 160, 160, 70, 80) for i in range(30))
     assert abs(metric_grid(triplets)[1] - 60 / 120 / 12) < 1e-12         # triplets: a finer grid
     assert metric_grid(symusic.Score(480)) is None
+
+
+def test_the_beat_a_phrase_is_counted_in_is_the_quarter_of_the_last_tempo():
+    assert beat_grid(_chorale(96.0)) == (0.0, 60 / 96)
+    score = _chorale(120.0)
+    score.tempos.append(symusic.Tempo(4 * 480, qpm=80.0))
+    origin, beat = beat_grid(score)
+    assert origin == metric_grid(score)[0] and abs(origin - 2.0) < 1e-9 and beat == 60 / 80
+    assert beat_grid(_chorale(96.0, jitter_ticks=40)) is None
 
 
 def test_the_grid_follows_the_last_tempo():

@@ -155,6 +155,15 @@ def test_held_chords_and_cadences_per_8_bars():
     assert math.isnan(theory.cadences_per_8_bars(piece()))
 
 
+def test_notes_struck_bass_first_that_may_still_become_a_root_position_triad():
+    assert theory.may_become_triad([]) and theory.may_become_triad([48]) and theory.may_become_triad([48, 55, 60])
+    assert theory.may_become_triad([48, 52]) and theory.may_become_triad([48, 51, 67])
+    assert not theory.may_become_triad([48, 53]) and not theory.may_become_triad([48, 51, 52])   # a fourth; both thirds
+    assert not theory.may_become_triad([48, 58]) and not theory.may_become_triad([52, 48])      # a seventh; not bass first
+    assert all(theory.root_position_triad(c) == theory.may_become_triad(c)
+               for c in ([48, 52, 55], [45, 57, 60, 64], [48, 53, 57]))
+
+
 def test_root_position_triads_and_the_share_of_held_chords_that_are_one():
     assert theory.root_position_triad([48, 55, 64, 72]) and theory.root_position_triad([45, 57, 60, 64])
     assert theory.root_position_triad([43, 55, 59])                  # fifth left out

@@ -704,13 +704,10 @@ class EventGrammar(Grammar):
     def set_prompt(self, score) -> None:
         """With ``metric_grid``, the prompt's grid (``metric_grid``) in TIME_SHIFT steps; the
         beat ``phrase_bonus`` counts in is its quarter, from the same origin."""
-        from cadenza.data.context import metric_grid
+        from cadenza.data.context import beat_grid, metric_grid
 
-        grid = metric_grid(score)
-        self.beat = None
-        if grid is not None:
-            qpm = max(score.tempos, key=lambda t: t.time).qpm if len(score.tempos) else 120.0
-            self.beat = (grid[0] * self.steps_per_second, 60.0 / qpm * self.steps_per_second)
+        grid, beat = metric_grid(score), beat_grid(score)
+        self.beat = None if beat is None else (beat[0] * self.steps_per_second, beat[1] * self.steps_per_second)
         if not self.constraints.metric_grid:
             grid = None
         self.grid = None if grid is None else (grid[0] * self.steps_per_second, grid[1] * self.steps_per_second)

@@ -80,7 +80,8 @@ class SamplingConstraints:
       ``cadenza.data.context.restore_context`` follow voices), and a pair that moved from a fifth
       or octave to the same interval is a parallel (``cadenza.data.theory.parallels`` counts
       them). A soft guard of chorale style, not a rule of every style.
-    - ``phrase_bonus``: Event and REMI: a phrase that has run ``phrase_beats`` beats or more
+    - ``phrase_bonus``: Event, REMI, and infill and accompaniment
+      (``cadenza.symbolic.anticipation_tasks.SpanPhrase``, as REMI): a phrase that has run ``phrase_beats`` beats or more
       since its last held chord may end on a root-position major or minor triad struck on a
       beat (``cadenza.data.theory.root_position_triad``; Event: with no fewer notes than
       sounded before it): the ids that hold that chord two beats get this added to their

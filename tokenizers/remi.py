@@ -39,6 +39,7 @@ import numpy as np
 import symusic
 
 from cadenza.data.errors import MissingDependencyError, TokenizerError
+from cadenza.data.theory import may_become_triad
 
 from .base import Tokenizer
 from .grammar import Grammar, SamplingConstraints, parallel_pitches
@@ -454,7 +455,7 @@ class REMIGrammar(Grammar):
         if any(beats < 2.0 for _, beats in self.here[row]):
             return None
         pitches = [p for p, _ in self.here[row]]
-        if pitches != sorted(pitches) or (pitches and not _may_become_triad(pitches)):
+        if pitches != sorted(pitches) or not may_become_triad(pitches):
             return None
         return pitches
 
@@ -469,13 +470,13 @@ class REMIGrammar(Grammar):
             return {}
         bonus, pitch = self.constraints.phrase_bonus, self.pending_pitch[row]
         if self.last_type[row] == "Velocity" and pitch is not None:
-            if not _may_become_triad(so_far + [pitch]) or (so_far and pitch < so_far[-1]):
+            if not may_become_triad(so_far + [pitch]) or (so_far and pitch < so_far[-1]):
                 return {}
             held = (self.duration_beats >= 2.0) & (self.duration_beats <= 4.0) & ~self.too_long[:len(self.types)]
             return {int(i): -bonus for i in np.flatnonzero(held)}
         if so_far and pitch is None and self.last_type[row] in ("Program", "Duration"):
             return {token: -bonus for p, token in self.pitch_id.items()
-                    if p > so_far[-1] and _may_become_triad(so_far + [p])}
+                    if p > so_far[-1] and may_become_triad(so_far + [p])}
         return {}
 
     def _penalize(self, row: int) -> dict[int, float] | None:
@@ -520,10 +521,3 @@ class REMIGrammar(Grammar):
 
     def bars(self, row: int) -> int:
         return int(self.bar_count[row])
-
-
-def _may_become_triad(pitches: list[int]) -> bool:
-    """Whether notes struck bass first can still grow into a root-position major or minor triad
-    (``cadenza.data.theory.root_position_triad``) as more notes join them from above."""
-    classes = {(p - pitches[0]) % 12 for p in pitches}
-    return classes <= {0, 3, 4, 7} and not {3, 4} <= classes
