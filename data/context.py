@@ -16,6 +16,7 @@ MIDI_DEFAULT_QPM = 120.0
 MATCH_TOLERANCE_BEATS = 1 / 24   # a generated note this close to a prompt note of the same pitch is that note
 BUSY_PENALTY = 24.0               # semitones: a part whose note still sounds is a poor home for a new one
 SHARED_PENALTY = 48.0             # semitones: a second note for a part at the same instant (a chord in one part)
+CROSS_PENALTY = 12.0              # semitones: per sounding part a new note would cross (above a higher part, below a lower)
 
 
 def _tempo_map(score: symusic.Score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,7 +132,8 @@ def restore_context(prompt: symusic.Score, generated: symusic.Score, *,
     go to the part of their program (REMI, Anticipatory with several instruments); otherwise notes
     are split into voices: a note at the onset and pitch of a prompt note is that note, and each
     new chord is spread over the parts in pitch order, each part continuing from its last pitch
-    (a part still holding a note, or already given one at that instant, is avoided). Prompt tracks
+    (a part still holding a note, or already given one at that instant, is avoided, and so is a
+    part where the note would cross a part still sounding). Prompt tracks
     in ``avoid`` get no notes but the fixed ones (an accompaniment's new notes leave the melody's
     part alone); when no part is left, the other generated tracks are kept as tracks of their own."""
     fixed = dict(fixed or {})
@@ -237,15 +239,31 @@ def _split_voices(prompt: symusic.Score, part_tracks: list[int], notes: dict[str
             taken[part[j]] = True
         new = group[part[group] < 0]                        # ascending pitch
         if len(new):
+            busy = busy_until[by_register] > onset + tolerance
+            sounding = np.where(busy, last[by_register], np.nan)   # by register, the pitches held on
+            for j in group[part[group] >= 0]:
+                sounding[np.flatnonzero(by_register == part[j])[0]] = notes["pitch"][j]
             cost = np.abs(notes["pitch"][new][:, None] - last[by_register][None]) \
-                + BUSY_PENALTY * (busy_until[by_register] > onset + tolerance)[None] \
-                + SHARED_PENALTY * taken[by_register][None]
+                + BUSY_PENALTY * busy[None] + SHARED_PENALTY * taken[by_register][None] \
+                + CROSS_PENALTY * _crossings(notes["pitch"][new], sounding)
             part[new] = by_register[monotone_assignment(cost, strict=len(new) <= len(part_tracks))]
         for j in group:
             last[part[j]] = notes["pitch"][j]
             busy_until[part[j]] = max(busy_until[part[j]], notes["end"][j])
         group_start = group_end
     return part
+
+
+def _crossings(pitches: np.ndarray, sounding: np.ndarray) -> np.ndarray:
+    """(notes, parts): how many sounding parts a note of each pitch would cross in each part
+    (parts by ascending register; ``sounding`` their sounding pitch, NaN when silent): the
+    parts above with a lower pitch and the parts below with a higher one."""
+    parts = len(sounding)
+    above = np.arange(parts)[None, :] > np.arange(parts)[:, None]       # [k, m]: part m is above part k
+    with np.errstate(invalid="ignore"):
+        lower = sounding[None, :] < pitches[:, None]                      # [note, m]: m sounds below the note
+        higher = sounding[None, :] > pitches[:, None]
+    return (lower[:, None, :] & above[None]).sum(-1) + (higher[:, None, :] & above.T[None]).sum(-1)
 
 
 def monotone_assignment(cost: np.ndarray, strict: bool) -> np.ndarray:

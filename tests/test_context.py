@@ -99,6 +99,27 @@ def test_new_voices_continue_by_pitch_proximity_when_a_part_rests():
     assert last == [[74], [], [57], [50]]
 
 
+def test_a_new_note_goes_where_it_crosses_no_part_still_sounding():
+    # after the prompt a chord whose alto holds on (66, three beats); on the next beat one note,
+    # 67: nearest the tenor's 62, but there it would sound above the held alto, so the soprano
+    generated = PROMPT.copy()
+    merged = symusic.Track("all", 0, False)
+    for track in generated.tracks:
+        merged.notes.extend(note.copy() for note in track.notes)
+    for pitch, beats in ((74, 1), (66, 3), (62, 1), (50, 1)):
+        merged.notes.append(symusic.Note(6 * TPQ, beats * TPQ, pitch, 80))
+    merged.notes.append(symusic.Note(7 * TPQ, TPQ, 67, 80))
+    generated.tracks.clear()
+    generated.tracks.append(merged)
+    restored = restore_context(PROMPT, generated)
+    at = [[n.pitch for n in t.notes if n.time == 7 * TPQ] for t in restored.tracks]
+    assert at == [[67], [], [], []]
+    from cadenza.data.context import _crossings
+
+    sounding = np.array([50.0, np.nan, 66.0, np.nan])       # bass and alto sound, by ascending register
+    assert _crossings(np.array([67, 40]), sounding).tolist() == [[1, 1, 0, 0], [0, 1, 1, 2]]
+
+
 def test_fixed_tracks_go_whole_to_their_part_and_the_rest_splits_over_the_others():
     melody = symusic.Track("melody", 0, False)
     for note in WHOLE.tracks[0].notes:
