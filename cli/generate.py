@@ -39,7 +39,7 @@ def register(subparsers) -> None:
                    help="logits taken off notes outside the prompt's scale (default 1: e times less likely; 0: none)")
     p.add_argument("--parallel-penalty", type=float, default=None,
                    help="logits taken off a note that would move in parallel fifths or octaves with another voice "
-                        "(Event and REMI; default 3: about 20 times less likely; 0: none)")
+                        "(Event and REMI; default 6: about 400 times less likely; 0: none)")
     p.add_argument("--phrase-bonus", type=float, default=None,
                    help="logits added to the wait that holds a root-position triad two beats on a beat, once the "
                         "phrase has run six beats (Event and REMI; default 3: about 20 times likelier; 0: none)")

@@ -151,7 +151,7 @@ def test_event_penalizes_a_note_that_moves_in_parallel_fifths():
     assert _grammar(tok, prompt, only(max_polyphony=8)).penalties() is None   # switched off
     grammar.advance([shift(50)])                                   # a new instant: nothing has moved yet
     assert grammar.penalties() is None
-    assert SamplingConstraints().parallel_penalty == 3.0
+    assert SamplingConstraints().parallel_penalty == 6.0
 
 
 def _chorale_steps(tok, chords, last=None):
