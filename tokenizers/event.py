@@ -769,7 +769,8 @@ class EventGrammar(Grammar):
 
     def _penalize(self, row: int) -> dict[int, float] | None:
         """``parallel_penalty`` on the NOTE_ONs that would move in parallel perfect intervals
-        with a voice already struck at this instant (see :func:`parallel_pitches`)."""
+        with a voice already struck at this instant (see :func:`parallel_pitches`), and
+        ``phrase_bonus`` on the TIME_SHIFTs that hold a cadence (``_phrase_ending``)."""
         penalty = self.constraints.parallel_penalty
         out = self._phrase_ending(row)
         if penalty is None or not self.ended[row] or not self.struck[row]:
