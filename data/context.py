@@ -73,9 +73,7 @@ def metric_grid(score: symusic.Score, *, subdivisions: tuple[int, ...] = GRID_SU
             break
     else:
         return None
-    tempos = sorted(score.tempos, key=lambda t: t.time)
-    last_tick = tempos[-1].time if tempos else 0
-    qpm = tempos[-1].qpm if tempos else 120.0
+    last_tick, qpm = _last_tempo(score)
     if not (np.isfinite(qpm) and qpm > 0):
         return None
     step = score.ticks_per_quarter / per_quarter
@@ -90,8 +88,13 @@ def beat_grid(score: symusic.Score) -> tuple[float, float] | None:
     grid = metric_grid(score)
     if grid is None:
         return None
-    qpm = max(score.tempos, key=lambda t: t.time).qpm if len(score.tempos) else 120.0
-    return grid[0], 60.0 / qpm
+    return grid[0], 60.0 / _last_tempo(score)[1]
+
+
+def _last_tempo(score: symusic.Score) -> tuple[int, float]:
+    """(tick, qpm) of the score's last tempo change (0 and 120 qpm without one)."""
+    tempos = sorted(score.tempos, key=lambda t: t.time)
+    return (tempos[-1].time, tempos[-1].qpm) if tempos else (0, 120.0)
 
 
 def _generated_notes(prompt: symusic.Score, generated: symusic.Score) -> list[dict[str, np.ndarray]]:

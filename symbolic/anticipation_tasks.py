@@ -18,6 +18,7 @@ import symusic
 import torch
 
 from cadenza.data.errors import CadenzaError
+from cadenza.data.theory import may_become_triad
 from cadenza.tokenizers import anticipation_ops as ops
 from cadenza.tokenizers.anticipatory import AnticipatoryTokenizer
 from cadenza.tokenizers.grammar import SamplingConstraints, parallel_pitches
@@ -466,8 +467,6 @@ class SpanPhrase:
         self.voice_leading = voice_leading
         self.notes = np.zeros((0, 3), np.int64)     # (start, end, note id) of the event notes so far
         self.read = 0
-        ids = np.arange(ops.NOTE_OFFSET, ops.REST)
-        self.id_pitch, self.id_instrument = (ids - ops.NOTE_OFFSET) % ops.MAX_PITCH, (ids - ops.NOTE_OFFSET) // ops.MAX_PITCH
 
     def _events(self) -> np.ndarray:
         history = self.span.history
@@ -490,8 +489,6 @@ class SpanPhrase:
         here = notes[notes[:, 0] == onset]
         if ((here[:, 1] - here[:, 0]) < 2 * self.period - MELODY_TOLERANCE).any():
             return None
-        from cadenza.data.theory import may_become_triad
-
         pitches = ((here[:, 2] - ops.NOTE_OFFSET) % ops.MAX_PITCH).tolist()
         instruments = set(((here[:, 2] - ops.NOTE_OFFSET) // ops.MAX_PITCH).tolist())
         if len(instruments) > 1 or ops.DRUMS in instruments or pitches != sorted(pitches) or \
@@ -515,8 +512,6 @@ class SpanPhrase:
             return logits
         if not so_far or span.triple[1] - ops.DUR_OFFSET < 2 * self.period - MELODY_TOLERANCE:
             return logits
-        from cadenza.data.theory import may_become_triad
-
         pitches = [(n - ops.NOTE_OFFSET) % ops.MAX_PITCH for n in so_far]
         instrument = (so_far[0] - ops.NOTE_OFFSET) // ops.MAX_PITCH
         avoid = set(self.voice_leading.moving(onset)) if self.voice_leading is not None else set()

@@ -41,6 +41,7 @@ import numpy as np
 import symusic
 
 from cadenza.data.errors import TokenizerError
+from cadenza.data.theory import root_position_triad
 
 from .base import Tokenizer
 from .grammar import Grammar, SamplingConstraints, parallel_pitches
@@ -787,8 +788,6 @@ class EventGrammar(Grammar):
         decided at its instant (or after a full shift, when two beats are longer than one): the
         bonus goes to the shifts that reach two beats from there. A chord with fewer notes than
         were sounding before it may still be gathering its voices and gets none."""
-        from cadenza.data.theory import root_position_triad
-
         bonus = self.constraints.phrase_bonus
         onset = int(self.last_onset[row])
         if bonus is None or self.beat is None or onset < 0 or self.after_velocity[row]:

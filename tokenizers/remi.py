@@ -308,6 +308,9 @@ class REMIGrammar(Grammar):
         self.too_long = np.zeros(self.vocab_size, bool)   # Duration ids above max_note_beats
         if self.constraints.max_note_beats is not None:
             self.too_long[:len(self.types)] = self.duration_beats > self.constraints.max_note_beats
+        # phrase_bonus: the Durations that hold a cadence's note, two to four beats within the cap
+        self.held_durations = np.flatnonzero((self.duration_beats >= 2.0) & (self.duration_beats <= 4.0)
+                                             & ~self.too_long[:len(self.types)])
 
     def _reset_state(self) -> None:
         self.last_type = [None] * self.batch
@@ -329,11 +332,10 @@ class REMIGrammar(Grammar):
         self.pitched: list[list[tuple]] = [[] for _ in range(self.batch)]
         self.pending_pitch: list[int | None] = [None] * self.batch
         # phrase_bonus: (pitch, beats) of the pitched notes at this Position, the latest onset and
-        # where the phrase began (in quarters), and how many notes sounded when the onset came
+        # where the phrase began (in quarters)
         self.here: list[list[tuple[int, float]]] = [[] for _ in range(self.batch)]
         self.last_onset = np.full(self.batch, -1.0)
         self.phrase_start = np.zeros(self.batch)
-        self.voices_before = np.zeros(self.batch, np.int64)
 
     def reset(self, prompts: np.ndarray) -> None:
         super().reset(prompts)
@@ -440,7 +442,6 @@ class REMIGrammar(Grammar):
         if self.last_onset[row] >= 0 and now - self.last_onset[row] >= 2.0 - 1e-6:
             self.phrase_start[row] = now
         self.last_onset[row] = now
-        self.voices_before[row] = sum(end > now + 1e-6 or abs(end - now) < 1e-6 for _, _, end in self.pitched[row])
 
     def _cadence_so_far(self, row: int) -> list[int] | None:
         """The pitches struck at this Position, bass first, while they may still make a chord
@@ -472,8 +473,7 @@ class REMIGrammar(Grammar):
         if self.last_type[row] == "Velocity" and pitch is not None:
             if not may_become_triad(so_far + [pitch]) or (so_far and pitch < so_far[-1]):
                 return {}
-            held = (self.duration_beats >= 2.0) & (self.duration_beats <= 4.0) & ~self.too_long[:len(self.types)]
-            return {int(i): -bonus for i in np.flatnonzero(held)}
+            return {int(i): -bonus for i in self.held_durations}
         if so_far and pitch is None and self.last_type[row] in ("Program", "Duration"):
             return {token: -bonus for p, token in self.pitch_id.items()
                     if p > so_far[-1] and may_become_triad(so_far + [p])}
