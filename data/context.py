@@ -124,7 +124,8 @@ def _generated_notes(prompt: symusic.Score, generated: symusic.Score) -> list[di
 
 
 def restore_context(prompt: symusic.Score, generated: symusic.Score, *,
-                    fixed: dict[int, int] | None = None, avoid: tuple[int, ...] = ()) -> symusic.Score:
+                    fixed: dict[int, int] | None = None, avoid: tuple[int, ...] = (),
+                    regenerated: tuple[float, float] | None = None) -> symusic.Score:
     """``generated`` in the prompt's frame: the prompt's ticks per quarter, tempi, time and key
     signatures, and one track per prompt part (a pitched or drum track holding notes, with its
     name and program).
@@ -138,7 +139,11 @@ def restore_context(prompt: symusic.Score, generated: symusic.Score, *,
     (a part still holding a note, or already given one at that instant, is avoided, and so is a
     part where the note would cross a part still sounding). Prompt tracks
     in ``avoid`` get no notes but the fixed ones (an accompaniment's new notes leave the melody's
-    part alone); when no part is left, the other generated tracks are kept as tracks of their own."""
+    part alone); when no part is left, the other generated tracks are kept as tracks of their own.
+    ``regenerated`` is a (start, end) in seconds whose prompt notes the generated music replaces
+    (an infill's span, an accompaniment's parts after their prompt): a generated note there that
+    happens to share an original note's onset and pitch is a new note of the new lines, not that
+    note, so it does not take the original's part (which would cross the voices the model wrote)."""
     fixed = dict(fixed or {})
     out = symusic.Score(prompt.ticks_per_quarter)
     for source, target in ((prompt.tempos, out.tempos), (prompt.time_signatures, out.time_signatures),
@@ -189,7 +194,9 @@ def restore_context(prompt: symusic.Score, generated: symusic.Score, *,
             _add_notes(out.tracks[k], tracks[g], np.ones(len(tracks[g]["start"]), bool))
         return _sorted(out)
     notes = {key: np.concatenate([tracks[g][key] for g in rest]) for key in ("start", "end", "pitch", "velocity")}
-    part = _split_voices(prompt, [part_tracks[k] for k in free_parts], notes)
+    skip = None if regenerated is None else \
+        tuple(int(t) if np.isfinite(t) else np.iinfo(np.int64).max for t in seconds_to_ticks(prompt, regenerated))
+    part = _split_voices(prompt, [part_tracks[k] for k in free_parts], notes, skip)
     for j, k in enumerate(free_parts):
         _add_notes(out.tracks[k], notes, part == j)
     return _sorted(out)
@@ -207,8 +214,10 @@ def _sorted(score: symusic.Score) -> symusic.Score:
     return score
 
 
-def _split_voices(prompt: symusic.Score, part_tracks: list[int], notes: dict[str, np.ndarray]) -> np.ndarray:
-    """The part (index into ``part_tracks``) of every note; see :func:`restore_context`."""
+def _split_voices(prompt: symusic.Score, part_tracks: list[int], notes: dict[str, np.ndarray],
+                  skip: tuple[int, int] | None = None) -> np.ndarray:
+    """The part (index into ``part_tracks``) of every note; see :func:`restore_context` (``skip``:
+    the regenerated ticks [start, end), whose prompt notes are not matched)."""
     tolerance = max(1, int(round(MATCH_TOLERANCE_BEATS * prompt.ticks_per_quarter)))
     count = len(notes["start"])
     part = np.full(count, -1, np.int64)
@@ -216,7 +225,8 @@ def _split_voices(prompt: symusic.Score, part_tracks: list[int], notes: dict[str
     unused: dict[int, list[tuple[int, int]]] = {}
     for k, track_index in enumerate(part_tracks):
         for note in prompt.tracks[track_index].notes:
-            unused.setdefault(note.pitch, []).append((note.time, k))
+            if skip is None or not skip[0] <= note.time < skip[1]:
+                unused.setdefault(note.pitch, []).append((note.time, k))
     for j in np.argsort(notes["start"], kind="stable"):
         candidates = unused.get(int(notes["pitch"][j]), [])
         for c, (time, k) in enumerate(candidates):

@@ -11,6 +11,7 @@ relative to the window, as the reference does at every step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -218,13 +219,17 @@ class SpanConstraints:
     - ``allow_repeated_pitch=False``: no note id twice at one onset;
     - ``max_polyphony``: no onset at an instant where this many notes already sound, counting
       the given music (prompt, kept controls such as a melody or the music after an infill) and
-      the new notes.
+      the new notes; with ``keep_texture``, the cap is ``texture`` when that is lower (the given
+      music's own number of voices, :func:`texture_voices`).
 
     ``controls`` are the control triples anticipated in the span (all of them, in the span's
     times)."""
 
-    def __init__(self, span: _Span, constraints: SamplingConstraints, controls: np.ndarray):
+    def __init__(self, span: _Span, constraints: SamplingConstraints, controls: np.ndarray,
+                 texture: int | None = None):
         self.span, self.constraints = span, constraints
+        caps = [c for c in (constraints.max_polyphony, texture if constraints.keep_texture else None) if c]
+        self.polyphony = min(caps) if caps else None
         self.control_notes = _note_rows(controls, control=True)[:, :2]
         self.event_notes = np.zeros((0, 2), np.int64)
         self.read = 0              # triples of the history already in ``event_notes``
@@ -258,7 +263,7 @@ class SpanConstraints:
             cap = constraints.max_notes_per_position
             if cap is not None and len(self._at_latest()) >= cap and span.current >= offset:
                 logits[:, ops.TIME_OFFSET + span.current - offset] = float("-inf")
-            if constraints.max_polyphony is not None:
+            if self.polyphony is not None:
                 low = max(span.current, offset)
                 full = self._full(low, offset + ops.MAX_TIME)
                 if full.any():
@@ -284,7 +289,24 @@ class SpanConstraints:
         count = np.zeros(high - low + 1, np.int64)
         np.add.at(count, np.clip(notes[:, 0], low, high) - low, 1)
         np.add.at(count, np.clip(notes[:, 1], low, high) - low, -1)
-        return np.cumsum(count)[:-1] >= self.constraints.max_polyphony
+        return np.cumsum(count)[:-1] >= self.polyphony
+
+
+TEXTURE_SHARE = 0.9       # of the given music's onsets: the number of notes sounding at this share of them or fewer
+
+
+def texture_voices(notes: np.ndarray, before: int) -> int | None:
+    """How many voices the given music sounds before tick ``before``: the number of notes
+    sounding at ``TEXTURE_SHARE`` of its onsets or fewer (a four-part chorale: 4, whatever its
+    passing overlaps). ``notes`` are (start, end, ...) ticks. None with fewer than two voices or
+    eight notes: a lone melody sets no texture for its accompaniment."""
+    notes = notes[notes[:, 0] < before]
+    if len(notes) < 8:
+        return None
+    onsets = np.unique(notes[:, 0])
+    counts = ((notes[None, :, 0] <= onsets[:, None]) & (notes[None, :, 1] > onsets[:, None])).sum(1)
+    voices = int(np.quantile(counts, TEXTURE_SHARE, method="lower"))
+    return voices if voices >= 2 else None
 
 
 MELODY_GAP = 25           # ticks (0.25 s): a note starting this close before a melody note sounds against it
@@ -570,8 +592,10 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
     processors = [TripleSlots(span), SpanTime(span, start_tick, end_tick)]
     constraints = SamplingConstraints() if constraints is None else constraints
     if constraints.max_note_seconds is not None or constraints.max_notes_per_position is not None or \
-            constraints.max_polyphony is not None or not constraints.allow_repeated_pitch:
-        processors.append(SpanConstraints(span, constraints, pending))
+            constraints.max_polyphony is not None or constraints.keep_texture or not constraints.allow_repeated_pitch:
+        given = np.concatenate([_note_rows(triples), _note_rows(controls, control=True)]) \
+            if controls is not None and len(controls) else _note_rows(triples)
+        processors.append(SpanConstraints(span, constraints, pending, texture_voices(given, start_tick)))
     if exit_ceiling is not None:
         processors.append(ExitCeiling(span, *exit_ceiling))
     if melody is not None and len(melody):
@@ -737,17 +761,20 @@ def infill(model, tokenizer, score: symusic.Score, start: float, end: float, *, 
                 best = (leap, new)
             if not leap > JOIN_INTERVAL or budget.out_of_time() or budget.hit:
                 break
-    return _in_context(score, _result(kept, best[1]))
+    return _in_context(score, _result(kept, best[1]), regenerated=(start, end))
 
 
-def _in_context(score: symusic.Score, result: TaskResult, melody: int | None = None) -> TaskResult:
+def _in_context(score: symusic.Score, result: TaskResult, melody: int | None = None, *,
+                regenerated: tuple[float, float]) -> TaskResult:
     """The result in the given piece's tempo, metre, key and parts (see restore_context); the
-    last track of ``result.score`` is the melody, given back to track ``melody``."""
+    last track of ``result.score`` is the melody, given back to track ``melody``; the notes of
+    ``score`` starting in ``regenerated`` (seconds) are the ones the result replaced."""
     from cadenza.data.context import restore_context
 
     fixed = {len(result.score.tracks) - 1: melody} if melody is not None else None
-    result.score = restore_context(score, result.score, fixed=fixed)
-    result.generated = restore_context(score, result.generated, avoid=(melody,) if melody is not None else ())
+    result.score = restore_context(score, result.score, fixed=fixed, regenerated=regenerated)
+    result.generated = restore_context(score, result.generated, avoid=(melody,) if melody is not None else (),
+                                       regenerated=regenerated)
     return result
 
 
@@ -851,4 +878,4 @@ def accompany(model, tokenizer, score: symusic.Score, melody_program: int | None
         result.score.tracks.append(track)
     melody_part = melody_track if melody_track is not None else \
         next(i for i, t in enumerate(score.tracks) if t.notes and is_melody(i, t))
-    return _in_context(score, result, melody_part)
+    return _in_context(score, result, melody_part, regenerated=(prompt_seconds, math.inf))

@@ -397,6 +397,38 @@ def test_span_polyphony_counts_the_given_music():
     assert ((onsets <= 150) & (onsets + durations > 150)).sum() == 3    # three notes beside the melody
 
 
+def test_texture_voices_reads_the_given_musics_number_of_voices():
+    four = np.array([(t, t + 50, p) for t in range(0, 400, 50) for p in (48, 55, 64, 72)])
+    assert tasks.texture_voices(four, 400) == 4
+    passing = np.concatenate([four, [(25, 50, 60)]])        # one passing note over a held chord
+    assert tasks.texture_voices(passing, 400) == 4
+    assert tasks.texture_voices(four, 100) == 4 and tasks.texture_voices(four, 50) is None   # four notes: too few
+    melody = np.array([(t, t + 50, 72) for t in range(0, 400, 50)])
+    assert tasks.texture_voices(melody, 400) is None          # a lone melody sets no texture
+
+
+def test_keep_texture_caps_a_span_at_the_voices_of_the_music_before_it():
+    import dataclasses
+
+    tok = get_tokenizer("anticipatory")
+    original = _chorale([[72, 74], [64, 65], [55, 57]], seconds=2)     # three voices for 2 s
+    model = PileModel(tok.vocab_size)
+
+    def most_sounding(constraints):
+        full = tasks.generate_span(model, tok.events(original), start=2.0, end=4.0, temperature=0,
+                                   constraints=constraints, max_events=200)
+        triples = ops.as_triples(full)
+        triples = triples[(triples[:, 0] - ops.TIME_OFFSET >= 200) & (triples[:, 2] < ops.REST)]
+        onsets, ends = triples[:, 0] - ops.TIME_OFFSET, triples[:, 0] - ops.TIME_OFFSET + triples[:, 1] - ops.DUR_OFFSET
+        return max(((onsets <= t) & (ends > t)).sum() for t in range(200, 400))
+
+    assert SamplingConstraints().keep_texture and not OFF.keep_texture
+    polyphony = dataclasses.replace(OFF, max_polyphony=8, max_note_seconds=4.0)
+    assert most_sounding(polyphony) == 8
+    assert most_sounding(dataclasses.replace(polyphony, keep_texture=True)) == 3
+    assert most_sounding(dataclasses.replace(OFF, keep_texture=True, max_note_seconds=4.0)) == 3
+
+
 def test_melody_consonance_lowers_harsh_intervals_struck_with_a_melody_note_and_nothing_else():
     melody = np.array([(100, 200, 67), (200, 300, 60)])
     logits = torch.randn(1, ops.VOCAB_SIZE, generator=torch.Generator().manual_seed(0))

@@ -120,6 +120,28 @@ def test_a_new_note_goes_where_it_crosses_no_part_still_sounding():
     assert _crossings(np.array([67, 40]), sounding).tolist() == [[1, 1, 0, 0], [0, 1, 1, 2]]
 
 
+def test_regenerated_notes_follow_the_new_lines_not_the_originals_they_happen_to_match():
+    # the piece's bar 3 was regenerated; its first new chord is 74 62 57 45, and the original
+    # there had a tenor of 45 (say), so the new bass would be taken for that note and the new
+    # tenor put in the bass: parts crossed
+    generated = PROMPT.copy()
+    merged = symusic.Track("all", 0, False)
+    for track in generated.tracks:
+        merged.notes.extend(note.copy() for note in track.notes)
+    for pitch in (74, 62, 57, 45):
+        merged.notes.append(symusic.Note(6 * TPQ, TPQ, pitch, 80))
+    generated.tracks.clear()
+    generated.tracks.append(merged)
+    piece = WHOLE.copy()
+    piece.tracks[2].notes[6].pitch = 45
+    crossed = restore_context(piece, generated)
+    assert [[n.pitch for n in t.notes if n.time == 6 * TPQ] for t in crossed.tracks] == [[74], [62], [45], [57]]
+    seconds = 6 * 60 / QPM
+    restored = restore_context(piece, generated, regenerated=(seconds, float("inf")))
+    assert [[n.pitch for n in t.notes if n.time == 6 * TPQ] for t in restored.tracks] == [[74], [62], [57], [45]]
+    assert parts_of(restored)[0][:6] == parts_of(PROMPT)[0]      # the music before keeps its parts
+
+
 def test_fixed_tracks_go_whole_to_their_part_and_the_rest_splits_over_the_others():
     melody = symusic.Track("melody", 0, False)
     for note in WHOLE.tracks[0].notes:

@@ -50,6 +50,10 @@ class SamplingConstraints:
     - ``max_polyphony``: no new note while this many sound: Event: no NOTE_ON (nor the VELOCITY
       before one); REMI: no Program or Pitch (a note sounds from its Position for its Duration).
     - ``max_notes_per_position``: REMI: notes at one Position; Anticipatory: notes at one onset.
+    - ``keep_texture``: infill and accompaniment: the polyphony cap is the given music's own
+      number of voices when that is lower (the notes sounding at 90 % of the onsets before the
+      span, ``cadenza.symbolic.anticipation_tasks.texture_voices``; a four-part chorale: 4), so new
+      notes do not pile a fifth or sixth voice onto the parts (which then cross and double).
     - ``allow_repeated_pitch``: False: REMI: no pitch twice at one Position within one program;
       Anticipatory: no (onset, instrument and pitch) twice.
     - ``keep_prompt_programs``: REMI: new notes use only the programs (instruments, drums
@@ -108,6 +112,7 @@ class SamplingConstraints:
     max_polyphony: int | None = 8
     max_notes_per_position: int | None = 8
     allow_repeated_pitch: bool = False
+    keep_texture: bool = True
     keep_prompt_programs: bool = True
     under_melody: bool = True
     metric_grid: bool = True
@@ -122,7 +127,8 @@ class SamplingConstraints:
     def off(cls) -> SamplingConstraints:
         """No structural constraint: only what the scheme needs to decode."""
         return cls(max_note_seconds=None, max_note_beats=None, max_polyphony=None, max_notes_per_position=None,
-                   allow_repeated_pitch=True, keep_prompt_programs=False, under_melody=False, metric_grid=False, key_prior=None,
+                   allow_repeated_pitch=True, keep_texture=False, keep_prompt_programs=False, under_melody=False,
+                   metric_grid=False, key_prior=None,
                    melody_dissonance_penalty=None, parallel_penalty=None, phrase_bonus=None,
                    timing_outside_nucleus=False)
 
