@@ -40,6 +40,9 @@ def register(subparsers) -> None:
     a.add_argument("--dissonance-penalty", type=float, default=2.0,
                    help="logit penalty on a 2nd, tritone or 7th against a melody note struck at the same time "
                         "(default 2: about 7 times less likely; 0 switches the guard off)")
+    a.add_argument("--hold-bonus", type=float, default=4.5,
+                   help="where the melody holds a note two beats or more, how strongly the parts hold a chord "
+                        "with it (a logit bonus; default 4.5; 0 lets them move on)")
     _sampling_args(a)
     a.set_defaults(func=run_accompany)
 
@@ -91,7 +94,8 @@ def run_accompany(args) -> int:
     from cadenza.tokenizers.grammar import SamplingConstraints
 
     constraints = SamplingConstraints(under_melody=not args.above_melody,
-                                      melody_dissonance_penalty=args.dissonance_penalty or None)
+                                      melody_dissonance_penalty=args.dissonance_penalty or None,
+                                      melody_hold_bonus=args.hold_bonus or None)
     score, model, tokenizer, info = _load(args)
     with naming(args.piece):
         result = accompany(model, tokenizer, score, args.melody_program, melody_track=args.melody_track,

@@ -209,6 +209,22 @@ def _note_rows(triples: np.ndarray, control: bool = False) -> np.ndarray:
     return np.stack([start, start + triples[:, 1] - dur, triples[:, 2] - note + ops.NOTE_OFFSET], 1).reshape(-1, 3)
 
 
+class _NoteReader:
+    """(start, end, note id) rows of the event notes of a span's history (prompt and new notes),
+    read on as the history grows."""
+
+    def __init__(self, span: _Span):
+        self.span, self.read = span, 0
+        self.notes = np.zeros((0, 3), np.int64)
+
+    def rows(self) -> np.ndarray:
+        history = self.span.history
+        if len(history) > self.read:
+            self.notes = np.concatenate([self.notes, _note_rows(np.asarray(history[self.read:], np.int64))])
+            self.read = len(history)
+        return self.notes
+
+
 class SpanConstraints:
     """The structural ``SamplingConstraints`` in the span's loop, as the anticipatory grammar
     applies them to a continuation, plus a polyphony cap:
@@ -231,28 +247,14 @@ class SpanConstraints:
         caps = [c for c in (constraints.max_polyphony, texture if constraints.keep_texture else None) if c]
         self.polyphony = min(caps) if caps else None
         self.control_notes = _note_rows(controls, control=True)[:, :2]
-        self.event_notes = np.zeros((0, 2), np.int64)
-        self.read = 0              # triples of the history already in ``event_notes``
-        self.latest, self.latest_ids = -1, []     # the latest event onset and the note ids starting there
-
-    def _events(self) -> np.ndarray:
-        """(start, end) ticks of every event note of the history (prompt and new notes)."""
-        history = self.span.history
-        if len(history) > self.read:
-            new = _note_rows(np.asarray(history[self.read:], np.int64))
-            self.event_notes = np.concatenate([self.event_notes, new[:, :2]])
-            for onset, note in zip(new[:, 0].tolist(), new[:, 2].tolist()):
-                if onset > self.latest:
-                    self.latest, self.latest_ids = onset, []
-                if onset == self.latest:
-                    self.latest_ids.append(note)
-            self.read = len(history)
-        return self.event_notes
+        self.notes = _NoteReader(span)
 
     def _at_latest(self) -> list[int]:
-        """Note ids of the events starting at the latest onset."""
-        self._events()
-        return self.latest_ids if self.latest == self.span.current else []
+        """Note ids of the events starting at the latest onset, when that is the span's current time."""
+        rows = self.notes.rows()
+        if not len(rows) or rows[:, 0].max() != self.span.current:
+            return []
+        return rows[rows[:, 0] == self.span.current, 2].tolist()
 
     def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
         constraints, span = self.constraints, self.span
@@ -284,7 +286,7 @@ class SpanConstraints:
 
     def _full(self, low: int, high: int) -> np.ndarray:
         """(high - low,) bool: the instants where ``max_polyphony`` notes already sound."""
-        notes = np.concatenate([self._events(), self.control_notes])
+        notes = np.concatenate([self.notes.rows()[:, :2], self.control_notes])
         notes = notes[(notes[:, 1] > low) & (notes[:, 0] < high)]
         count = np.zeros(high - low + 1, np.int64)
         np.add.at(count, np.clip(notes[:, 0], low, high) - low, 1)
@@ -398,6 +400,75 @@ class MelodyConsonance:
         return logits
 
 
+class MelodyHold:
+    """The accompaniment's phrase endings (``SamplingConstraints.melody_hold_bonus``): where the
+    melody holds a note two beats or more, struck on a beat (a fermata, a phrase's final half
+    note), the lower parts hold a chord with it, as a chorale's do. With
+    ``bonus``: at the time slot, onsets inside such a melody note lose it (the parts do not move
+    under it), and at its onset, while fewer than ``voices`` notes sound there, staying at the
+    onset for one more note gains it; at the duration slot of a note struck with it, the
+    durations that end with it gain it; at the note slot of a note so held, the pitches that keep
+    the chord (the held notes below, the melody's pitch on top) on its way to a root-position
+    triad gain it (``cadenza.data.theory.may_become_triad``; the ids write an instant's notes bass
+    first). ``melody`` as for :class:`UnderMelody`, ``beat`` as for :class:`SpanPhrase`; ``voices``
+    is the texture's count of notes (4 in a chorale: the melody and three)."""
+
+    def __init__(self, span: _Span, melody: np.ndarray, beat: tuple[float, float], bonus: float,
+                 voices: int | None = None):
+        self.span, self.bonus, self.voices = span, bonus, voices
+        melody = np.asarray(melody, np.int64).reshape(-1, 3)
+        origin, period = float(beat[0]), float(beat[1])
+        beats = (melody[:, 0] - origin) / period
+        on_beat = np.abs(beats - np.round(beats)) * period <= MELODY_TOLERANCE
+        long = melody[:, 1] - melody[:, 0] >= 2 * period - MELODY_TOLERANCE
+        self.holds = melody[on_beat & long]
+        self.notes = _NoteReader(span)
+
+    def _hold_at(self, onset: int) -> np.ndarray | None:
+        """The (start, end, pitch) of the held melody note struck at ``onset``, if any."""
+        at = np.flatnonzero(np.abs(self.holds[:, 0] - onset) <= MELODY_TOLERANCE)
+        return self.holds[at[0]] if len(at) else None
+
+    def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
+        span = self.span
+        if span.slot == 0:
+            offset = span.window.offset
+            for start, end, _ in self.holds[self.holds[:, 1] > span.current].tolist():
+                low = max(start + MELODY_TOLERANCE + 1, span.current) - offset
+                high = min(end - MELODY_TOLERANCE, offset + ops.MAX_TIME) - offset
+                if high > max(low, 0):
+                    logits[:, ops.TIME_OFFSET + max(low, 0):ops.TIME_OFFSET + high] -= self.bonus
+            hold = self._hold_at(span.current)
+            if hold is not None and self.voices and 0 <= span.current - offset < ops.MAX_TIME:
+                notes = self.notes.rows()
+                sounding = ((notes[:, 0] <= span.current) & (notes[:, 1] > span.current)).sum()
+                if sounding + 1 < self.voices:
+                    logits[:, ops.TIME_OFFSET + span.current - offset] += self.bonus
+            return logits
+        onset = span.triple[0] - ops.TIME_OFFSET
+        hold = self._hold_at(onset)
+        if hold is None:
+            return logits
+        if span.slot == 1:
+            low, high = int(hold[1]) - onset - MELODY_TOLERANCE, min(int(hold[1]) - onset + MELODY_GAP, ops.MAX_DUR - 1)
+            if high >= low > 0:
+                logits[:, ops.DUR_OFFSET + low:ops.DUR_OFFSET + high + 1] += self.bonus
+            return logits
+        if span.triple[1] - ops.DUR_OFFSET < int(hold[1]) - onset - MELODY_TOLERANCE:
+            return logits
+        notes = self.notes.rows()
+        here = notes[(np.abs(notes[:, 0] - onset) <= MELODY_TOLERANCE) & (notes[:, 1] >= hold[1] - MELODY_TOLERANCE)]
+        below = sorted(((here[:, 2] - ops.NOTE_OFFSET) % ops.MAX_PITCH).tolist())
+        instrument = 0 if not len(here) else int((here[0, 2] - ops.NOTE_OFFSET) // ops.MAX_PITCH)
+        low = below[-1] + 1 if below else 0
+        good = [p for p in range(low, int(hold[2])) if may_become_triad(below + [p, int(hold[2])])]
+        if good and instrument != ops.DRUMS:
+            index = torch.as_tensor([ops.NOTE_OFFSET + instrument * ops.MAX_PITCH + p for p in good],
+                                    device=logits.device)
+            logits[:, index] += self.bonus
+        return logits
+
+
 class SpanKey:
     """The key prior of a span (``SamplingConstraints.key_prior``): at the note slot, ``penalty``
     comes off the logits of the pitched notes outside the scale of the given music's key
@@ -433,17 +504,13 @@ class SpanVoiceLeading:
 
     def __init__(self, span: _Span, controls: np.ndarray, penalty: float):
         self.span, self.penalty = span, penalty
-        self.notes = self._pitched(_note_rows(controls, control=True))
-        self.read = 0
+        self.controls = self._pitched(_note_rows(controls, control=True))
+        self.events = _NoteReader(span)
         self.pitched = (np.arange(ops.NOTE_OFFSET, ops.REST) - ops.NOTE_OFFSET) // ops.MAX_PITCH != ops.DRUMS
 
     def _notes(self) -> np.ndarray:
         """(start, end, pitch) of every pitched note given or sampled so far."""
-        history = self.span.history
-        if len(history) > self.read:
-            self.notes = np.concatenate([self.notes, self._pitched(_note_rows(np.asarray(history[self.read:], np.int64)))])
-            self.read = len(history)
-        return self.notes
+        return np.concatenate([self.controls, self._pitched(self.events.rows())])
 
     @staticmethod
     def _pitched(rows: np.ndarray) -> np.ndarray:
@@ -487,22 +554,14 @@ class SpanPhrase:
         self.span, self.origin, self.period = span, float(beat[0]), float(beat[1])
         self.end_tick, self.bonus, self.phrase_beats = end_tick, bonus, phrase_beats
         self.voice_leading = voice_leading
-        self.notes = np.zeros((0, 3), np.int64)     # (start, end, note id) of the event notes so far
-        self.read = 0
-
-    def _events(self) -> np.ndarray:
-        history = self.span.history
-        if len(history) > self.read:
-            self.notes = np.concatenate([self.notes, _note_rows(np.asarray(history[self.read:], np.int64))])
-            self.read = len(history)
-        return self.notes
+        self.notes = _NoteReader(span)
 
     def _so_far(self, onset: int) -> list[int] | None:
         """Note ids struck at ``onset`` so far, bass first, while they may end the phrase there."""
         beats = (onset - self.origin) / self.period
         if abs(beats - round(beats)) * self.period > MELODY_TOLERANCE:
             return None
-        notes = self._events()
+        notes = self.notes.rows()
         onsets = np.unique(np.append(notes[notes[:, 0] <= onset, 0], onset))
         gaps = np.flatnonzero(np.diff(onsets) >= 2 * self.period - MELODY_TOLERANCE)
         phrase_start = onsets[gaps[-1] + 1] if len(gaps) else onsets[0]
@@ -565,7 +624,8 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
     ``events``) is a kept melody the new notes accompany; ``constraints`` (None: the defaults)
     are the structural limits of :class:`SpanConstraints` and, given a melody, its
     ``under_melody`` (:class:`UnderMelody`, when ``melody_on_top``) and
-    ``melody_dissonance_penalty`` (:class:`MelodyConsonance`), ``parallel_penalty``
+    ``melody_dissonance_penalty`` (:class:`MelodyConsonance`) and, given the ``beat``,
+    ``melody_hold_bonus`` (:class:`MelodyHold`), ``parallel_penalty``
     (:class:`SpanVoiceLeading`), ``key_prior`` (:class:`SpanKey`) and, given the ``beat``
     ((origin, period) ticks in the times of ``events``), ``phrase_bonus`` (:class:`SpanPhrase`). Returns the given events plus the generated ones, sorted, without RESTs.
     """
@@ -591,11 +651,12 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
                  delta)
     processors = [TripleSlots(span), SpanTime(span, start_tick, end_tick)]
     constraints = SamplingConstraints() if constraints is None else constraints
+    given = np.concatenate([_note_rows(triples), _note_rows(controls, control=True)]) \
+        if controls is not None and len(controls) else _note_rows(triples)
+    texture = texture_voices(given, start_tick)
     if constraints.max_note_seconds is not None or constraints.max_notes_per_position is not None or \
             constraints.max_polyphony is not None or constraints.keep_texture or not constraints.allow_repeated_pitch:
-        given = np.concatenate([_note_rows(triples), _note_rows(controls, control=True)]) \
-            if controls is not None and len(controls) else _note_rows(triples)
-        processors.append(SpanConstraints(span, constraints, pending, texture_voices(given, start_tick)))
+        processors.append(SpanConstraints(span, constraints, pending, texture))
     if exit_ceiling is not None:
         processors.append(ExitCeiling(span, *exit_ceiling))
     if melody is not None and len(melody):
@@ -607,6 +668,8 @@ def generate_span(model, events: np.ndarray, *, start: float, end: float, contro
         else None
     if voice_leading is not None:
         processors.append(voice_leading)
+    if constraints.melody_hold_bonus and beat is not None and melody is not None and len(melody):
+        processors.append(MelodyHold(span, melody, beat, constraints.melody_hold_bonus, texture))
     if constraints.phrase_bonus and beat is not None:
         processors.append(SpanPhrase(span, beat, end_tick, constraints.phrase_bonus, constraints.phrase_beats,
                                      voice_leading))

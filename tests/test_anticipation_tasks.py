@@ -480,12 +480,13 @@ def test_accompany_command_switches_the_melody_constraints(monkeypatch, tmp_path
     monkeypatch.setattr(cli, "_load", lambda args: (piece, None, None, {}))
     monkeypatch.setattr(cli, "_write", lambda result, args, what: 0)
     monkeypatch.setattr(tasks, "accompany", lambda *a, constraints, **k: seen.append(constraints))
-    for extra in ([], ["--above-melody"], ["--dissonance-penalty", "0"], ["--dissonance-penalty", "3.5"]):
+    for extra in ([], ["--above-melody"], ["--dissonance-penalty", "0"], ["--dissonance-penalty", "3.5"],
+                  ["--hold-bonus", "0"]):
         args = build_parser().parse_args(["accompany", "x.mid", "--melody-track", "0", "-o", str(tmp_path / "o.mid"),
                                           *extra])
         assert args.func(args) == 0
-    assert [(c.under_melody, c.melody_dissonance_penalty) for c in seen] == \
-        [(True, 2.0), (False, 2.0), (True, None), (True, 3.5)]
+    assert [(c.under_melody, c.melody_dissonance_penalty, c.melody_hold_bonus) for c in seen] == \
+        [(True, 2.0, 4.5), (False, 2.0, 4.5), (True, None, 4.5), (True, 3.5, 4.5), (True, 2.0, None)]
     assert all(c.max_polyphony == SamplingConstraints().max_polyphony for c in seen)   # the rest as default
 
 
@@ -568,3 +569,89 @@ def test_span_phrase_bonus_holds_a_triad_on_the_beat_after_a_long_phrase():
     ended = phrase + [event(300, 100, p) for p in c_major] + \
         [event(400 + 50 * beat, 50, p) for beat in range(6) for p in f_major]
     assert not len(bonus(ended[:-12], 550)[0]) and len(bonus(ended, 700, end_tick=900)[0])
+
+
+def test_melody_hold_keeps_the_parts_still_under_a_held_melody_note_and_holds_a_triad_with_it():
+    from types import SimpleNamespace
+
+    def event(start, duration, pitch):
+        return np.array([ops.TIME_OFFSET + start, ops.DUR_OFFSET + duration, ops.NOTE_OFFSET + pitch])
+
+    # a beat is 50 ticks; the melody: quarters, then a half note on beat 4 (200-300), then a quarter off the
+    # beat that is long but not struck on a beat (325-425)
+    melody = np.array([(0, 50, 72), (50, 100, 71), (100, 150, 69), (150, 200, 71), (200, 300, 72), (325, 425, 74)])
+
+    def raised(slot, current=0, triple=(), history=(), voices=4):
+        span = SimpleNamespace(slot=slot, current=current, triple=list(triple), history=list(history),
+                               window=SimpleNamespace(offset=0))
+        out = tasks.MelodyHold(span, melody, (0.0, 50.0), 3.0, voices)(None, torch.zeros(1, ops.SPECIAL_OFFSET))[0]
+        return out.numpy()
+
+    times = raised(0, current=150)[ops.TIME_OFFSET:ops.TIME_OFFSET + 500]
+    assert (times[203:298] == -3).all() and (times[:203] == 0).all() and (times[298:] == 0).all()  # only the half note
+    assert (raised(0, current=250)[ops.TIME_OFFSET + 250:ops.TIME_OFFSET + 298] == -3).all()
+    # at the half note's onset, with the melody and one part sounding: one more note there is favoured
+    here = [event(200, 100, 48)]
+    at = raised(0, current=200, history=here)
+    assert at[ops.TIME_OFFSET + 200] == 3 and raised(0, current=200, history=here * 3)[ops.TIME_OFFSET + 200] == 0
+    # a note struck with it: the durations that end with it
+    durations = np.flatnonzero(raised(1, triple=[ops.TIME_OFFSET + 200]) == 3) - ops.DUR_OFFSET
+    assert durations.min() == 98 and durations.max() == 125
+    assert not (raised(1, triple=[ops.TIME_OFFSET + 150]) != 0).any()      # a quarter of the melody: nothing
+    assert not (raised(1, triple=[ops.TIME_OFFSET + 325]) != 0).any()      # off the beat: nothing
+    # its pitch: the bass of a triad the melody's C belongs to (C, A, F, Ab: root, third or fifth under it)
+    bass = set((np.flatnonzero(raised(2, triple=[ops.TIME_OFFSET + 200, ops.DUR_OFFSET + 100]) == 3)
+                - ops.NOTE_OFFSET).tolist())
+    assert {48, 45, 53, 57, 60, 56} <= bass and max(bass) < 72 and not bass & {50, 52, 55, 59}
+    # over a held bass of C, the notes that keep a C major or minor triad under the melody
+    above = set((np.flatnonzero(raised(2, triple=[ops.TIME_OFFSET + 200, ops.DUR_OFFSET + 100], history=here) == 3)
+                 - ops.NOTE_OFFSET).tolist())
+    assert {51, 52, 55, 60, 64, 67} <= above and not above & {49, 50, 53, 57, 59} and min(above) > 48
+    assert not (raised(2, triple=[ops.TIME_OFFSET + 200, ops.DUR_OFFSET + 50]) != 0).any()   # a note not held
+
+
+class ChoiceModel(RandomPitchModel):
+    """RandomPitchModel with a few likely times and durations instead of one: the next onset 25,
+    50 or 100 ticks after the latest (logits 3, 2.5, 2), durations of 20, 50 or 100 ticks (3, 2.5, 2)."""
+
+    def forward(self, ids, cache=None, last_only=False):
+        logits, cache = super().forward(ids, cache, last_only)
+        last = self.fed[-1]
+        if ops.TIME_OFFSET <= last < ops.DUR_OFFSET or ops.ATIME_OFFSET <= last < ops.ADUR_OFFSET:
+            logits[0, 0, ops.DUR_OFFSET:ops.NOTE_OFFSET] = -20
+            for ticks, logit in ((20, 3.0), (50, 2.5), (100, 2.0)):
+                logits[0, 0, ops.DUR_OFFSET + ticks] = logit
+        elif not (ops.DUR_OFFSET <= last < ops.NOTE_OFFSET or ops.ADUR_OFFSET <= last < ops.ANOTE_OFFSET):
+            times = [t - ops.TIME_OFFSET for t in self.fed if t < ops.DUR_OFFSET]
+            latest = max(times) if times else 0
+            logits[0, 0, ops.TIME_OFFSET:ops.DUR_OFFSET] = -20
+            for ticks, logit in ((25, 3.0), (50, 2.5), (100, 2.0)):
+                logits[0, 0, ops.TIME_OFFSET + min(ops.MAX_TIME - 1, latest + ticks)] = logit
+        return logits, cache
+
+
+def test_the_melody_hold_is_on_by_default_and_keeps_accompaniments_still_under_long_melody_notes():
+    import dataclasses
+
+    assert SamplingConstraints().melody_hold_bonus == 4.5 and OFF.melody_hold_bonus is None
+    tok = get_tokenizer("anticipatory")
+    model = ChoiceModel(tok.vocab_size)
+    piece = _chorale([[67, 69, 71, 72], [60, 62]], seconds=12)
+    melody = piece.tracks[0]
+    melody.notes.clear()                           # half notes (1 s at 120 qpm), each struck on a beat
+    for i in range(12):
+        melody.notes.append(symusic.Note(i * 960, 960, (67, 69, 71, 72)[i % 4], 80))
+
+    def moving(constraints):
+        inside = total = 0
+        for seed in range(3):
+            result = tasks.accompany(model, tok, piece, melody_track=0, prompt_seconds=0.25, end=10.0, seed=seed,
+                                     top_p=None, constraints=constraints, progress=False)
+            for track in result.generated.to("second").tracks:
+                late = [n for n in track.notes if n.time > 1.0]
+                total += len(late)
+                inside += sum(1 for n in late if abs(n.time - round(n.time)) > 0.05)
+        return inside / total
+
+    free, held = moving(OFF), moving(dataclasses.replace(OFF, melody_hold_bonus=4.5))
+    assert free > 0.5 and held < free / 3

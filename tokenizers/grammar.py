@@ -67,6 +67,14 @@ class SamplingConstraints:
       melody note has this taken off the logits of the pitches a 2nd, tritone or 7th from it (2:
       about 7 times less likely); a soft guard, passing notes are left alone. See
       ``cadenza.symbolic.anticipation_tasks.MelodyConsonance``.
+    - ``melody_hold_bonus``: Anticipatory accompaniment: where the kept melody holds a note two
+      beats or more from a beat (a fermata), the lower parts hold a chord with it: onsets under
+      that note have this taken off their logits, and the notes struck with it get it added to the
+      durations that end with it, to one more note at its onset while the texture's voices are
+      not all sounding, and to the pitches that keep the chord on its way to a root-position
+      triad under the melody's pitch (4.5: about 90 times; 3 left 1.44 held chords per 8 bars,
+      4.5 1.68, Bach 2.00, ``docs/generation-quality.md``). See
+      ``cadenza.symbolic.anticipation_tasks.MelodyHold``.
     - ``metric_grid``: Event: when the prompt keeps a metric grid (``cadenza.data.context.metric_grid``:
       sixteenths, or with triplets, of its tempo), new notes start and end on it (TIME_SHIFTs land
       on a grid step, or take the longest shift and go on): time counted in 10 ms steps otherwise
@@ -118,6 +126,7 @@ class SamplingConstraints:
     metric_grid: bool = True
     key_prior: float | None = 1.0
     melody_dissonance_penalty: float | None = 2.0
+    melody_hold_bonus: float | None = 4.5
     parallel_penalty: float | None = 6.0
     phrase_bonus: float | None = 3.0
     phrase_beats: float = 6.0
@@ -129,7 +138,8 @@ class SamplingConstraints:
         return cls(max_note_seconds=None, max_note_beats=None, max_polyphony=None, max_notes_per_position=None,
                    allow_repeated_pitch=True, keep_texture=False, keep_prompt_programs=False, under_melody=False,
                    metric_grid=False, key_prior=None,
-                   melody_dissonance_penalty=None, parallel_penalty=None, phrase_bonus=None,
+                   melody_dissonance_penalty=None, melody_hold_bonus=None, parallel_penalty=None,
+                   phrase_bonus=None,
                    timing_outside_nucleus=False)
 
     @property
