@@ -62,6 +62,9 @@ def register(subparsers) -> None:
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="start a new run from these weights (a shipped model's name or a checkpoint directory); "
                         "its size and codec replace --size, --n-mels and --velocity-bins")
+    p.add_argument("--long-context", type=int, default=0, metavar="CHANNELS",
+                   help="framewise: add a dilated temporal stack of this many channels that sees 2.5 s either side "
+                        "(with --init, the loaded model grows by it and starts out computing what it did)")
     p.add_argument("--half", action="store_true", help="store the final weights as float16 (small to ship)")
     p.add_argument("--quiet-weight", type=float, default=0.0,
                    help="framewise: weight each onset in the loss by 1 + Q (1 - velocity / 127), so quiet notes count more")
@@ -198,7 +201,7 @@ def _train_framewise(args, pairs) -> int:
     from pathlib import Path
 
     from cadenza.data.errors import CadenzaError
-    from cadenza.transcription.framewise import FramewiseTranscriber
+    from cadenza.transcription.framewise import FramewiseTranscriber, grow_long_context
     from cadenza.transcription.framewise_train import (FramewiseSettings, FrameWindowSampler, new_framewise,
                                                        train_framewise)
     from cadenza.transcription.inference import load_transcriber
@@ -214,6 +217,8 @@ def _train_framewise(args, pairs) -> int:
         initialized_from = {"model": str(args.init), "step": earlier.get("step")}
     else:
         model = new_framewise("cpu" if args.size == "cpu" else args.size)
+    if args.long_context:
+        model = grow_long_context(model, args.long_context)
     sampler = FrameWindowSampler(pairs, model.config.hop, args.window_frames, args.seed)
     print(f"{len(pairs)} examples, {sampler.seconds() / 60:.1f} min of audio; "
           f"framewise model {model.num_parameters() / 1e3:.0f} k parameters")

@@ -133,6 +133,39 @@ def test_chunked_inference_equals_one_chunk_and_goes_through_the_codec():
     assert codec.decode_segments(result.tokens).note_num() == result.score.note_num()
 
 
+def test_a_grown_long_context_starts_as_the_model_and_chunks_exactly():
+    """``grow_long_context`` adds the dilated stack without changing a single output; once its
+    weights move, a frame sees 2 ** layers - 1 frames either side, and chunked inference, whose
+    margins follow the receptive field, still equals the whole file."""
+    from cadenza.transcription.framewise import grow_long_context
+    from cadenza.transcription.inference import framewise_probabilities
+
+    model, _ = tiny_model()
+    grown = grow_long_context(model, 8, layers=5).eval()
+    assert grown.config.long_context == 8 and grown.config.receptive_frames == model.config.receptive_frames + 31
+    audio = tones([(0.1, 0.9, 60), (0.5, 2.0, 67), (3.0, 5.5, 48)], 6.5)
+    mel = model.features(torch.as_tensor(audio[None]))
+    with torch.no_grad():
+        before, after = model(mel), grown(mel)
+        assert all(torch.equal(before[k], after[k]) for k in before)
+        torch.manual_seed(1)
+        for p in grown.long_context.up.parameters():
+            p.normal_(0, 0.5)
+        moved = grown(mel)
+        clicked = mel.clone()
+        clicked[0, 100] += 5.0  # one loud frame changes outputs up to 31 frames (+ the convolutions) away
+        reach = (grown(clicked)["onset"] - moved["onset"]).abs().amax(-1)[0]
+        changed = torch.nonzero(reach > 1e-6).flatten()
+    assert changed.min() <= 100 - 31 and changed.max() >= 100 + 31
+    assert changed.max() - 100 <= grown.config.receptive_frames
+    whole = list(framewise_probabilities(audio, grown, 100.0))
+    for seconds in (0.7, 2.0):
+        chunks = list(framewise_probabilities(audio, grown, seconds))
+        for name in whole[0]:
+            np.testing.assert_allclose(np.concatenate([c[name] for c in chunks]), whole[0][name], atol=1e-5)
+    assert grow_long_context(grown, 16) is grown
+
+
 def test_silence_any_rate_and_channel_count(tmp_path):
     model, codec = tiny_model()
     result = transcribe(np.zeros(SR * 3, dtype=np.float32), model, codec)
@@ -243,8 +276,9 @@ def test_cli_framewise_train_and_transcribe_by_name(tmp_path, monkeypatch):
     notes_to_score([(s, e, p, v, 0, False) for s, e, p, v in notes]).dump_midi(str(data / "a.mid"))
     (data / "manifest.jsonl").write_text(json.dumps({"id": "a", "seconds": 2.5, "notes": 2}) + "\n")
     run_cli("transcription-train", tmp_path / "data", "--out", tmp_path / "run", "--size", "debug", "--steps", "3",
-            "--batch-size", "2", "--window-frames", "64", "--warmup", "1")
+            "--batch-size", "2", "--window-frames", "64", "--warmup", "1", "--long-context", "4")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["long_context"] == 4
     assert config["kind"] == "framewise" and config["info"]["training_command"].startswith("cadenza transcription-train")
     proc = run_cli("transcribe", data / "a.flac", "-o", tmp_path / "a.mid", "--model", tmp_path / "run",
                    "--events", tmp_path / "a.events")

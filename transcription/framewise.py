@@ -3,7 +3,8 @@
 Front end: the log-mel spectrogram of ``cadenza.transcription.seq2seq.LogMel`` (16 kHz, 2048-point
 Hann window) at a hop of 320 samples (20 ms), normalized per mel bin by a BatchNorm. Acoustic
 model: a small convolutional stack over (time, mel) with pooling along frequency, a dense layer
-per frame and a temporal convolution for context; optionally a bidirectional GRU. Four heads give
+per frame and a temporal convolution for context; optionally a dilated temporal stack that
+sees seconds either side (:class:`DilatedContext`) and a bidirectional GRU. Four heads give
 per-frame, per-key (88 keys, A0..C8) logits: onset, offset, frame (sounding) and velocity. The
 frame head sees the onset and offset predictions (detached, as in Onsets and Frames), so a key's
 frame activity is conditioned on its onsets. ``forward(mel) -> dict of (batch, frames, 88)``.
@@ -45,6 +46,8 @@ class FramewiseConfig:
     rnn: int | None = None  # a bidirectional GRU of this size per direction after the temporal convolution
     frame_kernel: int = 5  # temporal width of the frame head over [features, onset, offset]
     dropout: float = 0.1
+    long_context: int = 0  # channels of a dilated temporal stack after the context (0 = none)
+    long_layers: int = 7  # its layers, dilations 1, 2, 4, ...: 2 ** layers - 1 frames either side
 
     @classmethod
     def cpu(cls) -> "FramewiseConfig":
@@ -84,12 +87,36 @@ class FramewiseConfig:
     def receptive_frames(self) -> int:
         """Frames of context either side that change a frame's output (the STFT window included)."""
         conv = 3 + (self.context_kernel // 2) + (self.frame_kernel // 2)
-        return conv + -(-1024 // self.hop) + (10_000 if self.rnn else 0)
+        long = 2 ** self.long_layers - 1 if self.long_context else 0
+        return conv + long + -(-1024 // self.hop) + (10_000 if self.rnn else 0)
 
 
 class ConvBlock(nn.Sequential):
     def __init__(self, c_in: int, c_out: int):
         super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+class DilatedContext(nn.Module):
+    """Seconds of temporal context at little cost: the features are projected down to
+    ``channels``, pass residual convolutions of kernel 3 and dilations 1, 2, 4, ... (each frame
+    then sees ``2 ** layers - 1`` frames either side: 2.5 s at 7 layers of 20 ms frames), and
+    are projected back and added. The last projection starts at zero, so a model grown by this
+    block computes exactly what it did before it and learns to use the context from there."""
+
+    def __init__(self, features: int, channels: int, layers: int):
+        super().__init__()
+        self.down = nn.Linear(features, channels)
+        self.layers = nn.ModuleList(nn.Conv1d(channels, channels, 3, padding=2 ** i, dilation=2 ** i)
+                                    for i in range(layers))
+        self.up = nn.Linear(channels, features)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.down(x)).transpose(1, 2)
+        for layer in self.layers:
+            h = h + F.relu(layer(h))
+        return x + self.up(h.transpose(1, 2))
 
 
 class FramewiseTranscriber(nn.Module):
@@ -106,6 +133,8 @@ class FramewiseTranscriber(nn.Module):
         self.dense = nn.Linear(c2 * (config.n_mels // 4), config.hidden)
         self.context = nn.Conv1d(config.hidden, config.hidden, config.context_kernel,
                                  padding=config.context_kernel // 2) if config.context_kernel > 1 else None
+        self.long_context = (DilatedContext(config.hidden, config.long_context, config.long_layers)
+                             if config.long_context else None)
         self.rnn = nn.GRU(config.hidden, config.rnn, batch_first=True, bidirectional=True) if config.rnn else None
         features = 2 * config.rnn if config.rnn else config.hidden
         self.dropout = nn.Dropout(config.dropout)
@@ -133,6 +162,8 @@ class FramewiseTranscriber(nn.Module):
         x = self.dropout(F.relu(self.dense(x)))
         if self.context is not None:
             x = x + F.relu(self.context(x.transpose(1, 2))).transpose(1, 2)
+        if self.long_context is not None:
+            x = self.long_context(x)
         if self.rnn is not None:
             x, _ = self.rnn(x)
         x = self.dropout(x)
@@ -140,6 +171,22 @@ class FramewiseTranscriber(nn.Module):
         stacked = torch.cat([self.frame_features(x), torch.sigmoid(onset).detach(), torch.sigmoid(offset).detach()], -1)
         frame = self.frame(stacked.transpose(1, 2)).transpose(1, 2)
         return {"onset": onset, "offset": offset, "frame": frame, "velocity": self.velocity(x)}
+
+
+def grow_long_context(model: FramewiseTranscriber, channels: int, layers: int = 7) -> FramewiseTranscriber:
+    """``model`` with a :class:`DilatedContext` of ``channels`` added (its other weights, and so its
+    outputs, unchanged: the block's last projection starts at zero); a model that has one already
+    is returned as it is."""
+    import dataclasses
+
+    if model.config.long_context:
+        return model
+    grown = FramewiseTranscriber(dataclasses.replace(model.config, long_context=channels, long_layers=layers))
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("long_context.") for k in missing), (missing, unexpected)
+    if hasattr(model, "decode_settings"):
+        grown.decode_settings = model.decode_settings
+    return grown.to(next(model.parameters()).device)
 
 
 # -- labels ------------------------------------------------------------------------------------

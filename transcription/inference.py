@@ -262,7 +262,7 @@ def framewise_probabilities(audio, model, chunk_seconds: float = 20.0, device="c
 
     config = model.config
     hop = config.hop
-    margin = 16 * hop if config.receptive_frames <= 16 else 0  # a recurrent model: the whole file at once
+    margin = 0 if config.rnn else max(16, config.receptive_frames) * hop  # a recurrent model: the whole file at once
     chunk_frames = max(1, int(chunk_seconds * SAMPLE_RATE) // hop)
     chunk_samples = chunk_frames * hop
     meter = meter or _Meter()
