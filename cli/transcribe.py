@@ -210,14 +210,18 @@ def _train_framewise(args, pairs) -> int:
         raise CadenzaError("--size t5-small is the sequence model's; use --kind seq2seq")
     out = Path(args.out)
     initialized_from = None
-    if args.init and not (not args.no_resume and (out / "training_state.json").exists()):
+    resuming = not args.no_resume and (out / "training_state.json").exists()
+    if resuming:  # the run's own architecture and origin, whatever --size, --init and --long-context say now
+        model, _, earlier = load_transcriber(out)
+        initialized_from = earlier.get("initialized_from")
+    elif args.init:
         model, _, earlier = load_transcriber(args.init)
         if not isinstance(model, FramewiseTranscriber):
             raise CadenzaError(f"{args.init}: not a framewise transcriber (use --kind seq2seq to continue it)")
         initialized_from = {"model": str(args.init), "step": earlier.get("step")}
     else:
         model = new_framewise("cpu" if args.size == "cpu" else args.size)
-    if args.long_context:
+    if args.long_context and not resuming:
         model = grow_long_context(model, args.long_context)
     sampler = FrameWindowSampler(pairs, model.config.hop, args.window_frames, args.seed)
     print(f"{len(pairs)} examples, {sampler.seconds() / 60:.1f} min of audio; "

@@ -279,6 +279,11 @@ def test_cli_framewise_train_and_transcribe_by_name(tmp_path, monkeypatch):
             "--batch-size", "2", "--window-frames", "64", "--warmup", "1", "--long-context", "4")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["model"]["long_context"] == 4
+    # a resumed run keeps its own architecture without being told its size or context again
+    run_cli("transcription-train", tmp_path / "data", "--out", tmp_path / "run", "--steps", "5",
+            "--batch-size", "2", "--window-frames", "64", "--warmup", "1")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["long_context"] == 4 and config["model"]["hidden"] == 32 and config["info"]["step"] == 5
     assert config["kind"] == "framewise" and config["info"]["training_command"].startswith("cadenza transcription-train")
     proc = run_cli("transcribe", data / "a.flac", "-o", tmp_path / "a.mid", "--model", tmp_path / "run",
                    "--events", tmp_path / "a.events")
