@@ -68,6 +68,9 @@ def register(subparsers) -> None:
     p.add_argument("--half", action="store_true", help="store the final weights as float16 (small to ship)")
     p.add_argument("--quiet-weight", type=float, default=0.0,
                    help="framewise: weight each onset in the loss by 1 + Q (1 - velocity / 127), so quiet notes count more")
+    p.add_argument("--timbre-db", type=float, default=0.0, metavar="DB",
+                   help="framewise: colour each training window's spectrum with a random smooth equaliser curve of "
+                        "about +-DB dB (a tilt, resonances, notches), so the model hears more pianos than it was given")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="framewise: what training steps compute in (auto: bf16 autocast on CUDA and on CPUs with AMX, "
                         "about 2x faster there; float32 elsewhere)")
@@ -229,8 +232,8 @@ def _train_framewise(args, pairs) -> int:
     batch = args.batch_size or 8
     settings = FramewiseSettings(steps=args.steps, batch_size=batch, window_frames=args.window_frames,
                                  learning_rate=args.lr, warmup=args.warmup, seed=args.seed, max_minutes=args.max_minutes,
-                                 quiet_weight=args.quiet_weight, leg_steps=args.leg_steps,
-                                 precision=args.precision)
+                                 quiet_weight=args.quiet_weight, timbre_db=args.timbre_db,
+                                 leg_steps=args.leg_steps, precision=args.precision)
     info = {"data": str(args.data), "train_examples": len(pairs), "train_audio_seconds": round(sampler.seconds(), 1),
             "seed": args.seed, "batch_size": batch,
             "training_command": "cadenza " + " ".join(shlex.quote(a) for a in sys.argv[1:])}

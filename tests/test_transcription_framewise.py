@@ -226,7 +226,7 @@ def test_training_learns_notes_and_resumes_bit_exactly(tmp_path):
         model = FramewiseTranscriber(FramewiseConfig.debug())
         sampler = FrameWindowSampler(pairs, 320, 100, seed=0)
         settings = FramewiseSettings(steps=steps, batch_size=4, window_frames=100, learning_rate=3e-3, warmup=5,
-                                     log_every=5, save_every=1000, leg_steps=leg)
+                                     log_every=5, save_every=1000, leg_steps=leg, timbre_db=6.0)
         summary = train_framewise(model, sampler, out, settings, progress=False)
         return model, summary
 
@@ -249,6 +249,30 @@ def test_training_learns_notes_and_resumes_bit_exactly(tmp_path):
     from cadenza.symbolic.device import training_precision
 
     assert config["info"]["precision"] == training_precision("cpu")  # bf16 autocast where the CPU has AMX
+
+
+def test_timbre_curves_are_smooth_bounded_gains_that_leave_silence_silent():
+    from cadenza.transcription.framewise_train import FrameWindowSampler, colour_spectrum
+
+    sampler = FrameWindowSampler.__new__(FrameWindowSampler)
+    sampler.rng = np.random.default_rng(3)
+    curves = sampler.timbre_curves(500, 229, 6.0)
+    decibels = curves.numpy() * 20 / np.log(10)
+    assert curves.shape == (500, 229) and np.abs(decibels).max() <= 12.0  # four terms of at most 3 dB
+    assert 1.5 < decibels.std() < 3.5  # the docstring's 2.4 dB
+    assert np.abs(np.diff(decibels, axis=1)).max() < 0.3  # smooth over the mel axis: no bin-to-bin noise
+    sampler.rng = np.random.default_rng(3)
+    assert torch.equal(sampler.timbre_curves(500, 229, 6.0), curves)  # drawn from the checkpointed generator
+
+    floor = 1e-5
+    magnitude = torch.tensor([[[0.0, 1e-3, 0.5, 2.0]]])
+    mel = torch.log(magnitude.clamp(min=floor))
+    assert torch.allclose(colour_spectrum(mel, torch.zeros(1, 4)), mel, atol=1e-5)
+    gains = torch.log(torch.tensor([[2.0, 2.0, 0.5, 4.0]]))
+    coloured = torch.exp(colour_spectrum(mel, gains))[0, 0]
+    assert coloured[0] == pytest.approx(floor)  # silence stays at the floor
+    assert coloured[2:].tolist() == pytest.approx([0.25, 8.0], rel=1e-4)
+    assert coloured[1] == pytest.approx((1e-3 - floor) * 2 + floor, rel=1e-4)
 
 
 def test_data_keeps_unisons_short_notes_and_full_velocity_range():

@@ -2,9 +2,10 @@
 
 Each step draws random windows (anywhere in a random example, weighted by length, starting on
 a frame boundary), applies a random gain, computes log-mel frames and the onset, offset, frame
-and velocity targets on the fly, and takes an AdamW step. Scheduling, the optimizer, the time
-box, distributed runs and checkpoints come from the shared training kit
-(``cadenza.symbolic.kit``): the run directory is a loadable checkpoint plus the training state
+and velocity targets on the fly, optionally colours each window's spectrum with a random smooth
+equaliser curve (``timbre_db``: another instrument's spectral envelope), and takes an AdamW
+step. Scheduling, the optimizer, the time box, distributed runs and checkpoints come from the
+shared training kit (``cadenza.symbolic.kit``): the run directory is a loadable checkpoint plus the training state
 (optimizer moments, torch and sampler generator states, the run clock), so an interrupted or
 time-boxed run resumes bit-exactly, with what is left of its time budget.
 """
@@ -74,6 +75,30 @@ class FrameWindowSampler:
         stacked = {k: torch.as_tensor(np.stack([t[k] for t in targets])) for k in targets[0]}
         return torch.as_tensor(np.stack(audios)), stacked
 
+    def timbre_curves(self, size: int, bins: int, db: float) -> torch.Tensor:
+        """Random smooth equaliser curves (size, bins) in natural-log magnitude, from this sampler's generator.
+
+        Each curve is a tilt plus three sinusoids over the mel axis with random phases, every
+        amplitude uniform in +-``db`` / 2 dB (at 6 dB: gains of 2.4 dB standard deviation, 95 % of
+        them within +-4.6 dB): brighter or darker registers, a resonance or a notch where another
+        piano's soundboard or microphone puts one.
+        """
+        u = np.linspace(0.0, 1.0, bins)
+        amplitude = self.rng.uniform(-db / 2, db / 2, size=(size, 4))
+        phase = self.rng.uniform(0.0, 2 * np.pi, size=(size, 3))
+        waves = np.sin(np.pi * np.arange(1, 4)[None, :, None] * u[None, None, :] + phase[:, :, None])
+        curve_db = amplitude[:, :1] * (2 * u[None, :] - 1) + (amplitude[:, 1:, None] * waves).sum(1)
+        return torch.as_tensor(curve_db * np.log(10) / 20, dtype=torch.float32)
+
+
+def colour_spectrum(mel: torch.Tensor, curves: torch.Tensor, floor: float = 1e-5) -> torch.Tensor:
+    """Log-mel (batch, frames, bins) through equaliser curves (batch, bins) of log gains.
+
+    The gain applies to the magnitude above the front end's floor, so silence stays at the floor.
+    """
+    magnitude = (torch.exp(mel) - floor).clamp(min=0.0)
+    return torch.log(magnitude * torch.exp(curves)[:, None, :] + floor)
+
 
 @dataclass
 class FramewiseSettings:
@@ -86,6 +111,7 @@ class FramewiseSettings:
     grad_clip: float = 3.0
     positive_weight: float = 4.0  # onset and offset positives in the loss
     quiet_weight: float = 0.0  # onset positives weighted further by 1 + q (1 - velocity / 127)
+    timbre_db: float = 0.0  # each window's spectrum through a random smooth EQ of about +- this many dB (0: none)
     log_every: int = 50
     save_every: int = 500
     seed: int = 0
@@ -162,6 +188,9 @@ def train_framewise(model: FramewiseTranscriber, sampler: FrameWindowSampler, ou
         targets = {k: v.to(device) for k, v in targets.items()}
         with torch.no_grad():
             mel = model.features(audio)[:, : settings.window_frames]
+            if settings.timbre_db:
+                curves = sampler.timbre_curves(len(mel), mel.shape[-1], settings.timbre_db).to(device)
+                mel = colour_spectrum(mel, curves)
         with autocast_context(device, precision):
             loss, parts = framewise_loss(net(mel), targets, settings.positive_weight, settings.quiet_weight)
         optimizer.zero_grad(set_to_none=True)
