@@ -49,7 +49,7 @@ models: setup
 	$(call train-and-ship,bach-event,$(RECIPE) --scheme event --batch-size 8)
 	$(call train-and-ship,bach-remi,$(RECIPE) --scheme remi --batch-size 8)
 	$(call train-and-ship,bach-anticipatory,$(RECIPE) --scheme anticipatory --batch-size 4)
-	$(call train-and-ship,classical-event,--corpus bach-chorales+classical --scheme event --size cpu --steps 6000)
+	$(call train-and-ship,classical-event,--init $(RUNS)/bach-event --corpus bach-chorales+classical --scheme event --steps 100000 --lr 5e-4 --warmup 50 --max-minutes 90 --checkpoint-every 250)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
