@@ -71,6 +71,9 @@ def register(subparsers) -> None:
     p.add_argument("--timbre-db", type=float, default=0.0, metavar="DB",
                    help="framewise: colour each training window's spectrum with a random smooth equaliser curve of "
                         "about +-DB dB (a tilt, resonances, notches), so the model hears more pianos than it was given")
+    p.add_argument("--pitch-shift", type=int, default=0, metavar="N",
+                   help="framewise: transpose each training window by up to N semitones (audio resampled, notes "
+                        "moved with it), so each key is also heard through its neighbours' strings and samples")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="framewise: what training steps compute in (auto: bf16 autocast on CUDA and on CPUs with AMX, "
                         "about 2x faster there; float32 elsewhere)")
@@ -233,6 +236,7 @@ def _train_framewise(args, pairs) -> int:
     settings = FramewiseSettings(steps=args.steps, batch_size=batch, window_frames=args.window_frames,
                                  learning_rate=args.lr, warmup=args.warmup, seed=args.seed, max_minutes=args.max_minutes,
                                  quiet_weight=args.quiet_weight, timbre_db=args.timbre_db,
+                                 pitch_shift=args.pitch_shift,
                                  leg_steps=args.leg_steps, precision=args.precision)
     info = {"data": str(args.data), "train_examples": len(pairs), "train_audio_seconds": round(sampler.seconds(), 1),
             "seed": args.seed, "batch_size": batch,
@@ -301,7 +305,7 @@ def run_tune(args) -> int:
     from cadenza.data.errors import CadenzaError
     from cadenza.transcription.data import load_pairs
     from cadenza.transcription.framewise import FramewiseTranscriber
-    from cadenza.transcription.framewise_train import tune_decoding
+    from cadenza.transcription.framewise_train import decode_label, tune_decoding
     from cadenza.transcription.inference import load_transcriber
 
     torch.set_num_threads(1)
@@ -315,11 +319,13 @@ def run_tune(args) -> int:
     path = Path(args.model) / "config.json"
     config = json.loads(path.read_text())
     config["decode"] = asdict(best)
-    chosen = table[f"{best.onset_threshold}/{best.frame_threshold}/{best.offset_threshold}"]
+    chosen = table[decode_label(best)]
     config.setdefault("info", {})["decode_tuning"] = {"split": args.split, "pieces": len(pairs), **chosen}
     write_text_atomic(path, json.dumps(config, indent=2))
+    confirmed = (f", weaker onsets from {best.confirmed_onset_threshold} where the frame head reaches "
+                 f"{best.confirm_frame_threshold}" if best.confirmed_onset_threshold < best.onset_threshold else "")
     print(f"{len(pairs)} {args.split} pieces: onset threshold {best.onset_threshold}, frame {best.frame_threshold}, "
-          f"offset {best.offset_threshold}: onset F1 {chosen['onset_f1']:.3f}, onset+offset F1 "
+          f"offset {best.offset_threshold}{confirmed}: onset F1 {chosen['onset_f1']:.3f}, onset+offset F1 "
           f"{chosen['onset_offset_f1']:.3f}; written to {path}")
     return 0
 

@@ -95,6 +95,43 @@ def test_decoding_constructed_activations_gives_the_known_notes():
     assert decode_notes(quiet, HOP) == []
 
 
+def test_a_weaker_onset_counts_where_the_frame_head_confirms_a_new_note():
+    quiet = activations(KNOWN, 200)
+    quiet["onset"] *= 0.4  # peaks of 0.36: below the onset threshold
+    rule = DecodeSettings(confirmed_onset_threshold=0.3, confirm_frame_threshold=0.7)
+    notes = decode_notes(quiet, HOP, rule)
+    # every note that starts from silence is found; the re-strike of a sounding key (60 at 1.28 s) is not
+    # confirmable by frames that were already on, so the note before it runs on to 1.6 s
+    expected = sorted(n for n in KNOWN if n[:3] != (1.28, 1.6, 60))
+    assert [(round(s / HOP), p) for s, _, p, _ in notes] == [(round(s / HOP), p) for s, _, p, _ in expected]
+    assert [e for s, e, p, _ in notes if p == 60][-1] == pytest.approx(1.6)
+    assert decode_notes(quiet, HOP, DecodeSettings(confirmed_onset_threshold=0.3, confirm_frame_threshold=0.99)) == []
+    assert decode_notes(quiet, HOP, DecodeSettings(confirmed_onset_threshold=0.4)) == []  # peaks below it
+    # a strong onset needs no confirmation: with full peaks the rule changes nothing
+    assert decode_notes(activations(KNOWN, 200), HOP, rule) == decode_notes(activations(KNOWN, 200), HOP)
+
+
+def test_tuning_picks_the_best_thresholds_and_tries_the_confirmed_onset_rule(tmp_path, monkeypatch):
+    import types
+
+    import cadenza.transcription.inference as inference
+    from cadenza.transcription.framewise_train import decode_label, tune_decoding
+
+    quiet = activations(KNOWN, 200)
+    quiet["onset"] *= 0.4
+    monkeypatch.setattr(inference, "framewise_probabilities", lambda path, model: iter([quiet]))
+    midi = tmp_path / "known.mid"
+    notes_to_score([(s, e, p, v, 0, False) for s, e, p, v in KNOWN]).dump_midi(str(midi))
+    model = types.SimpleNamespace(eval=lambda: None, config=types.SimpleNamespace(frame_seconds=HOP))
+    best, table = tune_decoding(model, [(tmp_path / "known.flac", midi)], onset_thresholds=(0.5, 0.9),
+                                frame_thresholds=(0.5,), offset_thresholds=(1.0,), confirmed_thresholds=(0.3, 0.45),
+                                confirm_frame_thresholds=(0.7,))
+    assert set(table) == {"0.5/0.5/1.0", "0.9/0.5/1.0", "0.5/0.5/1.0 confirmed 0.3/0.7", "0.5/0.5/1.0 confirmed 0.45/0.7"}
+    assert table["0.5/0.5/1.0"]["onset_f1"] == 0.0  # every peak is 0.36
+    assert decode_label(best) == "0.5/0.5/1.0 confirmed 0.3/0.7"
+    assert table[decode_label(best)]["onset_f1"] == pytest.approx(2 * 6 / 7 / (1 + 6 / 7))  # six of seven found
+
+
 def test_streaming_decoder_gives_the_same_notes_for_any_chunking():
     probabilities = activations(KNOWN, 200)
     whole = decode_notes(probabilities, HOP)
@@ -102,6 +139,15 @@ def test_streaming_decoder_gives_the_same_notes_for_any_chunking():
         decoder = NoteDecoder(HOP)
         for begin in range(0, 200, size):
             decoder.feed({k: v[begin: begin + size] for k, v in probabilities.items()})
+        assert decoder.finish() == whole
+    quiet = {k: v * (0.4 if k == "onset" else 1.0) for k, v in probabilities.items()}
+    rule = DecodeSettings(confirmed_onset_threshold=0.3)
+    whole = decode_notes(quiet, HOP, rule)
+    assert len(whole) == len(KNOWN) - 1
+    for size in (1, 3, 64):  # the confirmed-onset rule looks one frame either side: chunking stays exact
+        decoder = NoteDecoder(HOP, rule)
+        for begin in range(0, 200, size):
+            decoder.feed({k: v[begin: begin + size] for k, v in quiet.items()})
         assert decoder.finish() == whole
     assert NoteDecoder(HOP, DecodeSettings(offset_threshold=0.1)).settings.offset_threshold == 0.1
 
@@ -221,12 +267,13 @@ def test_training_learns_notes_and_resumes_bit_exactly(tmp_path):
         notes_to_score([(s, e, p, v, 0, False) for s, e, p, v in notes]).dump_midi(str(midi_path))
         pairs.append((audio_path, midi_path))
 
-    def run(out, steps, leg=None):
+    def run(out, steps, leg=None, pitch_shift=0):
         torch.manual_seed(0)
         model = FramewiseTranscriber(FramewiseConfig.debug())
         sampler = FrameWindowSampler(pairs, 320, 100, seed=0)
         settings = FramewiseSettings(steps=steps, batch_size=4, window_frames=100, learning_rate=3e-3, warmup=5,
-                                     log_every=5, save_every=1000, leg_steps=leg, timbre_db=6.0)
+                                     log_every=5, save_every=1000, leg_steps=leg, timbre_db=6.0,
+                                     pitch_shift=pitch_shift)
         summary = train_framewise(model, sampler, out, settings, progress=False)
         return model, summary
 
@@ -244,6 +291,12 @@ def test_training_learns_notes_and_resumes_bit_exactly(tmp_path):
     resumed, _ = run(tmp_path / "split", 40)
     for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
+    shifted, _ = run(tmp_path / "shifted", 20, pitch_shift=2)  # transposed windows resume bit-exactly too
+    run(tmp_path / "shifted-split", 20, leg=10, pitch_shift=2)
+    resumed, _ = run(tmp_path / "shifted-split", 20, pitch_shift=2)
+    for (name, a), (_, b) in zip(shifted.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(shifted.onset.weight, run(tmp_path / "unshifted", 20)[0].onset.weight)
     config = json.loads((tmp_path / "full" / "config.json").read_text())
     assert config["kind"] == "framewise" and config["info"]["step"] == 40
     from cadenza.symbolic.device import training_precision
@@ -273,6 +326,42 @@ def test_timbre_curves_are_smooth_bounded_gains_that_leave_silence_silent():
     assert coloured[0] == pytest.approx(floor)  # silence stays at the floor
     assert coloured[2:].tolist() == pytest.approx([0.25, 8.0], rel=1e-4)
     assert coloured[1] == pytest.approx((1e-3 - floor) * 2 + floor, rel=1e-4)
+
+
+def test_pitch_shift_resamples_the_window_and_moves_its_notes_with_it(tmp_path):
+    from cadenza.transcription.framewise_train import FrameWindowSampler
+
+    audio_path, midi_path = tmp_path / "a.flac", tmp_path / "a.mid"
+    soundfile.write(str(audio_path), tones([(1.0, 2.0, 69)], 4.0), SR)
+    notes_to_score([(1.0, 2.0, 69, 80, 0, False)]).dump_midi(str(midi_path))
+    sampler = FrameWindowSampler([(audio_path, midi_path)], 320, 100, seed=0)
+    plain, plain_rolls = sampler.window(0, 25)
+    audio, rolls = sampler.window(0, 25, semitones=2)  # from 0.5 s: the note 0.5 - 1.5 s into the window
+    assert len(audio) == len(plain) == 100 * 320
+    ratio = 2 ** (2 / 12)
+
+    def peak_hz(signal):
+        spectrum = np.abs(np.fft.rfft(signal * np.hanning(len(signal))))
+        return np.argmax(spectrum) * SR / len(signal)
+
+    assert peak_hz(plain) == pytest.approx(440.0, abs=1.0)
+    assert peak_hz(audio) == pytest.approx(440.0 * ratio, abs=1.0)  # B4, two semitones up
+    assert np.flatnonzero(plain_rolls["onset"][:, 69 - MIN_PITCH]).tolist() == [25]
+    assert not rolls["frame"][:, 69 - MIN_PITCH].any()
+    key = 71 - MIN_PITCH
+    assert np.flatnonzero(rolls["onset"][:, key]).tolist() == [round(0.5 / ratio / 0.02)]  # time shrinks by the ratio
+    assert np.flatnonzero(rolls["offset"][:, key]).tolist() == [round(1.5 / ratio / 0.02)]
+    assert rolls["velocity"][round(0.5 / ratio / 0.02), key] == pytest.approx(80 / 127)
+
+    # a shift never pushes a sounding note off the keyboard; outside the notes' time it is free
+    sampler.notes[0] = np.array([[1.0, 2.0, 107.0, 80.0]])
+    assert sampler._within_keys(0, 25, 2) == 1 and sampler._within_keys(0, 25, -2) == -2
+    assert sampler._within_keys(0, 150, 2) == 2
+    # off by default: the generator is not drawn from, so runs without it are unchanged
+    a, b = FrameWindowSampler([(audio_path, midi_path)], 320, 100, seed=4), FrameWindowSampler([(audio_path, midi_path)], 320, 100, seed=4)
+    first = a.batch(3)[0]
+    assert torch.equal(first, b.batch(3, pitch_shift=0)[0])
+    assert not torch.equal(a.batch(8, pitch_shift=2)[0], b.batch(8)[0])
 
 
 def test_data_keeps_unisons_short_notes_and_full_velocity_range():

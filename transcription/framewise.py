@@ -247,6 +247,8 @@ class DecodeSettings:
     frame_threshold: float = 0.5
     offset_threshold: float = 0.7  # an offset peak above this ends a note (1.0: never)
     min_frames: int = 2  # a note sounds at least this many frames before the frame head may end it
+    confirmed_onset_threshold: float = 1.0  # a weaker onset peak counts where the frame head confirms it (1.0: never)
+    confirm_frame_threshold: float = 0.7  # ... by rising from below frame_threshold to at least this on the next frame
 
 
 class NoteDecoder:
@@ -298,7 +300,11 @@ class NoteDecoder:
         s = self.settings
         onset, frame, offset = p["onset"], p["frame"], p["offset"]
         middle = slice(1, count - 1)
-        peaks = ((onset[middle] >= s.onset_threshold) & (onset[middle] >= onset[:-2]) & (onset[middle] > onset[2:]))
+        strong = onset[middle] >= s.onset_threshold
+        if s.confirmed_onset_threshold < s.onset_threshold:  # a key that was silent and starts to sound
+            strong |= ((onset[middle] >= s.confirmed_onset_threshold) & (frame[:-2] < s.frame_threshold)
+                       & (frame[2:] >= s.confirm_frame_threshold))
+        peaks = strong & (onset[middle] >= onset[:-2]) & (onset[middle] > onset[2:])
         offset_peaks = ((offset[middle] >= s.offset_threshold) & (offset[middle] >= offset[:-2])
                         & (offset[middle] > offset[2:]))
         below = frame[middle] < s.frame_threshold

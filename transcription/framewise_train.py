@@ -1,7 +1,8 @@
 """Training the framewise transcriber on cached audio/MIDI pairs: random windows, four heads.
 
 Each step draws random windows (anywhere in a random example, weighted by length, starting on
-a frame boundary), applies a random gain, computes log-mel frames and the onset, offset, frame
+a frame boundary), optionally transposes each by a few semitones (``pitch_shift``: the audio
+resampled, the notes moved with it), applies a random gain, computes log-mel frames and the onset, offset, frame
 and velocity targets on the fly, optionally colours each window's spectrum with a random smooth
 equaliser curve (``timbre_db``: another instrument's spectral envelope), and takes an AdamW
 step. Scheduling, the optimizer, the time box, distributed runs and checkpoints come from the
@@ -15,13 +16,17 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .framewise import DecodeSettings, FramewiseConfig, FramewiseTranscriber, decode_notes, framewise_loss, note_rolls
+from .framewise import (KEYS, MIN_PITCH, DecodeSettings, FramewiseConfig, FramewiseTranscriber, decode_notes,
+                        framewise_loss, note_rolls)
 from .seq2seq import SAMPLE_RATE
+
+MAX_PITCH = MIN_PITCH + KEYS - 1
 
 
 class FrameWindowSampler:
@@ -51,29 +56,61 @@ class FrameWindowSampler:
     def seconds(self) -> float:
         return sum(len(a) for a in self.audio) / SAMPLE_RATE
 
-    def window(self, index: int, start_frame: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Audio (window_samples,) float32 and the targets (frames, 88) of one window."""
+    def window(self, index: int, start_frame: int, semitones: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Audio (window_samples,) float32 and the targets (frames, 88) of one window.
+
+        ``semitones`` transposes the window: the audio is resampled by 2 ** (semitones / 12) (a
+        tape-speed change: pitch and every partial move together, time shrinks or stretches by
+        the same ratio, by at most 12 % at two semitones) and the notes move with it, so each key
+        is heard through the strings and samples of a neighbouring one."""
+        ratio = Fraction(2 ** (semitones / 12)).limit_denominator(100) if semitones else Fraction(1)
         start = start_frame * self.hop
-        audio = self.audio[index][start: start + self.window_samples].astype(np.float32) / 32767
-        audio = np.pad(audio, (0, self.window_samples - len(audio)))
+        source_samples = int(np.ceil(self.window_samples * ratio))
+        audio = self.audio[index][start: start + source_samples].astype(np.float32) / 32767
+        audio = np.pad(audio, (0, source_samples - len(audio)))
+        if semitones:
+            from scipy.signal import resample_poly
+
+            audio = resample_poly(audio, ratio.denominator, ratio.numerator).astype(np.float32)
+        audio = np.pad(audio[: self.window_samples], (0, max(0, self.window_samples - len(audio))))
         hop_seconds = self.hop / SAMPLE_RATE
-        begin, end = start / SAMPLE_RATE, (start + self.window_samples) / SAMPLE_RATE
+        begin, end = start / SAMPLE_RATE, (start + source_samples) / SAMPLE_RATE
         notes = self.notes[index]
         inside = notes[(notes[:, 0] < end + hop_seconds) & (notes[:, 1] > begin - hop_seconds)] if len(notes) else notes
-        shifted = [(s - begin, e - begin, p, v) for s, e, p, v in inside.tolist()]
+        scale = float(ratio)
+        shifted = [((s - begin) / scale, (e - begin) / scale, p + semitones, v) for s, e, p, v in inside.tolist()]
         return audio, note_rolls(shifted, self.frames, hop_seconds)
 
-    def batch(self, size: int, gain_db: float = 12.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def batch(self, size: int, gain_db: float = 12.0, pitch_shift: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``size`` random windows at a random gain; with ``pitch_shift`` each is transposed by a
+        whole number of semitones drawn uniformly from -pitch_shift ... pitch_shift (limited so
+        that no note of the window leaves the 88 keys)."""
         audios, targets = [], []
         for _ in range(size):
             index = int(self.rng.choice(len(self.audio), p=self.weights))
             last = max(0, len(self.audio[index]) - self.window_samples // 2) // self.hop
-            audio, rolls = self.window(index, int(self.rng.integers(0, last + 1)))
+            start_frame = int(self.rng.integers(0, last + 1))
+            semitones = int(self.rng.integers(-pitch_shift, pitch_shift + 1)) if pitch_shift else 0
+            if semitones:
+                semitones = self._within_keys(index, start_frame, semitones)
+            audio, rolls = self.window(index, start_frame, semitones)
             gain = 10 ** (self.rng.uniform(-gain_db, 0) / 20)
             audios.append(audio * gain)
             targets.append(rolls)
         stacked = {k: torch.as_tensor(np.stack([t[k] for t in targets])) for k in targets[0]}
         return torch.as_tensor(np.stack(audios)), stacked
+
+    def _within_keys(self, index: int, start_frame: int, semitones: int) -> int:
+        """``semitones`` reduced towards 0 until every note sounding in the window stays on the keyboard."""
+        notes = self.notes[index]
+        begin = start_frame * self.hop / SAMPLE_RATE
+        end = begin + 1.2 * self.window_samples / SAMPLE_RATE
+        inside = notes[(notes[:, 0] < end) & (notes[:, 1] > begin)] if len(notes) else notes
+        if not len(inside):
+            return semitones
+        low, high = int(inside[:, 2].min()), int(inside[:, 2].max())
+        limit = MAX_PITCH - high if semitones > 0 else low - MIN_PITCH
+        return int(np.sign(semitones)) * min(abs(semitones), max(0, limit))
 
     def timbre_curves(self, size: int, bins: int, db: float) -> torch.Tensor:
         """Random smooth equaliser curves (size, bins) in natural-log magnitude, from this sampler's generator.
@@ -112,6 +149,7 @@ class FramewiseSettings:
     positive_weight: float = 4.0  # onset and offset positives in the loss
     quiet_weight: float = 0.0  # onset positives weighted further by 1 + q (1 - velocity / 127)
     timbre_db: float = 0.0  # each window's spectrum through a random smooth EQ of about +- this many dB (0: none)
+    pitch_shift: int = 0  # each window transposed by a whole number of semitones up to this many, audio resampled (0: none)
     log_every: int = 50
     save_every: int = 500
     seed: int = 0
@@ -183,7 +221,7 @@ def train_framewise(model: FramewiseTranscriber, sampler: FrameWindowSampler, ou
         for group in optimizer.param_groups:
             group["lr"] = settings.learning_rate * clock.multiplier(step, warmup=settings.warmup, total=settings.steps,
                                                                     elapsed=elapsed)
-        audio, targets = sampler.batch(settings.batch_size)
+        audio, targets = sampler.batch(settings.batch_size, pitch_shift=settings.pitch_shift)
         audio = audio.to(device)
         targets = {k: v.to(device) for k, v in targets.items()}
         with torch.no_grad():
@@ -226,12 +264,25 @@ def new_framewise(size: str = "cpu") -> FramewiseTranscriber:
     return FramewiseTranscriber(config)
 
 
+def decode_label(settings: DecodeSettings) -> str:
+    """onset/frame/offset thresholds, and the confirmed-onset pair where that rule is on."""
+    label = f"{settings.onset_threshold}/{settings.frame_threshold}/{settings.offset_threshold}"
+    if settings.confirmed_onset_threshold < settings.onset_threshold:
+        label += f" confirmed {settings.confirmed_onset_threshold}/{settings.confirm_frame_threshold}"
+    return label
+
+
 def tune_decoding(model: FramewiseTranscriber, pairs: list[tuple[Path, Path]],
                   onset_thresholds=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), frame_thresholds=(0.3, 0.4, 0.5, 0.6),
-                  offset_thresholds=(0.5, 0.7, 1.0)) -> tuple[DecodeSettings, dict]:
+                  offset_thresholds=(0.5, 0.7, 1.0), confirmed_thresholds=(0.3, 0.45, 0.6),
+                  confirm_frame_thresholds=(0.5, 0.7, 0.85)) -> tuple[DecodeSettings, dict]:
     """The decoding thresholds that give the best mean onset F1 + onset+offset F1 on ``pairs``
-    (a valid split: never the test split), with every setting's figures. Activations are computed
-    once per piece; only the decoding is repeated."""
+    (a valid split: never the test split), with every setting's figures, keyed by
+    :func:`decode_label`. Activations are computed once per piece; only the decoding is
+    repeated: first the onset/frame/offset grid, then, from its best point, the confirmed-onset
+    rule's pairs (a weaker onset peak where the frame head starts to sound), kept only where
+    they score higher."""
+    import dataclasses
     import itertools
 
     import symusic
@@ -246,18 +297,31 @@ def tune_decoding(model: FramewiseTranscriber, pairs: list[tuple[Path, Path]],
         chunks = list(framewise_probabilities(str(audio_path), model))
         probabilities = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
         pieces.append((probabilities, symusic.Score(str(midi_path))))
-    table = {}
-    best, best_value = DecodeSettings(), -1.0
-    for onset, frame, offset in itertools.product(onset_thresholds, frame_thresholds, offset_thresholds):
-        settings = DecodeSettings(onset_threshold=onset, frame_threshold=frame, offset_threshold=offset)
+    table: dict[str, dict] = {}
+
+    def score(settings: DecodeSettings) -> float:
         scores = []
         for probabilities, reference in pieces:
             notes = decode_notes(probabilities, model.config.frame_seconds, settings)
             scores.append(transcription_scores(reference, notes_to_score([(a, b, p, v, 0, False) for a, b, p, v in notes])))
         mean = {k: float(np.mean([s[k] for s in scores])) for k in ("onset_f1", "onset_offset_f1")}
-        table[f"{onset}/{frame}/{offset}"] = mean
-        if mean["onset_f1"] + mean["onset_offset_f1"] > best_value:
-            best, best_value = settings, mean["onset_f1"] + mean["onset_offset_f1"]
+        table[decode_label(settings)] = mean
+        return mean["onset_f1"] + mean["onset_offset_f1"]
+
+    best, best_value = DecodeSettings(), -1.0
+    for onset, frame, offset in itertools.product(onset_thresholds, frame_thresholds, offset_thresholds):
+        settings = DecodeSettings(onset_threshold=onset, frame_threshold=frame, offset_threshold=offset)
+        value = score(settings)
+        if value > best_value:
+            best, best_value = settings, value
+    grid = best
+    for confirmed, confirm_frame in itertools.product(confirmed_thresholds, confirm_frame_thresholds):
+        if confirmed >= grid.onset_threshold:
+            continue
+        settings = dataclasses.replace(grid, confirmed_onset_threshold=confirmed, confirm_frame_threshold=confirm_frame)
+        value = score(settings)
+        if value > best_value:
+            best, best_value = settings, value
     return best, table
 
 
