@@ -324,6 +324,7 @@ def run_tune(args) -> int:
     write_text_atomic(path, json.dumps(config, indent=2))
     confirmed = (f", weaker onsets from {best.confirmed_onset_threshold} where the frame head reaches "
                  f"{best.confirm_frame_threshold}" if best.confirmed_onset_threshold < best.onset_threshold else "")
+    confirmed += f", notes released after {best.release_frames} frames below it" if best.release_frames > 1 else ""
     print(f"{len(pairs)} {args.split} pieces: onset threshold {best.onset_threshold}, frame {best.frame_threshold}, "
           f"offset {best.offset_threshold}{confirmed}: onset F1 {chosen['onset_f1']:.3f}, onset+offset F1 "
           f"{chosen['onset_offset_f1']:.3f}; written to {path}")

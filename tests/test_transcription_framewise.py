@@ -111,6 +111,18 @@ def test_a_weaker_onset_counts_where_the_frame_head_confirms_a_new_note():
     assert decode_notes(activations(KNOWN, 200), HOP, rule) == decode_notes(activations(KNOWN, 200), HOP)
 
 
+def test_a_release_run_bridges_a_dip_of_the_frame_head_in_a_decaying_note():
+    probabilities = activations([(0.0, 1.6, 60, 80)], 200)
+    key = 60 - MIN_PITCH
+    probabilities["frame"][40:42, key] = 0.2  # a two-frame dip 0.64 s into a 1.6 s note
+    assert [(round(s / HOP), round(e / HOP)) for s, e, *_ in decode_notes(probabilities, HOP)] == [(0, 40)]
+    bridged = decode_notes(probabilities, HOP, DecodeSettings(release_frames=3))
+    assert [(round(s / HOP), round(e / HOP)) for s, e, *_ in bridged] == [(0, 100)]
+    probabilities["frame"][40:43, key] = 0.2  # three frames below: the note ends where the run begins
+    assert [(round(s / HOP), round(e / HOP)) for s, e, *_ in
+            decode_notes(probabilities, HOP, DecodeSettings(release_frames=3))] == [(0, 40)]
+
+
 def test_tuning_picks_the_best_thresholds_and_tries_the_confirmed_onset_rule(tmp_path, monkeypatch):
     import types
 
@@ -125,10 +137,11 @@ def test_tuning_picks_the_best_thresholds_and_tries_the_confirmed_onset_rule(tmp
     model = types.SimpleNamespace(eval=lambda: None, config=types.SimpleNamespace(frame_seconds=HOP))
     best, table = tune_decoding(model, [(tmp_path / "known.flac", midi)], onset_thresholds=(0.5, 0.9),
                                 frame_thresholds=(0.5,), offset_thresholds=(1.0,), confirmed_thresholds=(0.3, 0.45),
-                                confirm_frame_thresholds=(0.7,))
-    assert set(table) == {"0.5/0.5/1.0", "0.9/0.5/1.0", "0.5/0.5/1.0 confirmed 0.3/0.7", "0.5/0.5/1.0 confirmed 0.45/0.7"}
+                                confirm_frame_thresholds=(0.7,), release_frames=(3,))
+    assert set(table) == {"0.5/0.5/1.0", "0.9/0.5/1.0", "0.5/0.5/1.0 confirmed 0.3/0.7", "0.5/0.5/1.0 confirmed 0.45/0.7",
+                          "0.5/0.5/1.0 confirmed 0.3/0.7 release 3"}
     assert table["0.5/0.5/1.0"]["onset_f1"] == 0.0  # every peak is 0.36
-    assert decode_label(best) == "0.5/0.5/1.0 confirmed 0.3/0.7"
+    assert decode_label(best) == "0.5/0.5/1.0 confirmed 0.3/0.7"  # the release run scores the same: not kept
     assert table[decode_label(best)]["onset_f1"] == pytest.approx(2 * 6 / 7 / (1 + 6 / 7))  # six of seven found
 
 
@@ -148,6 +161,16 @@ def test_streaming_decoder_gives_the_same_notes_for_any_chunking():
         decoder = NoteDecoder(HOP, rule)
         for begin in range(0, 200, size):
             decoder.feed({k: v[begin: begin + size] for k, v in quiet.items()})
+        assert decoder.finish() == whole
+    dipped = {k: v.copy() for k, v in probabilities.items()}
+    dipped["frame"][40:42] = 0.2  # every sounding key dips for two frames
+    release = DecodeSettings(release_frames=4)
+    whole = decode_notes(dipped, HOP, release)
+    assert whole != decode_notes(dipped, HOP)
+    for size in (1, 2, 5, 64):  # a release run looks several frames ahead: chunking stays exact
+        decoder = NoteDecoder(HOP, release)
+        for begin in range(0, 200, size):
+            decoder.feed({k: v[begin: begin + size] for k, v in dipped.items()})
         assert decoder.finish() == whole
     assert NoteDecoder(HOP, DecodeSettings(offset_threshold=0.1)).settings.offset_threshold == 0.1
 

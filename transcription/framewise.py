@@ -249,6 +249,7 @@ class DecodeSettings:
     min_frames: int = 2  # a note sounds at least this many frames before the frame head may end it
     confirmed_onset_threshold: float = 1.0  # a weaker onset peak counts where the frame head confirms it (1.0: never)
     confirm_frame_threshold: float = 0.7  # ... by rising from below frame_threshold to at least this on the next frame
+    release_frames: int = 1  # the frame head ends a note once it stays below frame_threshold this many frames running
 
 
 class NoteDecoder:
@@ -281,7 +282,7 @@ class NoteDecoder:
 
     def finish(self) -> list[tuple[float, float, int, int]]:
         if self.pending is not None:
-            silent = {k: np.zeros((1, KEYS), dtype=np.float32) for k in HEADS}
+            silent = {k: np.zeros((self._lookahead, KEYS), dtype=np.float32) for k in HEADS}
             self.pending = {k: np.concatenate([self.pending[k], silent[k]]) for k in HEADS}
             self._decode(final=True)
         end = (self.first + 1) * self.hop
@@ -292,22 +293,29 @@ class NoteDecoder:
         return self.notes
 
     def _decode(self, final: bool) -> None:
-        """Decide rows 1 .. len-2 of pending (each has both neighbours), keep the last two."""
+        """Decide rows 1 .. D of pending, D = len - 1 - lookahead (each has the frames after it that
+        its decision needs), and keep rows D onwards (row D as the previous frame of the next call)."""
         p = self.pending
         count = len(p["onset"])
-        if count < 3:
+        ahead = self._lookahead
+        decided = count - 1 - ahead  # D
+        if decided < 1:
             return
         s = self.settings
         onset, frame, offset = p["onset"], p["frame"], p["offset"]
-        middle = slice(1, count - 1)
+        middle = slice(1, decided + 1)
+        before, after = slice(0, decided), slice(2, decided + 2)
         strong = onset[middle] >= s.onset_threshold
         if s.confirmed_onset_threshold < s.onset_threshold:  # a key that was silent and starts to sound
-            strong |= ((onset[middle] >= s.confirmed_onset_threshold) & (frame[:-2] < s.frame_threshold)
-                       & (frame[2:] >= s.confirm_frame_threshold))
-        peaks = strong & (onset[middle] >= onset[:-2]) & (onset[middle] > onset[2:])
-        offset_peaks = ((offset[middle] >= s.offset_threshold) & (offset[middle] >= offset[:-2])
-                        & (offset[middle] > offset[2:]))
-        below = frame[middle] < s.frame_threshold
+            strong |= ((onset[middle] >= s.confirmed_onset_threshold) & (frame[before] < s.frame_threshold)
+                       & (frame[after] >= s.confirm_frame_threshold))
+        peaks = strong & (onset[middle] >= onset[before]) & (onset[middle] > onset[after])
+        offset_peaks = ((offset[middle] >= s.offset_threshold) & (offset[middle] >= offset[before])
+                        & (offset[middle] > offset[after]))
+        quiet = frame < s.frame_threshold
+        below = np.ones((decided, KEYS), dtype=bool)
+        for lag in range(max(1, s.release_frames)):  # below the threshold this many frames running
+            below &= quiet[1 + lag: decided + 1 + lag]
         base = self.first + 1  # global frame of row 1
         rows, keys = np.nonzero(peaks)
         onsets_by_key: dict[int, list[int]] = {}
@@ -328,15 +336,20 @@ class NoteDecoder:
                 start, velocity, onset_frame = self.open[key]
                 earliest = onset_frame + s.min_frames - base  # first row that may end it
                 following = [o for o in onsets_by_key.get(key, []) if o > (r if r is not None else -1)]
-                limit = following[0] if following else count - 2
+                limit = following[0] if following else decided
                 candidates = ends[(ends >= earliest) & (ends < limit)]
                 if len(candidates):
                     end_row = int(candidates[0])
                     self.open.pop(key)
                     self.notes.append((start, (base + end_row) * self.hop, key + MIN_PITCH, velocity))
-        keep = 2 if not final else 1
+        keep = count - decided if not final else ahead  # final: the pending rows are the silent padding
         self.first += count - keep
         self.pending = {k: v[count - keep:] for k, v in p.items()}
+
+    @property
+    def _lookahead(self) -> int:
+        """Frames after a row that deciding it needs: its right neighbour, or a release run."""
+        return max(1, self.settings.release_frames)
 
     def _onset_time(self, column: np.ndarray, row: int) -> float:
         """Seconds of the peak at pending row ``row``, refined by a parabola through its neighbours."""

@@ -265,23 +265,26 @@ def new_framewise(size: str = "cpu") -> FramewiseTranscriber:
 
 
 def decode_label(settings: DecodeSettings) -> str:
-    """onset/frame/offset thresholds, and the confirmed-onset pair where that rule is on."""
+    """onset/frame/offset thresholds, then the confirmed-onset pair and the release run where they are on."""
     label = f"{settings.onset_threshold}/{settings.frame_threshold}/{settings.offset_threshold}"
     if settings.confirmed_onset_threshold < settings.onset_threshold:
         label += f" confirmed {settings.confirmed_onset_threshold}/{settings.confirm_frame_threshold}"
+    if settings.release_frames > 1:
+        label += f" release {settings.release_frames}"
     return label
 
 
 def tune_decoding(model: FramewiseTranscriber, pairs: list[tuple[Path, Path]],
                   onset_thresholds=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), frame_thresholds=(0.3, 0.4, 0.5, 0.6),
                   offset_thresholds=(0.5, 0.7, 1.0), confirmed_thresholds=(0.3, 0.45, 0.6),
-                  confirm_frame_thresholds=(0.5, 0.7, 0.85)) -> tuple[DecodeSettings, dict]:
+                  confirm_frame_thresholds=(0.5, 0.7, 0.85), release_frames=(2, 3, 5, 8)) -> tuple[DecodeSettings, dict]:
     """The decoding thresholds that give the best mean onset F1 + onset+offset F1 on ``pairs``
     (a valid split: never the test split), with every setting's figures, keyed by
     :func:`decode_label`. Activations are computed once per piece; only the decoding is
     repeated: first the onset/frame/offset grid, then, from its best point, the confirmed-onset
-    rule's pairs (a weaker onset peak where the frame head starts to sound), kept only where
-    they score higher."""
+    rule's pairs (a weaker onset peak where the frame head starts to sound), then the release
+    runs (a note ends after that many frames below the frame threshold), each kept only where
+    it scores higher."""
     import dataclasses
     import itertools
 
@@ -319,6 +322,12 @@ def tune_decoding(model: FramewiseTranscriber, pairs: list[tuple[Path, Path]],
         if confirmed >= grid.onset_threshold:
             continue
         settings = dataclasses.replace(grid, confirmed_onset_threshold=confirmed, confirm_frame_threshold=confirm_frame)
+        value = score(settings)
+        if value > best_value:
+            best, best_value = settings, value
+    confirmed = best
+    for frames in release_frames:
+        settings = dataclasses.replace(confirmed, release_frames=frames)
         value = score(settings)
         if value > best_value:
             best, best_value = settings, value
