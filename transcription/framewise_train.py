@@ -29,6 +29,12 @@ from .seq2seq import SAMPLE_RATE
 MAX_PITCH = MIN_PITCH + KEYS - 1
 
 
+def transposition_ratio(semitones: int) -> Fraction:
+    """Source samples per output sample of a window transposed by ``semitones``: 2 ** (semitones / 12)
+    as a fraction of small terms (``resample_poly``'s up and down factors; 89/84 at one semitone)."""
+    return Fraction(2 ** (semitones / 12)).limit_denominator(100) if semitones else Fraction(1)
+
+
 class FrameWindowSampler:
     """Examples held in memory (int16 audio + notes) and random training windows of ``frames`` frames."""
 
@@ -63,7 +69,7 @@ class FrameWindowSampler:
         tape-speed change: pitch and every partial move together, time shrinks or stretches by
         the same ratio, by at most 12 % at two semitones) and the notes move with it, so each key
         is heard through the strings and samples of a neighbouring one."""
-        ratio = Fraction(2 ** (semitones / 12)).limit_denominator(100) if semitones else Fraction(1)
+        ratio = transposition_ratio(semitones)
         start = start_frame * self.hop
         source_samples = int(np.ceil(self.window_samples * ratio))
         audio = self.audio[index][start: start + source_samples].astype(np.float32) / 32767
@@ -104,7 +110,9 @@ class FrameWindowSampler:
         """``semitones`` reduced towards 0 until every note sounding in the window stays on the keyboard."""
         notes = self.notes[index]
         begin = start_frame * self.hop / SAMPLE_RATE
-        end = begin + 1.2 * self.window_samples / SAMPLE_RATE
+        # an upward shift reads ratio x the window from the source; 1.2 covers that, with a margin, up to 3 semitones
+        span = max(1.2, float(transposition_ratio(abs(semitones))))
+        end = begin + span * self.window_samples / SAMPLE_RATE
         inside = notes[(notes[:, 0] < end) & (notes[:, 1] > begin)] if len(notes) else notes
         if not len(inside):
             return semitones
@@ -312,25 +320,22 @@ def tune_decoding(model: FramewiseTranscriber, pairs: list[tuple[Path, Path]],
         return mean["onset_f1"] + mean["onset_offset_f1"]
 
     best, best_value = DecodeSettings(), -1.0
-    for onset, frame, offset in itertools.product(onset_thresholds, frame_thresholds, offset_thresholds):
-        settings = DecodeSettings(onset_threshold=onset, frame_threshold=frame, offset_threshold=offset)
-        value = score(settings)
-        if value > best_value:
-            best, best_value = settings, value
+
+    def keep_best(candidates: list[DecodeSettings]) -> None:
+        nonlocal best, best_value
+        for settings in candidates:
+            value = score(settings)
+            if value > best_value:
+                best, best_value = settings, value
+
+    keep_best([DecodeSettings(onset_threshold=onset, frame_threshold=frame, offset_threshold=offset)
+               for onset, frame, offset in itertools.product(onset_thresholds, frame_thresholds, offset_thresholds)])
     grid = best
-    for confirmed, confirm_frame in itertools.product(confirmed_thresholds, confirm_frame_thresholds):
-        if confirmed >= grid.onset_threshold:
-            continue
-        settings = dataclasses.replace(grid, confirmed_onset_threshold=confirmed, confirm_frame_threshold=confirm_frame)
-        value = score(settings)
-        if value > best_value:
-            best, best_value = settings, value
-    confirmed = best
-    for frames in release_frames:
-        settings = dataclasses.replace(confirmed, release_frames=frames)
-        value = score(settings)
-        if value > best_value:
-            best, best_value = settings, value
+    keep_best([dataclasses.replace(grid, confirmed_onset_threshold=confirmed, confirm_frame_threshold=confirm_frame)
+               for confirmed, confirm_frame in itertools.product(confirmed_thresholds, confirm_frame_thresholds)
+               if confirmed < grid.onset_threshold])
+    confirmed_best = best
+    keep_best([dataclasses.replace(confirmed_best, release_frames=frames) for frames in release_frames])
     return best, table
 
 
