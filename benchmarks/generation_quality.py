@@ -290,6 +290,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 chorales: a minute or two")
+    parser.add_argument("--split", default="test", choices=("test", "valid"),
+                        help="chorales to score (default test; tune settings on valid, report on test)")
     parser.add_argument("--models", default=None,
                         help="comma-separated shipped model names or checkpoint directories (default: every shipped model)")
     parser.add_argument("--pieces", type=int, default=None, help="test chorales to use (default: all; 4 with --quick)")
@@ -340,10 +342,10 @@ def main() -> None:
         wanted = args.models.split(",")
         runs = [dataclasses.replace(_entry(Path(w)), name=w) for w in wanted if (Path(w) / "config.json").exists()]
         entries = [e for e in entries if e.name in wanted] + [e for e in runs if wanted_schemes(e)]
-    pieces = open_corpus("bach-chorales").pieces(split="test")
+    pieces = open_corpus("bach-chorales").pieces(split=args.split)
     pieces = pieces[: args.pieces or (4 if args.quick else len(pieces))]
     chorales = [(symusic.Score(str(p.path)), 2 + i % 3) for i, p in enumerate(pieces)]
-    print(f"{len(chorales)} test-split chorales ({', '.join(p.id for p in pieces)}), openings of 2-4 bars, "
+    print(f"{len(chorales)} {args.split}-split chorales ({', '.join(p.id for p in pieces)}), openings of 2-4 bars, "
           f"{args.seconds:g} s after them ({args.task_seconds:g} s for infill and accompaniment), "
           f"{args.samples} samples each")
     began = time.perf_counter()

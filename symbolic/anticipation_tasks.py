@@ -499,8 +499,10 @@ class SpanKey:
 class SpanVoiceLeading:
     """``SamplingConstraints.parallel_penalty`` in a span: at the note slot, ``penalty`` comes off
     the pitched notes that would move in parallel fifths or octaves with a note already struck
-    at the same onset (new, given or anticipated), the moving voices being the notes that end
-    there (``cadenza.tokenizers.grammar.parallel_pitches``), whatever their instrument."""
+    at the same onset (new, given or anticipated), whatever their instrument. The moving voices
+    are the notes of the onset before that have stopped by this one: those that end here, and
+    after a rest the chord before it, as ``cadenza.data.theory.parallels`` and a listener hear
+    them (``cadenza.tokenizers.grammar.parallel_pitches``, bass up as the ids are written)."""
 
     def __init__(self, span: _Span, controls: np.ndarray, penalty: float):
         self.span, self.penalty = span, penalty
@@ -521,10 +523,15 @@ class SpanVoiceLeading:
 
     def moving(self, onset: int) -> list[int]:
         """The pitches a note struck at ``onset`` (ticks) would move in parallels with."""
-        notes = self._notes()
-        ended = notes[np.abs(notes[:, 1] - onset) <= MELODY_TOLERANCE // 2, 2].tolist()
-        struck = notes[np.abs(notes[:, 0] - onset) <= MELODY_TOLERANCE // 2, 2].tolist()
-        return parallel_pitches(ended, struck) if ended and struck else []
+        notes, tolerance = self._notes(), MELODY_TOLERANCE // 2
+        struck = notes[np.abs(notes[:, 0] - onset) <= tolerance, 2].tolist()
+        earlier = notes[notes[:, 0] < onset - tolerance, 0]
+        if not struck or not len(earlier):
+            return []
+        previous = earlier.max()
+        stopped = (notes[:, 0] <= previous + tolerance) & (notes[:, 1] > previous) & (notes[:, 1] <= onset + tolerance)
+        ended = notes[stopped, 2].tolist()
+        return parallel_pitches(ended, struck, upward=True) if ended else []
 
     def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
         if self.span.slot != 2:

@@ -525,6 +525,15 @@ def test_span_voice_leading_penalizes_parallel_fifths_with_given_and_new_notes()
     assert logits[ops.NOTE_OFFSET + ops.DRUMS * ops.MAX_PITCH + 69] == 0     # drums are not voices
     span.triple = [ops.TIME_OFFSET + 40, ops.DUR_OFFSET + 50]                # an onset where nothing ended
     assert not guard(None, torch.zeros(1, ops.SPECIAL_OFFSET)).any()
+    # after a rest the voices are the chord before it: C4 and G4 end at 30, D4 and A4 come at 50
+    span.triple, span.history = [ops.TIME_OFFSET + 50, ops.DUR_OFFSET + 50], [np.array(event(0, 30, p)) for p in (60, 67)]
+    rest = SpanVoiceLeading(span, control, 3.0)(None, torch.zeros(1, ops.SPECIAL_OFFSET))[0]
+    assert rest[ops.NOTE_OFFSET + 69] == -3.0 and rest[ops.NOTE_OFFSET + 65] == 0
+    # a note that began and ended between the two onsets is no voice of the chord before
+    from cadenza.tokenizers.grammar import parallel_pitches
+
+    span.history = [np.array(event(0, 50, 60)), np.array(event(0, 10, 64)), np.array(event(20, 30, 67))]
+    assert SpanVoiceLeading(span, control, 3.0).moving(50) == parallel_pitches([60, 67], [62], upward=True)
 
 
 def test_span_phrase_bonus_holds_a_triad_on_the_beat_after_a_long_phrase():
@@ -557,9 +566,10 @@ def test_span_phrase_bonus_holds_a_triad_on_the_beat_after_a_long_phrase():
     pitches = set(bonus(bass, 300, duration=100)[0].tolist())
     assert {51, 52, 55, 60, 64, 67} <= pitches and not pitches & {48, 50, 53, 57, 59, 61} and min(pitches) > 48
     assert not len(bonus(bass, 300, duration=50)[0])                 # a note not held: nothing
-    # a pitch that would move in parallels gets no bonus
-    raised, leading = bonus(bass, 300, duration=100, parallels=True)
-    assert set(leading.moving(300)) and not set(leading.moving(300)) & set(raised.tolist())
+    # a pitch that would move in parallels gets no bonus: over bass 53 -> 48 and tenor 57 -> 55,
+    # the alto 60 going to G makes fifths with the bass (the voices traced bass up)
+    raised, leading = bonus(bass + [event(300, 100, 55)], 300, duration=100, parallels=True)
+    assert 67 in leading.moving(300) and 67 not in set(raised.tolist()) and 64 in set(raised.tolist())
     # no bonus: off the beat, a short phrase, a bass not held, after a fourth above the bass
     assert not len(bonus(phrase + [event(325, 100, 48)], 325)[0])
     assert not len(bonus(phrase, 300, phrase_beats=8.0)[0])

@@ -136,6 +136,11 @@ def test_parallel_pitches_follow_voices_in_pitch_order():
     # four voices, soprano and bass in octaves moving to octaves: C3 E4 G4 C5 -> D3 F4 A4 D5
     assert 74 in parallel_pitches([48, 64, 67, 72], [50, 65, 69])
     assert 71 not in parallel_pitches([48, 64, 67, 72], [50, 65, 69])
+    # written bass up (upward): bass 50 -> 43 and tenor 57 -> 62 under an alto held on 62 are fifths;
+    # least leap over the half-written chord would have the 62 stay on the alto's 62
+    assert 62 in parallel_pitches([50, 57, 62, 62], [43], upward=True)
+    assert 62 not in parallel_pitches([50, 57, 62, 62], [43])
+    assert 62 not in parallel_pitches([50, 57, 62, 62], [64], upward=True)   # below a struck note: least leap
 
 
 def test_event_penalizes_a_note_that_moves_in_parallel_fifths():

@@ -293,7 +293,7 @@ class Grammar:
         return 0
 
 
-def parallel_pitches(ended: list[int], struck: list[int], pitch_count: int = 128) -> list[int]:
+def parallel_pitches(ended: list[int], struck: list[int], pitch_count: int = 128, upward: bool = False) -> list[int]:
     """The pitches whose note, struck now after ``struck`` at an instant where the notes of
     ``ended`` stopped, would move in parallel fifths, octaves or unisons with one of ``struck``.
 
@@ -301,7 +301,13 @@ def parallel_pitches(ended: list[int], struck: list[int], pitch_count: int = 128
     pitch order, continue the ended notes in pitch order (the order-keeping matching of least
     total leap, ``cadenza.data.context.monotone_assignment``). A voice struck again on its own
     pitch has not moved. Without as many ended notes as struck ones a new voice enters and
-    nothing is traced."""
+    nothing is traced.
+
+    ``upward``: the instant's notes are written from the bass up (the anticipatory ids), so a
+    candidate at or above every note struck so far continues, with them, the lowest ended
+    voices in order, as it will once the instant is complete with as many notes struck as
+    ended. Least leap over a part of the chord guesses wrong there: bass 50 and tenor 57 moving
+    to 43 and 62 under an alto held on 62 are fifths, but least leap has the 62 stay put."""
     from cadenza.data.context import monotone_assignment
     from cadenza.data.theory import PERFECT_INTERVALS
 
@@ -313,7 +319,10 @@ def parallel_pitches(ended: list[int], struck: list[int], pitch_count: int = 128
         moved = sorted(struck + [candidate])
         if len(moved) > len(sources):
             continue
-        came_from = sources[monotone_assignment(np.abs(np.array(moved)[:, None] - sources[None]), strict=True)]
+        if upward and candidate >= max(struck):
+            came_from = sources[: len(moved)]
+        else:
+            came_from = sources[monotone_assignment(np.abs(np.array(moved)[:, None] - sources[None]), strict=True)]
         here = moved.index(candidate)
         origin = int(came_from[here])
         if origin == candidate:
