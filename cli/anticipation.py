@@ -13,6 +13,9 @@ def _sampling_args(p) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--index", type=int, default=0, help="tune number in a multi-tune ABC file")
+    p.add_argument("--rests", action="store_true",
+                   help="let a voice rest (default: in a texture of several voices a voice that stops is taken up "
+                        "again at once, SamplingConstraints.fill_voices)")
     add_seed_arg(p)
     add_device_arg(p)
 
@@ -71,6 +74,16 @@ def _sampling(args, info) -> dict:
             "context": int(info.get("settings", {}).get("seq_len", 1024))}
 
 
+def _rests(args, constraints):
+    """``constraints`` (the defaults when None) with ``fill_voices`` off when ``--rests`` asks."""
+    import dataclasses
+
+    from cadenza.tokenizers.grammar import SamplingConstraints
+
+    constraints = constraints or SamplingConstraints()
+    return dataclasses.replace(constraints, fill_voices=None) if args.rests else constraints
+
+
 def _write(result, args, what: str) -> int:
     from cadenza.rendering.output import write_output
 
@@ -85,7 +98,7 @@ def run_infill(args) -> int:
     score, model, tokenizer, info = _load(args)
     with naming(args.piece):
         result = infill(model, tokenizer, score, args.start, args.end, join=not args.no_join,
-                        **_sampling(args, info))
+                        constraints=_rests(args, None), **_sampling(args, info))
     return _write(result, args, f"infilled {args.start:g}-{args.end:g} s")
 
 
@@ -99,7 +112,7 @@ def run_accompany(args) -> int:
     score, model, tokenizer, info = _load(args)
     with naming(args.piece):
         result = accompany(model, tokenizer, score, args.melody_program, melody_track=args.melody_track,
-                           prompt_seconds=args.prompt_seconds, end=args.end, constraints=constraints,
+                           prompt_seconds=args.prompt_seconds, end=args.end, constraints=_rests(args, constraints),
                            **_sampling(args, info))
     what = f"track {args.melody_track}" if args.melody_track is not None else f"program {args.melody_program}"
     return _write(result, args, f"accompanied the melody of {what}")

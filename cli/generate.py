@@ -42,7 +42,7 @@ def register(subparsers) -> None:
                         "(Event and REMI; default 6: about 400 times less likely; 0: none)")
     p.add_argument("--phrase-bonus", type=float, default=None,
                    help="logits added to the wait that holds a root-position triad two beats on a beat, once the "
-                        "phrase has run six beats (Event and REMI; default 3: about 20 times likelier; 0: none)")
+                        "phrase has run six beats (default 1.5: about 4.5 times likelier; 0: none)")
     p.add_argument("--nucleus-timing", action="store_true",
                    help="let top-p cut time shifts, positions and durations too (default: it cuts only what is "
                         "played, so phrase endings' long notes stay possible)")

@@ -236,7 +236,12 @@ class SpanConstraints:
     - ``max_polyphony``: no onset at an instant where this many notes already sound, counting
       the given music (prompt, kept controls such as a melody or the music after an infill) and
       the new notes; with ``keep_texture``, the cap is ``texture`` when that is lower (the given
-      music's own number of voices, :func:`texture_voices`).
+      music's own number of voices, :func:`texture_voices`);
+    - ``fill_voices`` (with ``keep_texture`` and a ``texture``): find the first instant from the
+      latest onset on where fewer than ``texture`` notes sound for ``FILL_TOLERANCE`` ticks or
+      more; the onsets ``FILL_TOLERANCE`` ticks or more after it have ``fill_voices`` taken off:
+      a voice that stops is taken up again where it stopped (within 20 ms), and a chord is
+      complete before time moves on.
 
     ``controls`` are the control triples anticipated in the span (all of them, in the span's
     times)."""
@@ -246,6 +251,7 @@ class SpanConstraints:
         self.span, self.constraints = span, constraints
         caps = [c for c in (constraints.max_polyphony, texture if constraints.keep_texture else None) if c]
         self.polyphony = min(caps) if caps else None
+        self.texture = texture if constraints.keep_texture and constraints.fill_voices else None
         self.control_notes = _note_rows(controls, control=True)[:, :2]
         self.notes = _NoteReader(span)
 
@@ -265,13 +271,20 @@ class SpanConstraints:
             cap = constraints.max_notes_per_position
             if cap is not None and len(self._at_latest()) >= cap and span.current >= offset:
                 logits[:, ops.TIME_OFFSET + span.current - offset] = float("-inf")
+            low = max(span.current, offset)
+            if self.polyphony is not None or self.texture is not None:
+                sounding = self._sounding(low, offset + ops.MAX_TIME)
             if self.polyphony is not None:
-                low = max(span.current, offset)
-                full = self._full(low, offset + ops.MAX_TIME)
+                full = sounding >= self.polyphony
                 if full.any():
                     start = ops.TIME_OFFSET + low - offset
                     logits[:, start:start + len(full)] = logits[:, start:start + len(full)].masked_fill(
                         torch.from_numpy(full).to(logits.device), float("-inf"))
+            if self.texture is not None:
+                gap = _first_gap(sounding < self.texture)
+                if gap is not None:
+                    logits[:, ops.TIME_OFFSET + low - offset + gap + FILL_TOLERANCE:ops.TIME_OFFSET + ops.MAX_TIME] -= \
+                        constraints.fill_voices
         elif span.slot == 1 and constraints.max_note_seconds is not None:
             longest = int(round(constraints.max_note_seconds * ops.TIME_RESOLUTION))
             logits = logits.clone()
@@ -284,14 +297,26 @@ class SpanConstraints:
                 logits[:, torch.tensor(taken, device=logits.device)] = float("-inf")
         return logits if torch.isfinite(logits).any() else before
 
-    def _full(self, low: int, high: int) -> np.ndarray:
-        """(high - low,) bool: the instants where ``max_polyphony`` notes already sound."""
+    def _sounding(self, low: int, high: int) -> np.ndarray:
+        """(high - low,) the number of notes (new and given) sounding at each tick from ``low``."""
         notes = np.concatenate([self.notes.rows()[:, :2], self.control_notes])
         notes = notes[(notes[:, 1] > low) & (notes[:, 0] < high)]
         count = np.zeros(high - low + 1, np.int64)
         np.add.at(count, np.clip(notes[:, 0], low, high) - low, 1)
         np.add.at(count, np.clip(notes[:, 1], low, high) - low, -1)
-        return np.cumsum(count)[:-1] >= self.polyphony
+        return np.cumsum(count)[:-1]
+
+
+FILL_TOLERANCE = 3        # ticks (30 ms): a shorter gap in a voice is quantization, not a rest
+
+
+def _first_gap(thin: np.ndarray) -> int | None:
+    """The first index that begins a run of ``FILL_TOLERANCE`` or more True values (a run cut
+    short by the end of ``thin`` counts), or None."""
+    edges = np.diff(np.concatenate([[0], thin.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    long_enough = (ends - starts >= FILL_TOLERANCE) | (ends == len(thin))
+    return int(starts[long_enough][0]) if long_enough.any() else None
 
 
 TEXTURE_SHARE = 0.9       # of the given music's onsets: the number of notes sounding at this share of them or fewer

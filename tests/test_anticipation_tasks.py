@@ -429,6 +429,44 @@ def test_keep_texture_caps_a_span_at_the_voices_of_the_music_before_it():
     assert most_sounding(dataclasses.replace(OFF, keep_texture=True, max_note_seconds=4.0)) == 3
 
 
+def test_fill_voices_takes_a_stopped_voice_up_again_where_it_stopped():
+    import dataclasses
+    from types import SimpleNamespace
+
+    def event(start, duration, pitch):
+        return np.array([ops.TIME_OFFSET + start, ops.DUR_OFFSET + duration, ops.NOTE_OFFSET + pitch])
+
+    def time_logits(history, texture=4, controls=np.zeros((0, 3), np.int64), **fields):
+        span = SimpleNamespace(slot=0, current=int(history[-1][0] - ops.TIME_OFFSET), history=list(history),
+                               window=SimpleNamespace(offset=0))
+        constraints = dataclasses.replace(OFF, **{"keep_texture": True, "fill_voices": 3.0, **fields})
+        out = tasks.SpanConstraints(span, constraints, controls, texture)(None, torch.zeros(1, ops.VOCAB_SIZE))[0]
+        return out[ops.TIME_OFFSET:ops.TIME_OFFSET + ops.MAX_TIME]
+
+    def rest_from(logits):
+        """Where the gap opens: the first onset that pays the penalty, less the tolerance."""
+        paid = np.flatnonzero((logits == -3.0).numpy())
+        return int(paid[0]) - tasks.FILL_TOLERANCE if len(paid) else None
+
+    chord = [event(100, 50, p) for p in (48, 55, 64, 72)]
+    full = time_logits(chord)                                                  # all four end at 150: go on there
+    assert rest_from(full) == 150 and (full[153:] == -3.0).all() and (full[150:153] == 0).all()
+    assert torch.isinf(full[100:150]).all()                                   # (the texture's polyphony cap)
+    tenor_stops = chord[:1] + [event(100, 20, 55)] + chord[2:]                 # a voice rests from 120
+    assert rest_from(time_logits(tenor_stops)) == 120
+    assert rest_from(time_logits(chord[:2])) == 100                           # half a chord: finish it first
+    quantized = chord[:1] + [event(100, 48, 55)] + chord[2:]                  # 20 ms short: no rest
+    assert rest_from(time_logits(quantized)) == 148 and time_logits(quantized)[150] == 0
+    stutter = tenor_stops + [event(122, 28, 55)]                              # a 20 ms gap filled: no rest
+    assert rest_from(time_logits(stutter)) == 150
+    # a given (control) note fills the tenor's rest: the gap opens at 150
+    control = np.array([[ops.ATIME_OFFSET + 120, ops.ADUR_OFFSET + 30, ops.ANOTE_OFFSET + 57]])
+    assert rest_from(time_logits(tenor_stops, controls=control)) == 150
+    assert rest_from(time_logits(chord, texture=None)) is None                # no texture given: nothing
+    assert rest_from(time_logits(chord, keep_texture=False)) is None
+    assert SamplingConstraints().fill_voices and OFF.fill_voices is None
+
+
 def test_melody_consonance_lowers_harsh_intervals_struck_with_a_melody_note_and_nothing_else():
     melody = np.array([(100, 200, 67), (200, 300, 60)])
     logits = torch.randn(1, ops.VOCAB_SIZE, generator=torch.Generator().manual_seed(0))
@@ -665,3 +703,14 @@ def test_the_melody_hold_is_on_by_default_and_keeps_accompaniments_still_under_l
 
     free, held = moving(OFF), moving(dataclasses.replace(OFF, melody_hold_bonus=4.5))
     assert free > 0.5 and held < free / 3
+
+
+def test_rests_on_the_command_line_switches_fill_voices_off():
+    from types import SimpleNamespace
+
+    from cadenza.cli.anticipation import _rests
+
+    assert _rests(SimpleNamespace(rests=False), None) == SamplingConstraints()
+    assert _rests(SimpleNamespace(rests=True), None).fill_voices is None
+    kept = _rests(SimpleNamespace(rests=True), SamplingConstraints(under_melody=False))
+    assert not kept.under_melody and kept.fill_voices is None

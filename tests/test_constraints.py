@@ -215,7 +215,7 @@ def test_event_phrase_bonus_holds_a_triad_on_the_beat_after_a_long_phrase():
     ended += [tok.note_off_offset + p for p in c_major]
     assert _phrase_grammar(tok, ended + _chorale_steps(tok, [f_major] * 3, last=c_major)[1:]).penalties() is None
     assert _phrase_grammar(tok, ids, phrase_beats=8.0).penalties() is None
-    assert SamplingConstraints().phrase_bonus == 3.0 and OFF.phrase_bonus is None
+    assert SamplingConstraints().phrase_bonus == 1.5 and OFF.phrase_bonus is None
 
 
 def test_event_samples_keep_both_limits_and_break_them_when_off():

@@ -75,6 +75,13 @@ class SamplingConstraints:
       triad under the melody's pitch (4.5: about 90 times; 3 left 1.44 held chords per 8 bars,
       4.5 1.68, Bach 2.00, ``docs/generation-quality.md``). See
       ``cadenza.symbolic.anticipation_tasks.MelodyHold``.
+    - ``fill_voices``: Anticipatory infill and accompaniment with ``keep_texture``: a voice that
+      stops is taken up again at once instead of resting. At the time slot, the onsets later than
+      the first instant where fewer notes sound than the given music's texture has voices (a
+      four-part chorale: 4) have this taken off their logits, so the model completes a chord
+      before it moves on and a gap in a voice is filled where it opens (3: about 20 times less
+      likely; without it the infill wrote 0.56 of Bach's notes per beat, its voices resting a
+      quarter of the time, ``docs/generation-quality.md``). Gaps under 30 ms (quantization) do not count.
     - ``metric_grid``: Event: when the prompt keeps a metric grid (``cadenza.data.context.metric_grid``:
       sixteenths, or with triplets, of its tempo), new notes start and end on it (TIME_SHIFTs land
       on a grid step, or take the longest shift and go on): time counted in 10 ms steps otherwise
@@ -98,7 +105,9 @@ class SamplingConstraints:
       since its last held chord may end on a root-position major or minor triad struck on a
       beat (``cadenza.data.theory.root_position_triad``; Event: with no fewer notes than
       sounded before it): the ids that hold that chord two beats get this added to their
-      logits (3: about 20 times likelier). Event: the waits after the chord is struck; REMI:
+      logits (1.5: about 4.5 times likelier; 3, the default until 2026-12-04, gave twice
+      Bach's held chords on the valid split, and with ``fill_voices`` the infill three times).
+      Event: the waits after the chord is struck; REMI:
       the Durations of two to four beats of its notes, bass first, while they can still make
       the triad, and the Pitches above a held bass that keep it on the way there (a parallel's
       penalty overrides that). The model still chooses: it ends phrases where it already
@@ -128,7 +137,8 @@ class SamplingConstraints:
     melody_dissonance_penalty: float | None = 2.0
     melody_hold_bonus: float | None = 4.5
     parallel_penalty: float | None = 6.0
-    phrase_bonus: float | None = 3.0
+    fill_voices: float | None = 3.0
+    phrase_bonus: float | None = 1.5
     phrase_beats: float = 6.0
     timing_outside_nucleus: bool = True
 
@@ -139,7 +149,7 @@ class SamplingConstraints:
                    allow_repeated_pitch=True, keep_texture=False, keep_prompt_programs=False, under_melody=False,
                    metric_grid=False, key_prior=None,
                    melody_dissonance_penalty=None, melody_hold_bonus=None, parallel_penalty=None,
-                   phrase_bonus=None,
+                   fill_voices=None, phrase_bonus=None,
                    timing_outside_nucleus=False)
 
     @property
