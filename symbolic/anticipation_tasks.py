@@ -547,16 +547,24 @@ class SpanVoiceLeading:
         return np.stack([rows[:, 0], rows[:, 1], (rows[:, 2] - ops.NOTE_OFFSET) % ops.MAX_PITCH], 1)
 
     def moving(self, onset: int) -> list[int]:
-        """The pitches a note struck at ``onset`` (ticks) would move in parallels with."""
+        """The pitches a note struck at ``onset`` (ticks) would move in parallels with. Given
+        notes (a kept melody) that stop and strike here in equal number are voices traced
+        already: the new notes continue the other voices, bass up."""
         notes, tolerance = self._notes(), MELODY_TOLERANCE // 2
-        struck = notes[np.abs(notes[:, 0] - onset) <= tolerance, 2].tolist()
+        is_struck = np.abs(notes[:, 0] - onset) <= tolerance
         earlier = notes[notes[:, 0] < onset - tolerance, 0]
-        if not struck or not len(earlier):
+        if not is_struck.any() or not len(earlier):
             return []
         previous = earlier.max()
         stopped = (notes[:, 0] <= previous + tolerance) & (notes[:, 1] > previous) & (notes[:, 1] <= onset + tolerance)
+        given = np.arange(len(notes)) < len(self.controls)
+        given_from, given_to = sorted(notes[stopped & given, 2].tolist()), sorted(notes[is_struck & given, 2].tolist())
+        if given_to and len(given_from) == len(given_to):
+            fixed, stopped, is_struck = tuple(zip(given_from, given_to)), stopped & ~given, is_struck & ~given
+        else:
+            fixed = ()
         ended = notes[stopped, 2].tolist()
-        return parallel_pitches(ended, struck, upward=True) if ended else []
+        return parallel_pitches(ended, notes[is_struck, 2].tolist(), upward=True, fixed=fixed) if ended else []
 
     def __call__(self, state, logits: torch.Tensor) -> torch.Tensor:
         if self.span.slot != 2:

@@ -572,6 +572,12 @@ def test_span_voice_leading_penalizes_parallel_fifths_with_given_and_new_notes()
 
     span.history = [np.array(event(0, 50, 60)), np.array(event(0, 10, 64)), np.array(event(20, 30, 67))]
     assert SpanVoiceLeading(span, control, 3.0).moving(50) == parallel_pitches([60, 67], [62], upward=True)
+    # a kept melody (controls) C5 -> G4 is a voice traced already: the bass written first, C3 -> G3,
+    # would move in octaves with it
+    melody = np.array([[ops.ATIME_OFFSET + 0, ops.ADUR_OFFSET + 50, ops.ANOTE_OFFSET + 72],
+                       [ops.ATIME_OFFSET + 50, ops.ADUR_OFFSET + 50, ops.ANOTE_OFFSET + 67]])
+    span.history = [np.array(event(0, 50, p)) for p in (48, 60, 64)]
+    assert 55 in SpanVoiceLeading(span, melody, 3.0).moving(50)
 
 
 def test_span_phrase_bonus_holds_a_triad_on_the_beat_after_a_long_phrase():

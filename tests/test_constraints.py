@@ -141,6 +141,11 @@ def test_parallel_pitches_follow_voices_in_pitch_order():
     assert 62 in parallel_pitches([50, 57, 62, 62], [43], upward=True)
     assert 62 not in parallel_pitches([50, 57, 62, 62], [43])
     assert 62 not in parallel_pitches([50, 57, 62, 62], [64], upward=True)   # below a struck note: least leap
+    # a kept melody C5 -> G4 traced already (fixed): the bass written first, C3 -> G3, makes octaves
+    # with it; least leap over bass and melody would have the G3 come from the tenor's C4
+    assert 55 in parallel_pitches([48, 60, 64], [], upward=True, fixed=((72, 67),))
+    assert 55 not in parallel_pitches([48, 60, 64, 72], [67], upward=True)
+    assert 53 not in parallel_pitches([48, 60, 64], [], upward=True, fixed=((72, 67),))
 
 
 def test_event_penalizes_a_note_that_moves_in_parallel_fifths():

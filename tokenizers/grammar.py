@@ -303,7 +303,8 @@ class Grammar:
         return 0
 
 
-def parallel_pitches(ended: list[int], struck: list[int], pitch_count: int = 128, upward: bool = False) -> list[int]:
+def parallel_pitches(ended: list[int], struck: list[int], pitch_count: int = 128, upward: bool = False,
+                     fixed: tuple[tuple[int, int], ...] = ()) -> list[int]:
     """The pitches whose note, struck now after ``struck`` at an instant where the notes of
     ``ended`` stopped, would move in parallel fifths, octaves or unisons with one of ``struck``.
 
@@ -317,19 +318,25 @@ def parallel_pitches(ended: list[int], struck: list[int], pitch_count: int = 128
     candidate at or above every note struck so far continues, with them, the lowest ended
     voices in order, as it will once the instant is complete with as many notes struck as
     ended. Least leap over a part of the chord guesses wrong there: bass 50 and tenor 57 moving
-    to 43 and 62 under an alto held on 62 are fifths, but least leap has the 62 stay put."""
+    to 43 and 62 under an alto held on 62 are fifths, but least leap has the 62 stay put.
+
+    ``fixed``: (from, to) pitches of voices traced already, such as a kept melody moving from
+    its note to the next; ``ended`` and ``struck`` then hold the other voices only, and the
+    candidate is checked against the fixed voices too."""
     from cadenza.data.context import monotone_assignment
     from cadenza.data.theory import PERFECT_INTERVALS
 
     sources = np.array(sorted(ended))
+    fixed = [(int(a), int(b)) for a, b in fixed]
+    others = struck + [b for _, b in fixed]
     out = []
-    for candidate in sorted({s + i for s in struck for i in range(-36, 37) if abs(i) % 12 in PERFECT_INTERVALS}):
+    for candidate in sorted({s + i for s in others for i in range(-36, 37) if abs(i) % 12 in PERFECT_INTERVALS}):
         if not 0 <= candidate < pitch_count:
             continue
         moved = sorted(struck + [candidate])
         if len(moved) > len(sources):
             continue
-        if upward and candidate >= max(struck):
+        if upward and (not struck or candidate >= max(struck)):
             came_from = sources[: len(moved)]
         else:
             came_from = sources[monotone_assignment(np.abs(np.array(moved)[:, None] - sources[None]), strict=True)]
@@ -337,8 +344,9 @@ def parallel_pitches(ended: list[int], struck: list[int], pitch_count: int = 128
         origin = int(came_from[here])
         if origin == candidate:
             continue
-        for k, (pitch, source) in enumerate(zip(moved, came_from.tolist())):
-            if k == here or pitch == source:
+        pairs = [(p, c) for k, (p, c) in enumerate(zip(moved, came_from.tolist())) if k != here]
+        for pitch, source in pairs + [(b, a) for a, b in fixed]:
+            if pitch == source:
                 continue
             before, after = abs(origin - source) % 12, abs(candidate - pitch) % 12
             if before == after and before in PERFECT_INTERVALS:
