@@ -35,7 +35,8 @@ figures follow whatever sampling defaults the library ships.
 
 ``--tasks`` runs only some of continue, infill and accompany (the Bach column is always
 scored); ``--constraints-off`` switches named ``SamplingConstraints`` fields off for every run
-(a before/after of one constraint on the same seeds).
+(a before/after of one constraint on the same seeds). ``--split valid`` scores the valid-split
+chorales instead, the place to choose a setting before the test split is run once.
 """
 
 from __future__ import annotations

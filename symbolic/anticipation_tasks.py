@@ -535,10 +535,6 @@ class SpanVoiceLeading:
         self.events = _NoteReader(span)
         self.pitched = (np.arange(ops.NOTE_OFFSET, ops.REST) - ops.NOTE_OFFSET) // ops.MAX_PITCH != ops.DRUMS
 
-    def _notes(self) -> np.ndarray:
-        """(start, end, pitch) of every pitched note given or sampled so far."""
-        return np.concatenate([self.controls, self._pitched(self.events.rows())])
-
     @staticmethod
     def _pitched(rows: np.ndarray) -> np.ndarray:
         """(start, end, pitch) of the rows that are not drums."""
@@ -550,14 +546,15 @@ class SpanVoiceLeading:
         """The pitches a note struck at ``onset`` (ticks) would move in parallels with. Given
         notes (a kept melody) that stop and strike here in equal number are voices traced
         already: the new notes continue the other voices, bass up."""
-        notes, tolerance = self._notes(), MELODY_TOLERANCE // 2
+        tolerance = MELODY_TOLERANCE // 2
+        notes = np.concatenate([self.controls, self._pitched(self.events.rows())])   # (start, end, pitch)
+        given = np.arange(len(notes)) < len(self.controls)                            # the controls come first
         is_struck = np.abs(notes[:, 0] - onset) <= tolerance
         earlier = notes[notes[:, 0] < onset - tolerance, 0]
         if not is_struck.any() or not len(earlier):
             return []
         previous = earlier.max()
         stopped = (notes[:, 0] <= previous + tolerance) & (notes[:, 1] > previous) & (notes[:, 1] <= onset + tolerance)
-        given = np.arange(len(notes)) < len(self.controls)
         given_from, given_to = sorted(notes[stopped & given, 2].tolist()), sorted(notes[is_struck & given, 2].tolist())
         if given_to and len(given_from) == len(given_to):
             fixed, stopped, is_struck = tuple(zip(given_from, given_to)), stopped & ~given, is_struck & ~given
